@@ -1,0 +1,33 @@
+"""Shared pytest fixtures. Test modules add their own fixtures locally; keep this file small."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fixtures_dir() -> Path:
+    env = os.environ.get("MLFLOW_ANF_FIXTURES")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    path = _fixtures_dir()
+    if not path.is_dir():
+        raise RuntimeError(f"shared fixtures not found at {path}; set MLFLOW_ANF_FIXTURES")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tusimple_fixtures(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "tusimple"
+
+
+@pytest.fixture(scope="session")
+def crds_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "crds"
