@@ -1,0 +1,116 @@
+"""Training configuration: the one source of every training knob (CLI options, MLproject params, MLflow params)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Backbone = Literal["vgg16_bn", "resnet18", "resnet34"]
+Strategy = Literal["auto", "ddp", "horovod"]
+SnapshotProviderName = Literal["local", "csi", "anf"]
+
+
+def parse_hw(value: Any, field: str = "input_size") -> tuple[int, int]:
+    """Parse ``"288x512"``, ``"288,512"``, ``[288, 512]`` into (height, width), both multiples of 8."""
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise ValueError(f"{field}: expected HEIGHTxWIDTH such as 288x512, got {value!r}")
+    try:
+        h, w = (int(str(p).strip()) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field}: expected HEIGHTxWIDTH such as 288x512, got {value!r}") from None
+    if h < 32 or w < 32 or h % 8 or w % 8:
+        raise ValueError(f"{field}: {h}x{w} must be at least 32x32 and multiples of 8 (the network's stride)")
+    return h, w
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run is parameterised by. Field names are the MLproject/CLI parameter names."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data_dir: Path = Field(description="prepared TuSimple root (see `lanedet prepare`)")
+    output_dir: Path = Field(Path("outputs"), description="checkpoints and the saved model; snapshotted after training")
+    epochs: int = Field(30, ge=1, le=10_000)
+    batch_size: int = Field(8, ge=1, description="per-process training batch size")
+    val_batch_size: int = Field(16, ge=1)
+    use_workers: bool = Field(True, description="load batches in worker processes (the seed's USE_WORKERS)")
+    num_workers: int = Field(2, ge=0, le=64)
+    use_val: bool = Field(True, description="validate every epoch (the final held-out test always runs)")
+    enable_snapshot: bool = Field(True, description="snapshot the data before and the model after training")
+    snapshot_provider: SnapshotProviderName = "local"
+    snapshot_options: dict[str, str] = Field(default_factory=dict, description="provider options, e.g. namespace")
+    pvc_name: str | None = Field(None, description="data volume for csi/anf providers (the seed's PVC_NAME)")
+    backbone: Backbone = "vgg16_bn"
+    input_size: tuple[int, int] = Field((288, 512), description="network input HEIGHTxWIDTH")
+    pretrained: Path | None = Field(None, description="local torchvision-format backbone weights (.pth)")
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+    deterministic: bool = Field(False, description="deterministic algorithms: bit-identical reruns on CPU")
+    strategy: Strategy = "auto"
+    accelerator: str = Field("auto", pattern=r"^(auto|cpu|gpu|cuda|mps)$")
+    devices: str = Field("auto", pattern=r"^(auto|-1|[0-9]+)$")
+    precision: str = Field("32-true", pattern=r"^(32-true|32|16-mixed|bf16-mixed)$")
+    augment: bool = True
+    max_train_frames: int | None = Field(None, ge=1, description="use only the first N training frames")
+    exist_threshold: float = Field(0.5, gt=0, lt=1)
+    prob_threshold: float = Field(0.3, gt=0, lt=1)
+    overlays: int = Field(4, ge=0, le=64, description="validation frames drawn with predictions as artifacts")
+    overlay_images: list[Path] = Field(default_factory=list, description="extra frames to draw predictions on")
+    log_model: bool = True
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _hw(cls, value: Any) -> tuple[int, int]:
+        return parse_hw(value)
+
+    @field_validator("pvc_name", "pretrained", "max_train_frames", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", "none", "None") else value
+
+    @field_validator("snapshot_options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        """Accept ``"k=v,k2=v2"`` (MLproject params are strings) as well as a mapping."""
+        if isinstance(value, str):
+            out: dict[str, str] = {}
+            for item in filter(None, (p.strip() for p in value.split(","))):
+                key, sep, val = item.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"snapshot_options: expected key=value, got {item!r}")
+                out[key.strip()] = val.strip()
+            return out
+        return value
+
+    @field_validator("overlay_images", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in (s.strip() for s in value.split(",")) if p]
+        return value
+
+    @property
+    def loader_workers(self) -> int:
+        return self.num_workers if self.use_workers else 0
+
+    def mlflow_params(self) -> dict[str, str]:
+        """Flat string params for MLflow (no secrets live in this model)."""
+        out: dict[str, str] = {}
+        for key, value in self.model_dump(mode="json").items():
+            if key == "input_size":
+                value = f"{value[0]}x{value[1]}"
+            elif isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+            elif isinstance(value, list):
+                value = ",".join(str(v) for v in value)
+            out[key] = "" if value is None else str(value)
+        return out

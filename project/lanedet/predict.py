@@ -1,0 +1,115 @@
+"""Inference on whole frames: image → network → probability map → lanes at the frame's h_samples; overlays.
+
+Core code: no MLflow, no Lightning. The same decode path as validation (``lanedet.decode``) is used everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD
+from lanedet.decode import decode_lanes
+
+TUSIMPLE_HW = (720, 1280)
+TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
+LANE_COLOURS = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0)]
+
+
+def load_frame(path: str | Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image: {exc}") from exc
+
+
+def to_tensor(img: Image.Image, input_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize the full frame to the network input and normalise like the training data."""
+    h, w = input_hw
+    arr = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Return (softmax probabilities [B,5,H,W], existence probabilities [B,4]) as numpy."""
+    seg_logits, exist_logits = model(batch)
+    return (
+        torch.softmax(seg_logits.float(), dim=1).cpu().numpy(),
+        torch.sigmoid(exist_logits.float()).cpu().numpy(),
+    )
+
+
+class LanePredictor:
+    """Predict TuSimple lanes for frames of any size with a trained SCNN."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        input_hw: tuple[int, int],
+        exist_threshold: float = 0.5,
+        prob_threshold: float = 0.3,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.model = model.eval().to(device)
+        self.input_hw = input_hw
+        self.exist_threshold = exist_threshold
+        self.prob_threshold = prob_threshold
+        self.device = torch.device(device)
+
+    def predict(
+        self, frames: Sequence[Image.Image], h_samples: Sequence[Sequence[int]] | None = None
+    ) -> list[list[list[int]]]:
+        if not frames:
+            return []
+        batch = torch.stack([to_tensor(f, self.input_hw) for f in frames]).to(self.device)
+        probs, exist = predict_probs(self.model, batch)
+        out = []
+        for i, frame in enumerate(frames):
+            rows = list(h_samples[i]) if h_samples is not None else _default_rows(frame.height)
+            out.append(
+                decode_lanes(
+                    probs[i],
+                    exist[i],
+                    rows,
+                    src_hw=(frame.height, frame.width),
+                    exist_thr=self.exist_threshold,
+                    prob_thr=self.prob_threshold,
+                )
+            )
+        return out
+
+
+def _default_rows(height: int) -> list[int]:
+    if height == TUSIMPLE_HW[0]:
+        return TUSIMPLE_H_SAMPLES
+    start = int(height * 160 / 720)
+    return list(range(start, height, max(1, height // 72)))
+
+
+def draw_lanes(
+    frame: Image.Image,
+    lanes: Sequence[Sequence[int]],
+    h_samples: Sequence[int],
+    gt_lanes: Sequence[Sequence[int]] | None = None,
+) -> Image.Image:
+    """Draw predicted lanes (coloured, thick) and optional ground truth (thin white) on a copy of *frame*."""
+    img = frame.convert("RGB").copy()
+    draw = ImageDraw.Draw(img)
+    radius = max(2, img.width // 320)
+    for lane in gt_lanes or []:
+        pts = [(x, y) for x, y in zip(lane, h_samples) if x >= 0]
+        if len(pts) > 1:
+            draw.line(pts, fill=(255, 255, 255), width=max(1, radius // 2))
+    for k, lane in enumerate(lanes):
+        colour = LANE_COLOURS[k % len(LANE_COLOURS)]
+        for x, y in zip(lane, h_samples):
+            if x >= 0:
+                draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
+    return img
