@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install Horovod 0.28.1 (its last release) into a venv, built against the installed torch.
+#
+# 0.28.1 does not compile against torch >= 2.1, whose headers need C++17; its CMake files ask for C++14. We build
+# the PyPI sdist with that one setting changed (both CMakeLists.txt files), with Gloo (no MPI library needed: the
+# MPI operator's launcher still starts it through mpirun/horovodrun), and cache the wheel per torch version so the
+# ~5 minute build happens once per machine.
+#
+#   PY=.venv/bin/python scripts/install_horovod.sh        # CPU/Gloo build (CI, laptops)
+#   HOROVOD_GPU_OPERATIONS=NCCL scripts/install_horovod.sh   # GPU images (see docker/Dockerfile)
+set -euo pipefail
+
+PY=${PY:-.venv/bin/python}
+VERSION=0.28.1
+CACHE_ROOT=${HOROVOD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlflow-anf/wheels}
+
+if "$PY" -c "import horovod.torch" 2>/dev/null; then
+    echo "horovod already installed: $("$PY" -c 'import horovod; print(horovod.__version__)')"
+    exit 0
+fi
+
+torch_tag=$("$PY" -c "import sys, torch; print(f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}')")
+cache="$CACHE_ROOT/horovod-$VERSION-$torch_tag${HOROVOD_GPU_OPERATIONS:+-${HOROVOD_GPU_OPERATIONS,,}}"
+mkdir -p "$cache"
+
+# Horovod's runtime dependencies (the wheel is installed with --no-deps).
+"$PY" -m pip install -q cloudpickle psutil pyyaml packaging cffi
+
+wheel=$(ls "$cache"/horovod-"$VERSION"-*.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$wheel" ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    echo "building horovod $VERSION for $torch_tag (once; cached in $cache) ..."
+    "$PY" -m pip download -q --no-deps --no-binary :all: "horovod==$VERSION" -d "$work"
+    tar -xzf "$work"/horovod-"$VERSION".tar.gz -C "$work"
+    src="$work/horovod-$VERSION"
+    for f in "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"; do
+        grep -q 'set(CMAKE_CXX_STANDARD 14)' "$f" || { echo "unexpected $f: no C++14 line to patch" >&2; exit 1; }
+        sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' "$f"
+    done
+    "$PY" -m pip install -q setuptools wheel cmake
+    (
+        cd "$src"
+        HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=${HOROVOD_WITHOUT_MPI:-1} \
+        HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS="-j$(nproc)" \
+            "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$work/dist" .
+    )
+    cp "$work"/dist/horovod-*.whl "$cache/.tmp-wheel" 
+    name=$(basename "$work"/dist/horovod-*.whl)
+    mv "$cache/.tmp-wheel" "$cache/$name"
+    wheel="$cache/$name"
+fi
+"$PY" -m pip install -q --no-deps "$wheel"
+"$PY" -c "import horovod.torch as hvd; print('horovod', __import__('horovod').__version__, 'gloo built:', hvd.gloo_built())"
