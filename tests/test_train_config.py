@@ -1,0 +1,76 @@
+"""TrainConfig: the MLproject's string params parse into one validated config; bad values name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lanedet.config import TrainConfig, parse_hw
+
+
+def test_mlproject_strings_parse() -> None:
+    cfg = TrainConfig(
+        data_dir="d", epochs="3", batch_size="4", use_val="false", enable_snapshot="true", input_size="160x288",
+        snapshot_options="namespace=ml,snapshot_class=netapp", pvc_name="", pretrained="", max_train_frames="",
+        overlay_images="a.jpg,b.jpg", lr="0.02",
+    )
+    assert cfg.epochs == 3 and cfg.batch_size == 4 and cfg.use_val is False and cfg.enable_snapshot is True
+    assert cfg.input_size == (160, 288)
+    assert cfg.snapshot_options == {"namespace": "ml", "snapshot_class": "netapp"}
+    assert cfg.pvc_name is None and cfg.pretrained is None and cfg.max_train_frames is None
+    assert cfg.overlay_images == [Path("a.jpg"), Path("b.jpg")]
+
+
+def test_mlflow_params_are_flat_strings_and_round_trip() -> None:
+    cfg = TrainConfig(data_dir="d", input_size="160x288", snapshot_options="b=2,a=1")
+    params = cfg.mlflow_params()
+    assert params["input_size"] == "160x288"
+    assert params["snapshot_options"] == "a=1,b=2"
+    assert all(isinstance(v, str) for v in params.values())
+    again = TrainConfig(**{k: v for k, v in params.items()})
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", "0"),
+        ("epochs", "many"),
+        ("batch_size", "-1"),
+        ("input_size", "300x500"),
+        ("input_size", "288"),
+        ("input_size", "16x16"),
+        ("backbone", "vgg19"),
+        ("strategy", "deepspeed"),
+        ("lr", "0"),
+        ("use_val", "perhaps"),
+        ("snapshot_provider", "nfs"),
+        ("snapshot_options", "novalue"),
+        ("precision", "8"),
+        ("num_workers", "-2"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(data_dir="d", **{field: value})
+    assert field in str(info.value)
+
+
+def test_unknown_param_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="batchsize"):
+        TrainConfig(data_dir="d", batchsize=3)
+
+
+def test_parse_hw_variants() -> None:
+    assert parse_hw("288x512") == (288, 512)
+    assert parse_hw("288,512") == (288, 512)
+    assert parse_hw([96, 160]) == (96, 160)
+    with pytest.raises(ValueError, match="input_size"):
+        parse_hw(None)
+
+
+def test_loader_workers_follow_use_workers() -> None:
+    assert TrainConfig(data_dir="d", num_workers=3, use_workers=False).loader_workers == 0
+    assert TrainConfig(data_dir="d", num_workers=3).loader_workers == 3
