@@ -1,0 +1,234 @@
+"""Pure rendering of the Kubeflow MPIJob (``kubeflow.org/v2beta1``) that runs one MLflow project entry point.
+
+Input: the validated :class:`~mlflow_anf.backend.config.MPIJobBackendConfig` and a :class:`JobRequest` (run id,
+experiment, tracking URI for the pods, the entry-point command as MLflow computed it). Output: plain dicts, ready for
+the Kubernetes API or ``yaml.safe_dump``. No I/O, no Kubernetes or MLflow imports.
+
+The launcher runs ``python -m mlflow_anf.backend.launcher ... -- <entry-point command>``: that wrapper starts the
+command on every process with ``horovodrun``/``mpirun`` using the operator's hostfile, and sets the MLflow run's final
+status from the exit code. Workers run ``sshd`` (the MPI operator's SSH bootstrap). Secret values never appear here:
+``secret_env`` becomes ``valueFrom.secretKeyRef``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_anf.backend.config import RUN_SUFFIX_LEN, MPIJobBackendConfig
+
+API_VERSION = "kubeflow.org/v2beta1"
+KIND = "MPIJob"
+PLURAL = "mpijobs"
+GROUP = "kubeflow.org"
+VERSION = "v2beta1"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "mlflow-anf"
+LABEL_RUN_ID = "mlflow-anf.io/run-id"
+LABEL_EXPERIMENT_ID = "mlflow-anf.io/experiment-id"
+LABEL_ENTRY_POINT = "mlflow-anf.io/entry-point"
+ANNOTATION_TRACKING_URI = "mlflow-anf.io/tracking-uri"
+ANNOTATION_PROJECT = "mlflow-anf.io/project"
+
+# Labels the MPI operator puts on the pods it creates (pkg/apis/kubeflow/v2beta1/constants.go).
+OPERATOR_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+OPERATOR_JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
+
+LAUNCHER_LOG_ARTIFACT = "launcher.log"
+SECRET_ENV_LIST = "MLFLOW_ANF_SECRET_ENV"
+WORKER_COMMAND = ["/usr/sbin/sshd", "-De"]
+DEFAULT_RUNAI_SCHEDULER = "runai-scheduler"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What one submission needs besides the backend config."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    command: str = field(metadata={"doc": "entry-point shell command, from MLflow's EntryPoint.compute_command"})
+    entry_point: str = "main"
+    project_name: str = "mlflow-project"
+
+
+def job_name_for(config: MPIJobBackendConfig, project_name: str, run_id: str) -> str:
+    """``<job_name or sanitised project name>-<run_id[:8]>``: a DNS-1035 label whose worker host names fit 63 chars."""
+    suffix = re.sub(r"[^a-z0-9]", "", run_id.lower())[:RUN_SUFFIX_LEN] or "run"
+    prefix = config.job_name or _dns1035(project_name) or "mlflow"
+    room = 63 - len(f"-{suffix}-worker-{config.workers - 1}")
+    prefix = prefix[: max(room, 1)].rstrip("-") or "m"
+    return f"{prefix}-{suffix}"
+
+
+def _dns1035(text: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    name = re.sub(r"-{2,}", "-", name)
+    return name if not name or name[0].isalpha() else f"p-{name}"
+
+
+def launcher_args(config: MPIJobBackendConfig, req: JobRequest) -> list[str]:
+    """Arguments of ``python -m mlflow_anf.backend.launcher`` in the launcher container."""
+    args = [
+        "--launcher", config.launcher,
+        "--mpi-implementation", config.mpi_implementation,
+        "--processes", str(config.processes),
+        "--slots-per-worker", str(config.slots_per_worker),
+        "--log-artifact", LAUNCHER_LOG_ARTIFACT,
+    ]
+    for extra in config.mpi_args:
+        args += [f"--mpi-arg={extra}"]
+    if config.snapshot.model:
+        pvc = config.snapshot.model_pvc or config.data_pvc
+        args += ["--model-snapshot", f"{config.namespace}/{pvc}",
+                 "--snapshot-timeout", f"{config.snapshot.timeout_seconds:g}"]
+        if config.snapshot.snapshot_class:
+            args += ["--snapshot-class", config.snapshot.snapshot_class]
+    return [*args, "--", req.command]
+
+
+def _env(config: MPIJobBackendConfig, req: JobRequest) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(config.env.items())]
+    for name, ref in sorted(config.secret_env.items()):
+        key_ref: dict[str, Any] = {"name": ref.secret, "key": ref.key}
+        if ref.optional:
+            key_ref["optional"] = True
+        env.append({"name": name, "valueFrom": {"secretKeyRef": key_ref}})
+    env += [
+        {"name": "MLFLOW_RUN_ID", "value": req.run_id},
+        {"name": "MLFLOW_EXPERIMENT_ID", "value": str(req.experiment_id)},
+        {"name": "MLFLOW_TRACKING_URI", "value": req.tracking_uri},
+        {"name": SECRET_ENV_LIST, "value": ",".join(config.secret_env_names())},
+    ]
+    return env
+
+
+def _resources(cpu: str | None, memory: str | None, gpus: int = 0, gpu_resource: str = "") -> dict[str, Any]:
+    amounts: dict[str, str] = {}
+    if cpu:
+        amounts["cpu"] = cpu
+    if memory:
+        amounts["memory"] = memory
+    limits = dict(amounts)
+    if gpus:
+        limits[gpu_resource] = str(gpus)
+    out: dict[str, Any] = {}
+    if amounts:
+        out["requests"] = amounts
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _pod_labels(config: MPIJobBackendConfig, req: JobRequest) -> dict[str, str]:
+    labels = {**config.labels, LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN_ID: req.run_id}
+    if config.scheduler == "runai" and config.runai_project:
+        labels["project"] = config.runai_project
+        labels["runai/queue"] = config.runai_project
+    return labels
+
+
+def _pod_spec_common(config: MPIJobBackendConfig) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if config.scheduler == "runai":
+        spec["schedulerName"] = DEFAULT_RUNAI_SCHEDULER
+    if config.priority_class:
+        spec["priorityClassName"] = config.priority_class
+    if config.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in config.image_pull_secrets]
+    return spec
+
+
+def render_launcher_template(config: MPIJobBackendConfig, req: JobRequest) -> dict[str, Any]:
+    container = {
+        "name": "launcher",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "workingDir": config.project_dir,
+        "command": ["python", "-m", "mlflow_anf.backend.launcher"],
+        "args": launcher_args(config, req),
+        "env": _env(config, req),
+        "resources": _resources(config.launcher_cpu, config.launcher_memory),
+    }
+    spec = {**_pod_spec_common(config), "containers": [container]}
+    if config.service_account:
+        spec["serviceAccountName"] = config.service_account
+    return {"metadata": {"labels": _pod_labels(config, req)}, "spec": spec}
+
+
+def render_worker_template(config: MPIJobBackendConfig, req: JobRequest) -> dict[str, Any]:
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if config.data_pvc:
+        mounts.append({"name": "data", "mountPath": config.data_mount_path})
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": config.data_pvc}})
+    if config.shm_size:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "workingDir": config.project_dir,
+        "command": list(WORKER_COMMAND),
+        "env": _env(config, req),
+        "resources": _resources(config.cpu, config.memory, config.gpus_per_process * config.slots_per_worker,
+                                config.gpu_resource),
+    }
+    if mounts:
+        container["volumeMounts"] = mounts
+    spec: dict[str, Any] = {**_pod_spec_common(config), "containers": [container]}
+    if volumes:
+        spec["volumes"] = volumes
+    if config.node_selector:
+        spec["nodeSelector"] = dict(config.node_selector)
+    if config.tolerations:
+        spec["tolerations"] = [t.model_dump(exclude_none=True) for t in config.tolerations]
+    if config.service_account:
+        spec["serviceAccountName"] = config.service_account
+    return {"metadata": {"labels": _pod_labels(config, req)}, "spec": spec}
+
+
+def render_mpijob(config: MPIJobBackendConfig, req: JobRequest, name: str | None = None) -> dict[str, Any]:
+    """The MPIJob manifest for *req* (name from :func:`job_name_for` unless given)."""
+    name = name or job_name_for(config, req.project_name, req.run_id)
+    labels = {
+        **config.labels,
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_RUN_ID: req.run_id,
+        LABEL_EXPERIMENT_ID: _label_value(str(req.experiment_id)),
+        LABEL_ENTRY_POINT: _label_value(req.entry_point),
+    }
+    if config.scheduler == "runai" and config.runai_project:
+        labels["project"] = config.runai_project
+    annotations = {**config.annotations, ANNOTATION_TRACKING_URI: req.tracking_uri,
+                   ANNOTATION_PROJECT: req.project_name}
+    run_policy: dict[str, Any] = {"cleanPodPolicy": config.clean_pod_policy, "backoffLimit": config.backoff_limit}
+    if config.ttl_seconds_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = config.ttl_seconds_after_finished
+    if config.active_deadline_seconds is not None:
+        run_policy["activeDeadlineSeconds"] = config.active_deadline_seconds
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": config.namespace, "labels": labels, "annotations": annotations},
+        "spec": {
+            "slotsPerWorker": config.slots_per_worker,
+            "mpiImplementation": config.mpi_implementation,
+            "launcherCreationPolicy": config.launcher_creation_policy,
+            "runPolicy": run_policy,
+            "mpiReplicaSpecs": {
+                "Launcher": {"replicas": 1, "restartPolicy": "Never",
+                             "template": render_launcher_template(config, req)},
+                "Worker": {"replicas": config.workers, "restartPolicy": "Never",
+                           "template": render_worker_template(config, req)},
+            },
+        },
+    }
+
+
+def _label_value(text: str) -> str:
+    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
+    return value
