@@ -1,0 +1,236 @@
+"""`lanedet prepare`: official layout, merged root and archives → a prepared root, atomically and validated."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from lanedet.cli import main as lanedet_main
+from lanedet.data.prepare import MANIFEST_NAME, PrepareError, prepare, prepare_command
+from lanedet.data.tusimple import TuSimpleDataset, read_labels
+
+TRAIN_FILES = ("label_data_0313.json", "label_data_0531.json", "label_data_0601.json")
+
+
+def _jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    img = np.kron(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8), np.ones((80, 80, 1), np.uint8))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def real_lines(tusimple_fixtures: Path) -> list[dict]:
+    with open(tusimple_fixtures / "label_data_0313.json") as f:
+        return [json.loads(next(f)) for _ in range(6)]
+
+
+def make_download(root: Path, real_lines: list[dict], jpeg: bytes | None = None) -> Path:
+    """Official layout: train_set/ (3 label files, clips with 2 frames each), test_set/, test_label.json."""
+    plan = {
+        "train_set/label_data_0313.json": ["clips/0313-1/10/20.jpg", "clips/0313-2/20/20.jpg"],
+        "train_set/label_data_0531.json": ["clips/0531/30/20.jpg"],
+        "train_set/label_data_0601.json": ["clips/0601/40/20.jpg"],
+        "test_label.json": ["clips/0530/50_0/20.jpg", "clips/0601/60/20.jpg"],
+    }
+    lines = iter(real_lines)
+    for name, raw_files in plan.items():
+        set_dir = root / ("test_set" if name == "test_label.json" else "train_set")
+        set_dir.mkdir(parents=True, exist_ok=True)
+        with open(root / name, "w") as f:
+            for j, raw in enumerate(raw_files):
+                f.write(json.dumps({**next(lines), "raw_file": raw}) + "\n")
+                for frame in ("1.jpg", "20.jpg"):
+                    path = set_dir / Path(raw).parent / frame
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(jpeg if jpeg is not None else f"{raw}/{frame}".encode())
+    (root / "test_set" / "test_tasks_0627.json").write_text('{"raw_file": "clips/0530/50_0/20.jpg"}\n')
+    return root
+
+
+@pytest.fixture
+def download(tmp_path: Path, real_lines: list[dict]) -> Path:
+    return make_download(tmp_path / "download", real_lines)
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_prepare_from_the_official_layout(download: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    report = prepare(download, out)
+    assert report.layout == "download"
+    assert report.splits == {"train": 3, "val": 1, "test": 2}
+    assert report.label_files == {"label_data_0313.json": 2, "label_data_0531.json": 1,
+                                  "label_data_0601.json": 1, "test_label.json": 2}
+    assert report.images == 12 and report.linked == 12 and report.copied == report.moved == 0
+    assert report.digest.startswith("sha256:") and len(report.digest) == 7 + 64
+    for name in (*TRAIN_FILES, "test_label.json", "test_tasks_0627.json"):
+        assert (out / name).is_file()
+    # train and test clips of the same day are merged under one clips/ tree, hard-linked to the source
+    assert (out / "clips/0601/40/20.jpg").read_bytes() == b"clips/0601/40/20.jpg/20.jpg"
+    assert (out / "clips/0601/60/1.jpg").stat().st_ino == (download / "test_set/clips/0601/60/1.jpg").stat().st_ino
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["splits"] == report.splits and manifest["digest"] == report.digest
+    assert manifest["images"] == 12 and "format" in manifest
+    assert [lab.raw_file for lab in read_labels(out / "test_label.json")] == [
+        "clips/0530/50_0/20.jpg", "clips/0601/60/20.jpg"]
+    assert leftovers(tmp_path) == []
+
+
+def test_digest_follows_content(download: Path, tmp_path: Path) -> None:
+    first = prepare(download, tmp_path / "a").digest
+    assert prepare(download, tmp_path / "b").digest == first
+    # an unlabelled frame counts by size, a labelled frame by content
+    (download / "train_set/clips/0531/30/20.jpg").unlink()
+    (download / "train_set/clips/0531/30/20.jpg").write_bytes(b"clips/0531/30/20.jpg/20.jpX")
+    assert prepare(download, tmp_path / "c").digest != first
+
+
+def test_prepare_from_a_merged_root_reproduces_it(download: Path, tmp_path: Path) -> None:
+    first = prepare(download, tmp_path / "a")
+    again = prepare(tmp_path / "a", tmp_path / "b")
+    assert again.layout == "merged" and again.digest == first.digest and again.splits == first.splits
+
+
+def _zip_dir(directory: Path, archive: Path, prefix: str = "") -> None:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(directory.rglob("*")):
+            zf.write(path, prefix + path.relative_to(directory).as_posix())
+
+
+def test_prepare_from_zip_archives(download: Path, tmp_path: Path) -> None:
+    expected = prepare(download, tmp_path / "from_dirs")
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    _zip_dir(download / "train_set", archives / "train_set.zip", prefix="train_set/")  # one folder down
+    _zip_dir(download / "test_set", archives / "test_set.zip")  # at the top level
+    (archives / "test_label.json").write_bytes((download / "test_label.json").read_bytes())
+    report = prepare(archives, tmp_path / "from_zips")
+    assert report.layout == "archives" and report.moved == 12 and report.linked == 0
+    assert report.digest == expected.digest and report.splits == expected.splits
+    assert leftovers(tmp_path) == []
+
+
+def test_prepare_from_tar_gz_archives(download: Path, tmp_path: Path) -> None:
+    expected = prepare(download, tmp_path / "from_dirs")
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for name in ("train_set", "test_set"):
+        with tarfile.open(archives / f"{name}.tar.gz", "w:gz") as tf:
+            tf.add(download / name, arcname=".")
+    (archives / "test_label.json").write_bytes((download / "test_label.json").read_bytes())
+    report = prepare(archives, tmp_path / "from_tars")
+    assert report.digest == expected.digest
+
+
+def test_zip_member_escaping_the_root_is_refused(download: Path, tmp_path: Path) -> None:
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    _zip_dir(download / "train_set", archives / "train_set.zip")
+    with zipfile.ZipFile(archives / "train_set.zip", "a") as zf:
+        zf.writestr("../../escaped.txt", b"gotcha")
+    _zip_dir(download / "test_set", archives / "test_set.zip")
+    out = tmp_path / "out"
+    with pytest.raises(PrepareError, match=r"train_set.zip: member '\.\./\.\./escaped.txt' escapes"):
+        prepare(archives, out)
+    assert not out.exists() and leftovers(tmp_path) == []
+    assert not list(tmp_path.rglob("escaped.txt")) and not (tmp_path.parent / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "absolute"])
+def test_tar_links_and_absolute_members_are_refused(download: Path, tmp_path: Path, kind: str) -> None:
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    with tarfile.open(archives / "train_set.tar.gz", "w:gz") as tf:
+        tf.add(download / "train_set", arcname="train_set")
+        info = tarfile.TarInfo("train_set/clips/link.jpg" if kind == "symlink" else "/tmp/abs.jpg")
+        if kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(info)
+        else:
+            tf.addfile(info, io.BytesIO(b""))
+    _zip_dir(download / "test_set", archives / "test_set.zip")
+    with pytest.raises(PrepareError, match="not a regular file" if kind == "symlink" else "escapes"):
+        prepare(archives, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_missing_image_names_label_file_and_line_and_leaves_nothing(download: Path, tmp_path: Path) -> None:
+    (download / "train_set/clips/0313-2/20/20.jpg").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(PrepareError, match=r"label_data_0313.json:2: raw_file 'clips/0313-2/20/20.jpg' not found"):
+        prepare(download, out)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_malformed_label_line_is_reported(download: Path, tmp_path: Path) -> None:
+    with open(download / "test_label.json", "a") as f:
+        f.write('{"lanes": [[1]], "h_samples": [1, 2], "raw_file": "clips/0601/60/20.jpg"}\n')
+    with pytest.raises(PrepareError, match=r"test_label.json:3: lanes\[0\] has 1 points"):
+        prepare(download, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_pieces_are_named(download: Path, tmp_path: Path) -> None:
+    (download / "train_set/label_data_0531.json").unlink()
+    with pytest.raises(PrepareError, match=r"train_set/label_data_0531.json: label file missing"):
+        prepare(download, tmp_path / "out")
+    with pytest.raises(PrepareError, match=r"test_set/label_data_0313.json: label file missing"):
+        prepare(download / "test_set", tmp_path / "out")  # has clips/: taken for a merged root
+    (download / "train_set").rename(tmp_path / "elsewhere")
+    with pytest.raises(PrepareError, match="not a TuSimple source"):
+        prepare(download, tmp_path / "out")
+    with pytest.raises(PrepareError, match="not a directory"):
+        prepare(tmp_path / "nowhere", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_empty_out_is_refused_unless_overwrite(download: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(PrepareError, match="not empty"):
+        prepare(download, out)
+    assert (out / "keep.txt").read_text() == "precious"
+    prepare(download, out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / MANIFEST_NAME).is_file()
+    # a failing overwrite keeps the previous root intact
+    (download / "train_set/clips/0601/40/20.jpg").unlink()
+    with pytest.raises(PrepareError):
+        prepare(download, out, overwrite=True)
+    assert (out / MANIFEST_NAME).is_file() and leftovers(tmp_path) == []
+    with pytest.raises(PrepareError, match="must not be the source or contain it"):
+        prepare(download, download.parent, overwrite=True)
+
+
+def test_prepared_root_feeds_the_dataset(tmp_path: Path, real_lines: list[dict]) -> None:
+    torch.set_num_threads(1)
+    download = make_download(tmp_path / "download", real_lines, jpeg=_jpeg(0))
+    prepare(download, tmp_path / "prepared")
+    ds = TuSimpleDataset(tmp_path / "prepared", "test")
+    item = ds[1]
+    assert item["image"].shape == (3, 288, 512) and ds.labels[1].raw_file == "clips/0601/60/20.jpg"
+    assert item["exist"].sum() >= 2
+
+
+def test_cli_summary_and_exit_code(download: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(lanedet_main, ["prepare", "--src", str(download), "--out", str(tmp_path / "out")])
+    assert ok.exit_code == 0, ok.output
+    assert "train 3, val 1, test 2" in ok.output and "sha256:" in ok.output
+    again = runner.invoke(prepare_command, ["--src", str(download), "--out", str(tmp_path / "out")])
+    assert again.exit_code == 2 and "not empty" in again.output
+    forced = runner.invoke(prepare_command, ["--src", str(download), "--out", str(tmp_path / "out"), "--overwrite"])
+    assert forced.exit_code == 0, forced.output
