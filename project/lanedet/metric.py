@@ -17,9 +17,11 @@ revision), re-implemented over whole files at once instead of frame by frame and
   scores (0, 0, 1);
 * file scores are the frame scores summed in prediction-file order, divided by the number of GT frames.
 
-Bit-for-bit agreement on the threshold decisions: the slope is computed in closed form for all lanes; any lane
-whose decision is within 1e-9 (relative) of its threshold gets its slope recomputed the way sklearn does it
-(centre both variables, LAPACK ``gelsd`` least squares), see :func:`sklearn_slope`.
+Bit-for-bit agreement on the threshold decisions: slopes are computed in closed form for all lanes; a lane with
+any |pred - gt| within 1e-9 (relative) of its threshold has its slope recomputed the way sklearn computes it
+(centre both variables, LAPACK ``gelsd`` least squares, :func:`sklearn_slope`) before deciding. With integer x
+values (the TuSimple format) only thresholds within rounding of a whole number can be that close, so the check
+is confined to those lanes.
 
 Input checks are stricter than the benchmark's, which silently overwrites duplicate ``raw_file`` keys and scores
 partial files: every problem raises :class:`MetricError` naming the file (or list) and line (or index).
@@ -27,9 +29,11 @@ partial files: every problem raises :class:`MetricError` naming the file (or lis
 
 from __future__ import annotations
 
+import itertools
 import json
+import struct
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +52,12 @@ MAX_EXTRA_LANES = 2
 MISSING_X = -100.0
 """The value the benchmark substitutes for every negative x before comparing."""
 
-_TIE_RTOL = 1e-9
-_CHUNK_ELEMENTS = 1 << 20  # pair-rows x h_samples per vectorised chunk (bounds temporary memory to ~10 MB/array)
+_TIE_RTOL = 1e-9  # decisions this close (relative) to a threshold are re-made with sklearn's exact slope
+_SHAKY_SPREAD = 1e-10  # sum((y - mean)^2) below this fraction of sum(y^2): closed-form slope too imprecise
+_CHUNK_ELEMENTS = 1 << 20  # elements of the [frames, gt, pred, rows] margin array per chunk (8 MB as float64)
 
-_LANE_TYPES = (list, tuple, np.ndarray)
+_SEQUENCE_TYPES = (list, tuple, np.ndarray)
+_NO_VALUE = object()
 GT_KEYS = ("raw_file", "lanes", "h_samples")
 PRED_KEYS = ("raw_file", "lanes", "run_time")
 
@@ -78,36 +84,41 @@ def sklearn_slope(xs: np.ndarray, ys: np.ndarray) -> float:
     return float(coef[0])
 
 
-def lane_thresholds(gt_x: np.ndarray, y: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+def lane_thresholds(
+    gt_x: np.ndarray, y: np.ndarray, *, return_fitted: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per GT lane ``PIXEL_THRESH / cos(arctan(slope))`` for lanes ``gt_x`` [N, S] sampled at rows ``y`` [N, S].
 
-    ``rows`` [N, S] marks the real (non-padding) entries; a point is used when it is a real row and x >= 0.
-    Lanes with fewer than two points, or all on one row, get slope 0 (as sklearn's minimum-norm solution).
-    Closed form; see :func:`sklearn_slope` for the bit-exact variant.
+    A point is used when x >= 0. Lanes with fewer than two points get angle 0; points all on one row give
+    slope 0 (sklearn's minimum-norm solution). Closed form, except for lanes whose rows are so close together
+    that centring loses the slope's precision: those use :func:`sklearn_slope`. With ``return_fitted`` also the
+    mask of lanes that had a slope fitted (those whose thresholds carry rounding).
     """
     valid = gt_x >= 0
-    if rows is not None:
-        valid &= rows
     n = valid.sum(axis=1)
     safe_n = np.maximum(n, 1)
-    y_mean = np.where(valid, y, 0.0).sum(axis=1) / safe_n
+    y_valid = np.where(valid, y, 0.0)
+    y_mean = y_valid.sum(axis=1) / safe_n
     x_mean = np.where(valid, gt_x, 0.0).sum(axis=1) / safe_n
     dy = np.where(valid, y - y_mean[:, None], 0.0)
     dx = np.where(valid, gt_x - x_mean[:, None], 0.0)
     syy = (dy * dy).sum(axis=1)
     sxy = (dy * dx).sum(axis=1)
-    fitted = (n > 1) & (syy > 0)
-    slope = np.where(fitted, sxy / np.where(fitted, syy, 1.0), 0.0)
-    theta = np.where(n > 1, np.arctan(slope), 0.0)
-    return PIXEL_THRESH / np.cos(theta)
+    fitted = n > 1
+    slope = np.where(fitted & (syy > 0), sxy / np.where(syy > 0, syy, 1.0), 0.0)
+    thr = PIXEL_THRESH / np.cos(np.where(fitted, np.arctan(slope), 0.0))
+    shaky = fitted & (syy > 0) & (syy <= _SHAKY_SPREAD * (y_valid * y_valid).sum(axis=1))
+    for lane in np.flatnonzero(shaky):  # e.g. float h_samples that repeat: rare, never in TuSimple files
+        thr[lane] = _exact_threshold(gt_x[lane], y[lane])
+    return (thr, fitted) if return_fitted else thr
 
 
-def _exact_threshold(gt_x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> float:
-    valid = (gt_x >= 0) & rows
+def _exact_threshold(gt_x: np.ndarray, y: np.ndarray) -> float:
+    """The threshold of one GT lane with the slope computed exactly as sklearn does."""
+    valid = gt_x >= 0
     if valid.sum() <= 1:
-        return PIXEL_THRESH / np.cos(0.0)
-    theta = np.arctan(sklearn_slope(gt_x[valid], y[valid]))
-    return float(PIXEL_THRESH / np.cos(theta))
+        return float(PIXEL_THRESH / np.cos(0.0))
+    return float(PIXEL_THRESH / np.cos(np.arctan(sklearn_slope(gt_x[valid], y[valid]))))
 
 
 # --------------------------------------------------------------------------------------------------- input checks
@@ -124,24 +135,23 @@ class _Source:
         return f"{self.name}:{self.lines[i]}" if self.lines is not None else f"{self.name}[{i}]"
 
 
-def _as_mapping(record: Any) -> Any:
-    if hasattr(record, "model_dump") and not isinstance(record, Mapping):  # e.g. lanedet.data.tusimple.LaneLabel
-        return record.model_dump()
-    return record
-
-
-def _check_record(record: Any, keys: tuple[str, ...], where: str) -> Mapping[str, Any]:
-    if not isinstance(record, Mapping):
-        raise MetricError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise MetricError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)}")
-    if not isinstance(record["raw_file"], str):
-        raise MetricError(f"{where}: 'raw_file' must be a string, got {type(record['raw_file']).__name__}")
-    lanes = record["lanes"]
-    if not isinstance(lanes, (list, tuple)) or not all(isinstance(lane, _LANE_TYPES) for lane in lanes):
-        raise MetricError(f"{where}: 'lanes' must be a list of lists of x values")
-    return record
+def _fields(record: Any, keys: tuple[str, str, str], src: _Source, i: int) -> tuple[str, Any, Any]:
+    """raw_file, lanes and the third key of one record, with shape checks (values are checked when packing)."""
+    if type(record) is not dict:
+        if hasattr(record, "model_dump") and not isinstance(record, Mapping):  # e.g. a pydantic LaneLabel
+            record = record.model_dump()
+        if not isinstance(record, Mapping):
+            raise MetricError(f"{src.at(i)}: expected a JSON object, got {type(record).__name__}")
+    try:
+        raw_file, lanes, third = record[keys[0]], record[keys[1]], record[keys[2]]
+    except KeyError:
+        missing = ", ".join(repr(k) for k in keys if k not in record)
+        raise MetricError(f"{src.at(i)}: missing key(s) {missing}") from None
+    if type(raw_file) is not str:
+        raise MetricError(f"{src.at(i)}: 'raw_file' must be a string, got {type(raw_file).__name__}")
+    if not isinstance(lanes, (list, tuple)):
+        raise MetricError(f"{src.at(i)}: 'lanes' must be a list of lanes, got {type(lanes).__name__}")
+    return raw_file, lanes, third
 
 
 def _is_number(value: Any) -> bool:
@@ -151,95 +161,59 @@ def _is_number(value: Any) -> bool:
         return False
 
 
-def _first_bad(values: Iterable[Any]) -> int:
-    """Index of the first entry that is not a finite number, -1 when all are."""
-    return next((i for i, v in enumerate(values) if not _is_number(v)), -1)
-
-
-def _to_float_rows(rows: list[list[Any]]) -> np.ndarray | None:
-    """Equal-length lists of finite numbers -> float64 [N, L]; None when any entry is not a finite number."""
-    try:
-        arr = np.asarray(rows)
-    except (ValueError, OverflowError, TypeError):
-        return None
-    if arr.ndim != 2 or arr.dtype.kind not in "biuf":
-        return None
-    arr = arr.astype(np.float64, copy=False)
-    if not np.isfinite(arr).all():
-        return None
-    return arr
-
-
 @dataclass
 class _Frames:
-    """Validated frames in prediction order, ready to be packed."""
+    """Validated records, one frame per prediction in prediction order."""
 
-    y: list[list[Any]]  # h_samples per frame
-    gt: list[list[list[Any]]]
-    pred: list[list[list[Any]]]
+    y: list[Sequence[Any]]  # h_samples per frame
+    gt: list[Sequence[Sequence[Any]]]
+    pred: list[Sequence[Sequence[Any]]]
     run_time: list[float]
-    gt_where: list[str]  # location of each frame's GT record (for value errors)
-    pred_where: list[str]
+    gt_of: list[int]  # index of each frame's GT record in gt_src
+    pred_src: _Source
+    gt_src: _Source
 
 
-def _collect(
-    preds: Sequence[Any], pred_src: _Source, gts: Sequence[Any], gt_src: _Source
-) -> _Frames:
+def _collect(preds: Sequence[Any], pred_src: _Source, gts: Sequence[Any], gt_src: _Source) -> _Frames:
+    """Pair every prediction with its GT record by raw_file; one prediction per GT frame, no duplicates."""
     if len(gts) == 0:
         raise MetricError(f"{gt_src.name}: no ground-truth frames")
     gt_index: dict[str, int] = {}
-    gt_records = []
+    gt_lanes, gt_samples = [], []
     for i, rec in enumerate(gts):
-        where = gt_src.at(i)
-        rec = _check_record(_as_mapping(rec), GT_KEYS, where)
-        samples = rec["h_samples"]
-        if not isinstance(samples, _LANE_TYPES) or len(samples) == 0 or _first_bad(samples) >= 0:
-            raise MetricError(f"{where}: 'h_samples' must be a non-empty list of finite numbers")
-        for k, lane in enumerate(rec["lanes"]):
-            if len(lane) != len(samples):
-                raise MetricError(
-                    f"{where}: lane {k} has {len(lane)} x values but 'h_samples' has {len(samples)}"
-                )
-        first = gt_index.setdefault(rec["raw_file"], i)
+        raw_file, lanes, samples = _fields(rec, GT_KEYS, gt_src, i)
+        if not isinstance(samples, _SEQUENCE_TYPES) or len(samples) == 0:
+            raise MetricError(f"{gt_src.at(i)}: 'h_samples' must be a non-empty list of y values")
+        first = gt_index.setdefault(raw_file, i)
         if first != i:
-            raise MetricError(f"{where}: duplicate raw_file {rec['raw_file']!r} (first at {gt_src.at(first)})")
-        gt_records.append(rec)
+            raise MetricError(f"{gt_src.at(i)}: duplicate raw_file {raw_file!r} (first at {gt_src.at(first)})")
+        gt_lanes.append(lanes)
+        gt_samples.append(samples)
 
-    frames = _Frames([], [], [], [], [], [])
+    frames = _Frames([], [], [], [], [], pred_src, gt_src)
     seen: dict[int, int] = {}
     for i, rec in enumerate(preds):
-        where = pred_src.at(i)
-        rec = _check_record(_as_mapping(rec), PRED_KEYS, where)
-        run_time = rec["run_time"]
+        raw_file, lanes, run_time = _fields(rec, PRED_KEYS, pred_src, i)
         if not _is_number(run_time):
-            raise MetricError(f"{where}: 'run_time' must be a finite number (milliseconds), got {run_time!r}")
-        g = gt_index.get(rec["raw_file"])
+            raise MetricError(f"{pred_src.at(i)}: 'run_time' must be a finite number (milliseconds), got {run_time!r}")
+        g = gt_index.get(raw_file)
         if g is None:
-            raise MetricError(f"{where}: raw_file {rec['raw_file']!r} is not in the ground truth {gt_src.name}")
-        if g in seen:
+            raise MetricError(f"{pred_src.at(i)}: raw_file {raw_file!r} is not in the ground truth {gt_src.name}")
+        if seen.setdefault(g, i) != i:
             raise MetricError(
-                f"{where}: duplicate prediction for raw_file {rec['raw_file']!r} (first at {pred_src.at(seen[g])})"
+                f"{pred_src.at(i)}: duplicate prediction for raw_file {raw_file!r} (first at {pred_src.at(seen[g])})"
             )
-        seen[g] = i
-        gt_rec = gt_records[g]
-        n_rows = len(gt_rec["h_samples"])
-        for k, lane in enumerate(rec["lanes"]):
-            if len(lane) != n_rows:
-                raise MetricError(
-                    f"{where}: lane {k} has {len(lane)} x values but the ground truth ({gt_src.at(g)}) "
-                    f"has {n_rows} h_samples"
-                )
-        frames.y.append(gt_rec["h_samples"])
-        frames.gt.append(gt_rec["lanes"])
-        frames.pred.append(rec["lanes"])
+        frames.y.append(gt_samples[g])
+        frames.gt.append(gt_lanes[g])
+        frames.pred.append(lanes)
         frames.run_time.append(float(run_time))
-        frames.gt_where.append(gt_src.at(g))
-        frames.pred_where.append(where)
-    if len(seen) != len(gt_records):
-        missing = [g for g in range(len(gt_records)) if g not in seen]
+        frames.gt_of.append(g)
+    if len(seen) != len(gt_lanes):
+        missing = [g for g in range(len(gt_lanes)) if g not in seen]
+        raw_file = _fields(gts[missing[0]], GT_KEYS, gt_src, missing[0])[0]
         raise MetricError(
-            f"{gt_src.at(missing[0])}: no prediction for raw_file {gt_records[missing[0]]['raw_file']!r} "
-            f"({len(missing)} of {len(gt_records)} ground-truth frames have no prediction in {pred_src.name})"
+            f"{gt_src.at(missing[0])}: no prediction for raw_file {raw_file!r} "
+            f"({len(missing)} of {len(gt_lanes)} ground-truth frames have no prediction in {pred_src.name})"
         )
     return frames
 
@@ -252,7 +226,6 @@ class _Packed:
     """Frames [F] with lanes flattened: GT lanes [NG, S] and predicted lanes [NP, S], frame-major, padded to S."""
 
     y: np.ndarray  # [F, S] float64
-    rows: np.ndarray  # [F, S] bool, real h_sample rows
     n_rows: np.ndarray  # [F]
     n_gt: np.ndarray  # [F]
     n_pred: np.ndarray  # [F]
@@ -263,136 +236,136 @@ class _Packed:
     pred_frame: np.ndarray  # [NP]
 
 
-def _pack_lanes(lanes: list[list[Any]], lengths: np.ndarray, width: int, owner: list[str], frame_of: np.ndarray,
-                what: str) -> np.ndarray:
+def _lane_matrix(lanes: list[Sequence[Any]], expected: np.ndarray, width: int, locate: Callable[[int], str],
+                 what: str) -> np.ndarray:
+    """Lists of numbers -> float64 [N, width] (zero-padded); each must have ``expected[n]`` entries.
+
+    One C-level conversion for all values (``struct`` accepts ints and floats, rejects strings / None like the
+    benchmark's comparisons would); a Python loop runs only after a failure, to name the offending record.
+    """
+    try:
+        lengths = np.fromiter(map(len, lanes), np.int64, count=len(lanes))
+    except TypeError:
+        n = next(n for n, lane in enumerate(lanes) if not isinstance(lane, _SEQUENCE_TYPES))
+        raise MetricError(f"{locate(n)} must be a list of numbers, got {type(lanes[n]).__name__}") from None
+    wrong = np.flatnonzero(lengths != expected)
+    if len(wrong):
+        n = int(wrong[0])
+        raise MetricError(f"{locate(n)} has {lengths[n]} values but {what} has {expected[n]} h_samples")
+    total = int(lengths.sum())
+    try:
+        values = np.frombuffer(struct.pack(f"{total}d", *itertools.chain.from_iterable(lanes)), np.float64)
+    except (struct.error, OverflowError, TypeError, ValueError):
+        values = None
+    if values is None or not np.isfinite(values).all():
+        for n, lane in enumerate(lanes):
+            bad = next((v for v in lane if not _is_number(v)), _NO_VALUE)
+            if bad is not _NO_VALUE:
+                raise MetricError(f"{locate(n)} must contain finite numbers only, got {bad!r}")
+    if total == len(lanes) * width:
+        return values.reshape(len(lanes), width)
     out = np.zeros((len(lanes), width))
-    for length in np.unique(lengths):
-        idx = np.flatnonzero(lengths == length)
-        block = lanes if len(idx) == len(lanes) else [lanes[i] for i in idx]
-        arr = _to_float_rows(block) if length > 0 else np.zeros((len(idx), 0))
-        if arr is None:
-            for i in idx:  # slow path, only to name the offending record
-                bad = _first_bad(lanes[i])
-                if bad >= 0:
-                    raise MetricError(
-                        f"{owner[frame_of[i]]}: {what} x values must be finite numbers, got {lanes[i][bad]!r}"
-                    )
-            arr = np.array(block, dtype=np.float64)  # all finite numbers, just not one numpy dtype (huge ints)
-        out[idx, :length] = arr
+    out[np.arange(width)[None, :] < lengths[:, None]] = values
     return out
 
 
 def _pack(frames: _Frames) -> _Packed:
-    n_rows = np.array([len(y) for y in frames.y], dtype=np.int64)
-    n_gt = np.array([len(g) for g in frames.gt], dtype=np.int64)
-    n_pred = np.array([len(p) for p in frames.pred], dtype=np.int64)
+    n_rows = np.fromiter(map(len, frames.y), np.int64, count=len(frames.y))
+    n_gt = np.fromiter(map(len, frames.gt), np.int64, count=len(frames.gt))
+    n_pred = np.fromiter(map(len, frames.pred), np.int64, count=len(frames.pred))
     width = int(n_rows.max())
     f_idx = np.arange(len(n_rows))
-    y = _pack_lanes(frames.y, n_rows, width, frames.gt_where, f_idx, "h_samples")
-    rows = np.arange(width)[None, :] < n_rows[:, None]
     gt_frame = np.repeat(f_idx, n_gt)
     pred_frame = np.repeat(f_idx, n_pred)
-    gt = _pack_lanes([lane for lanes in frames.gt for lane in lanes], n_rows[gt_frame], width,
-                     frames.gt_where, gt_frame, "ground-truth")
-    pred = _pack_lanes([lane for lanes in frames.pred for lane in lanes], n_rows[pred_frame], width,
-                       frames.pred_where, pred_frame, "predicted")
+    gt_off = np.cumsum(n_gt) - n_gt
+    pred_off = np.cumsum(n_pred) - n_pred
+
+    def in_gt(n: int) -> str:
+        f = gt_frame[n]
+        return f"{frames.gt_src.at(frames.gt_of[f])}: ground-truth lane {n - gt_off[f]}"
+
+    def in_pred(n: int) -> str:
+        f = pred_frame[n]
+        return f"{frames.pred_src.at(f)}: predicted lane {n - pred_off[f]}"
+
+    y = _lane_matrix(frames.y, n_rows, width, lambda f: f"{frames.gt_src.at(frames.gt_of[f])}: 'h_samples'", "it")
+    gt = _lane_matrix(list(itertools.chain.from_iterable(frames.gt)), n_rows[gt_frame], width, in_gt, "its frame")
+    pred = _lane_matrix(list(itertools.chain.from_iterable(frames.pred)), n_rows[pred_frame], width, in_pred,
+                        "the ground truth")
     run_time = np.array(frames.run_time, dtype=np.float64)
     zero = (run_time > MAX_RUN_TIME_MS) | (n_pred > n_gt + MAX_EXTRA_LANES)
-    return _Packed(y, rows, n_rows, n_gt, n_pred, zero, gt, pred, gt_frame, pred_frame)
+    return _Packed(y, n_rows, n_gt, n_pred, zero, gt, pred, gt_frame, pred_frame)
 
 
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-def _line_accuracies(pk: _Packed, gt_x: np.ndarray, pred_x: np.ndarray, g: np.ndarray, p: np.ndarray,
-                     thr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracy of each (GT lane g, predicted lane p) pair and whether any row is a near-tie with the threshold."""
-    f = pk.gt_frame[g]
-    diff = np.abs(pred_x[p] - gt_x[g])
-    t = thr[g][:, None]
-    rows = pk.rows[f]
-    hits = ((diff < t) & rows).sum(axis=1)
-    near = ((np.abs(diff - t) <= _TIE_RTOL * t) & rows).any(axis=1)
-    return hits / pk.n_rows[f], near
+def _tie_candidates(gt: np.ndarray, pred: np.ndarray, thr: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """GT lanes whose threshold decisions could depend on the last bits of the fitted slope.
+
+    Only fitted lanes (2+ points) have a rounded slope. With integer x values every |pred - gt| is an integer, so
+    a decision can only be that close when the threshold itself is within rounding of an integer.
+    """
+    if np.array_equal(np.floor(gt), gt) and np.array_equal(np.floor(pred), pred):
+        return fitted & (np.abs(thr - np.round(thr)) <= _TIE_RTOL * thr)
+    return fitted
 
 
-def _score_chunk(pk: _Packed) -> np.ndarray:
-    """Per-frame (accuracy, fp, fn) [F, 3] for one packed chunk."""
-    n_frames = len(pk.n_gt)
-    gt_x = np.where(pk.gt >= 0, pk.gt, MISSING_X)
-    pred_x = np.where(pk.pred >= 0, pk.pred, MISSING_X)
-    thr = lane_thresholds(pk.gt, pk.y[pk.gt_frame], pk.rows[pk.gt_frame])
-
-    # All (gt lane, pred lane) pairs within each scored frame, GT-lane-major so each GT lane owns a contiguous block.
-    n_pair_pred = np.where(pk.zero, 0, pk.n_pred)
-    counts = pk.n_gt * n_pair_pred
-    pair_start = np.cumsum(counts) - counts
-    gt_off = np.cumsum(pk.n_gt) - pk.n_gt
-    pred_off = np.cumsum(pk.n_pred) - pk.n_pred
-    pair_frame = np.repeat(np.arange(n_frames), counts)
-    j = np.arange(int(counts.sum())) - pair_start[pair_frame]
-    per = n_pair_pred[pair_frame]
-    g = gt_off[pair_frame] + j // np.maximum(per, 1)
-    p = pred_off[pair_frame] + j % np.maximum(per, 1)
-
-    acc, near = _line_accuracies(pk, gt_x, pred_x, g, p, thr)
-    if near.any():  # decisions within rounding of the threshold: use sklearn's exact slope for those lanes
-        tied = np.unique(g[near])
-        for lane in tied:
-            f = pk.gt_frame[lane]
-            thr[lane] = _exact_threshold(pk.gt[lane], pk.y[f], pk.rows[f])
-        redo = np.isin(g, tied)
-        acc[redo], _ = _line_accuracies(pk, gt_x, pred_x, g[redo], p[redo], thr)
-
-    n_lanes = len(pk.gt_frame)
-    best = np.zeros(n_lanes)
-    has_pred = n_pair_pred[pk.gt_frame] > 0
-    if has_pred.any():
-        lanes = np.flatnonzero(has_pred)
-        fr = pk.gt_frame[lanes]
-        starts = pair_start[fr] + (lanes - gt_off[fr]) * n_pair_pred[fr]
-        best[lanes] = np.maximum.reduceat(acc, starts)
-
-    matched = np.bincount(pk.gt_frame, weights=(best >= PT_THRESH).astype(np.float64), minlength=n_frames)
-    total = np.bincount(pk.gt_frame, weights=best, minlength=n_frames)  # sequential, like sum(line_accs)
-    worst = np.zeros(n_frames)
-    with_gt = pk.n_gt > 0
-    if with_gt.any():
-        worst[with_gt] = np.minimum.reduceat(best, gt_off[with_gt])
-    n_gt = pk.n_gt.astype(np.float64)
-    n_pred = pk.n_pred.astype(np.float64)
+def _score_group(pk: _Packed, frames: np.ndarray, n_rows: int, n_gt: int, n_pred: int) -> np.ndarray:
+    """(accuracy, fp, fn) [F, 3] for scored frames that share their h_sample count and lane counts."""
+    n = len(frames)
+    gt_lanes = (np.cumsum(pk.n_gt) - pk.n_gt)[frames][:, None] + np.arange(n_gt)
+    pred_lanes = (np.cumsum(pk.n_pred) - pk.n_pred)[frames][:, None] + np.arange(n_pred)
+    gt = pk.gt[:, :n_rows][gt_lanes]  # [F, G, S]
+    y = pk.y[frames, :n_rows]  # [F, S]
+    thr, fitted = lane_thresholds(gt.reshape(n * n_gt, n_rows), np.repeat(y, n_gt, axis=0), return_fitted=True)
+    thr, fitted = thr.reshape(n, n_gt), fitted.reshape(n, n_gt)
+    best = np.zeros((n, n_gt))
+    if n_gt and n_pred:
+        pred = pk.pred[:, :n_rows][pred_lanes]  # [F, P, S]
+        gt_x = np.where(gt >= 0, gt, MISSING_X)[:, :, None, :]
+        pred_x = np.where(pred >= 0, pred, MISSING_X)[:, None, :, :]
+        margin = np.abs(pred_x - gt_x)  # [F, G, P, S]
+        margin -= thr[:, :, None, None]  # < 0 exactly when |pred - gt| < thr (IEEE subtraction keeps the sign)
+        acc = np.count_nonzero(margin < 0, axis=3) / n_rows  # correct rows / all rows, as the benchmark divides
+        cand = _tie_candidates(gt, pred, thr, fitted)
+        if cand.any():
+            close = np.abs(margin[cand]) <= _TIE_RTOL * thr[cand][:, None, None]
+            for f, g in zip(*(ix[close.any(axis=(1, 2))] for ix in np.nonzero(cand))):
+                exact = _exact_threshold(gt[f, g], y[f])
+                acc[f, g] = np.count_nonzero(np.abs(pred_x[f, 0] - gt_x[f, g, 0]) < exact, axis=1) / n_rows
+        best = acc.max(axis=2)  # each GT lane takes its best prediction
+    matched = (best >= PT_THRESH).sum(axis=1).astype(np.float64)
+    total = np.zeros(n)
+    for g in range(n_gt):  # left to right, as sum(line_accs)
+        total += best[:, g]
     fn = n_gt - matched
-    many = pk.n_gt > 4
-    fn = np.where(many & (fn > 0), fn - 1.0, fn)
-    total = np.where(many, total - worst, total)
-    norm = np.maximum(np.minimum(4.0, n_gt), 1.0)
-    out = np.empty((n_frames, 3))
+    if n_gt > 4:
+        fn = np.where(fn > 0, fn - 1.0, fn)
+        total -= best.min(axis=1)
+    norm = max(min(4.0, float(n_gt)), 1.0)
+    out = np.empty((n, 3))
     out[:, 0] = total / norm
-    out[:, 1] = np.where(pk.n_pred > 0, (n_pred - matched) / np.maximum(n_pred, 1.0), 0.0)
+    out[:, 1] = (n_pred - matched) / n_pred if n_pred > 0 else 0.0
     out[:, 2] = fn / norm
-    out[pk.zero] = (0.0, 0.0, 1.0)
     return out
 
 
-def _chunks(pk: _Packed) -> Iterable[_Packed]:
-    """Split frames into consecutive chunks of about ``_CHUNK_ELEMENTS`` pair-row elements each."""
-    cost = (pk.n_gt * np.maximum(pk.n_pred, 1) + pk.n_gt + pk.n_pred) * pk.y.shape[1]
-    chunk_id = np.maximum(np.cumsum(cost) - 1, 0) // _CHUNK_ELEMENTS
-    edges = np.concatenate([[0], np.flatnonzero(np.diff(chunk_id)) + 1, [len(cost)]])
-    if len(edges) == 2:
-        yield pk
-        return
-    gt_off = np.concatenate([[0], np.cumsum(pk.n_gt)])
-    pred_off = np.concatenate([[0], np.cumsum(pk.n_pred)])
-    for a, b in zip(edges[:-1], edges[1:]):
-        ga, gb, pa, pb = gt_off[a], gt_off[b], pred_off[a], pred_off[b]
-        yield _Packed(pk.y[a:b], pk.rows[a:b], pk.n_rows[a:b], pk.n_gt[a:b], pk.n_pred[a:b], pk.zero[a:b],
-                      pk.gt[ga:gb], pk.pred[pa:pb], pk.gt_frame[ga:gb] - a, pk.pred_frame[pa:pb] - a)
-
-
 def _frame_scores(frames: _Frames) -> np.ndarray:
-    packed = _pack(frames)
-    return np.concatenate([_score_chunk(chunk) for chunk in _chunks(packed)])
+    """(accuracy, fp, fn) per frame [F, 3], in frame order."""
+    pk = _pack(frames)
+    out = np.empty((len(pk.n_gt), 3))
+    out[pk.zero] = (0.0, 0.0, 1.0)
+    live = np.flatnonzero(~pk.zero)
+    keys = np.stack([pk.n_rows[live], pk.n_gt[live], pk.n_pred[live]], axis=1)
+    groups, group_of = np.unique(keys, axis=0, return_inverse=True)
+    for k, (n_rows, n_gt, n_pred) in enumerate(groups.tolist()):
+        members = live[group_of.ravel() == k]
+        step = max(1, _CHUNK_ELEMENTS // max(1, n_rows * (n_gt * max(n_pred, 1) + n_gt + n_pred)))
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
+            out[chunk] = _score_group(pk, chunk, n_rows, n_gt, n_pred)
+    return out
 
 
 def _totals(scores: np.ndarray, n_gt_frames: int) -> dict[str, float]:
