@@ -234,3 +234,16 @@ def test_cli_summary_and_exit_code(download: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "not empty" in again.output
     forced = runner.invoke(prepare_command, ["--src", str(download), "--out", str(tmp_path / "out"), "--overwrite"])
     assert forced.exit_code == 0, forced.output
+
+
+def test_errors_inside_an_archive_name_archive_and_member(download: Path, tmp_path: Path) -> None:
+    with open(download / "train_set/label_data_0601.json", "a") as f:
+        f.write("{oops\n")
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    _zip_dir(download / "train_set", archives / "train_set.zip", prefix="train_set/")
+    _zip_dir(download / "test_set", archives / "test_set.zip")
+    (archives / "test_label.json").write_bytes((download / "test_label.json").read_bytes())
+    with pytest.raises(PrepareError, match=r"train_set.zip:train_set/label_data_0601.json:2: invalid JSON"):
+        prepare(archives, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -404,7 +413,10 @@ class TuSimpleDataset:
         return len(self.labels)
 
     def __repr__(self) -> str:
-        return f"TuSimpleDataset(root={str(self.root)!r}, split={self.split!r}, items={len(self)}, input_hw={self.input_hw})"
+        return (
+            f"TuSimpleDataset(root={str(self.root)!r}, split={self.split!r}, items={len(self)}, "
+            f"input_hw={self.input_hw})"
+        )
 
     def image_path(self, index: int) -> Path:
         """Path of the image of item ``index``."""
