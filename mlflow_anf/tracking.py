@@ -1,0 +1,282 @@
+"""MLflow adapter: record on a run which snapshots it used, and find (and restore) them again.
+
+Per role (``data``, ``model``, ...) a run carries the tags ``mlflow_anf.<role>.<field>`` for the fields
+``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created``. A ``data`` snapshot is also
+logged as a dataset input (source :class:`~mlflow_anf.dataset_source.SnapshotDatasetSource`, context ``training``)
+so the MLflow UI's Datasets column shows it. MLflow is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from mlflow_anf.snapshots.base import (
+    Snapshot,
+    SnapshotError,
+    SnapshotNotFound,
+    SnapshotProvider,
+    SnapshotRole,
+    SnapshotVerificationError,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput
+
+TAG_PREFIX = "mlflow_anf"
+TAG_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created")
+_REQUIRED_FIELDS = ("snapshot_id", "name", "provider", "volume", "ref")
+# Label keys that are valid Kubernetes label keys and ANF tag names alike.
+LABEL_RUN_ID = "mlflow-anf/run-id"
+LABEL_EXPERIMENT_ID = "mlflow-anf/experiment-id"
+LABEL_ROLE = "mlflow-anf/role"
+DATASET_CONTEXT = "training"
+DATASET_DIGEST_CHARS = 12  # MLflow stores dataset digests in a 36-character column; the UI shows short ones
+_ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class SnapshotRef(BaseModel):
+    """What a run records about one snapshot it used (parsed back from its tags)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    provider: str
+    volume: str
+    name: str
+    snapshot_id: str
+    ref: str
+    digest: str | None = None
+    created: datetime | None = None
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot, role: str | SnapshotRole) -> SnapshotRef:
+        return cls(
+            role=normalize_role(role),
+            provider=snapshot.provider,
+            volume=snapshot.volume,
+            name=snapshot.name,
+            snapshot_id=snapshot.id,
+            ref=snapshot.ref,
+            digest=snapshot.digest,
+            created=snapshot.created,
+        )
+
+    def tags(self) -> dict[str, str]:
+        """The run tags recording this reference (``digest``/``created`` only when known)."""
+        values = {
+            "snapshot_id": self.snapshot_id,
+            "name": self.name,
+            "provider": self.provider,
+            "volume": self.volume,
+            "digest": self.digest,
+            "ref": self.ref,
+            "created": self.created.isoformat() if self.created else None,
+        }
+        return {tag_key(self.role, k): v for k, v in values.items() if v is not None}
+
+
+def normalize_role(role: str | SnapshotRole) -> str:
+    """Return the role as a tag-safe string (``data``, ``model``, or another lower-case word)."""
+    value = role.value if isinstance(role, SnapshotRole) else role
+    if not isinstance(value, str) or not _ROLE_RE.match(value):
+        raise ValueError(
+            f"role: {role!r} is not a valid snapshot role (lower-case letter, then letters, digits, '-' or '_'; "
+            f"usually one of {', '.join(r.value for r in SnapshotRole)})"
+        )
+    return value
+
+
+def tag_key(role: str | SnapshotRole, field: str) -> str:
+    return f"{TAG_PREFIX}.{normalize_role(role)}.{field}"
+
+
+def dataset_digest(snapshot: Snapshot) -> str:
+    """The short digest MLflow shows for a snapshot dataset: the head of the snapshot digest (hex part)."""
+    if snapshot.digest:
+        return snapshot.digest.rsplit(":", 1)[-1][:DATASET_DIGEST_CHARS]
+    # Providers without content digests: stand in with the identity of the snapshot (unique, not content).
+    return hashlib.sha256(f"{snapshot.ref}#{snapshot.id}".encode()).hexdigest()[:DATASET_DIGEST_CHARS]
+
+
+def snapshot_dataset_input(snapshot: Snapshot, context: str = DATASET_CONTEXT) -> DatasetInput:
+    """The MLflow dataset input for *snapshot* (name = snapshot name, source = SnapshotDatasetSource)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from mlflow_anf.dataset_source import SnapshotDatasetSource
+
+    source = SnapshotDatasetSource.from_snapshot(snapshot)
+    profile = {"ref": snapshot.ref}
+    for key in ("files", "bytes"):
+        if key in snapshot.details:
+            profile[key] = snapshot.details[key]
+    if snapshot.size_bytes is not None:
+        profile.setdefault("bytes", snapshot.size_bytes)
+    dataset = Dataset(
+        name=snapshot.name,
+        digest=dataset_digest(snapshot),
+        source_type=source._get_source_type(),
+        source=source.to_json(),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset=dataset, tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])
+
+
+def _client(client: MlflowClient | None) -> MlflowClient:
+    if client is not None:
+        return client
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _run_id(run_id: str | None) -> str:
+    if run_id:
+        return run_id
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise ValueError("run_id: no active MLflow run; pass run_id or call inside mlflow.start_run()")
+    return run.info.run_id
+
+
+def log_snapshot(
+    snapshot: Snapshot, role: str | SnapshotRole, run_id: str | None = None, client: MlflowClient | None = None
+) -> SnapshotRef:
+    """Tag run *run_id* (default: the active run) with *snapshot* under *role*; role ``data`` also logs a dataset."""
+    from mlflow.entities import RunTag
+
+    ref = SnapshotRef.from_snapshot(snapshot, role)
+    client = _client(client)
+    run_id = _run_id(run_id)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in ref.tags().items()])
+    if ref.role == SnapshotRole.DATA.value:
+        client.log_inputs(run_id, datasets=[snapshot_dataset_input(snapshot)])
+    return ref
+
+
+def snapshot_and_log(
+    provider: SnapshotProvider | str,
+    volume: str,
+    role: str | SnapshotRole,
+    run_id: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    *,
+    name: str | None = None,
+    client: MlflowClient | None = None,
+) -> Snapshot:
+    """Snapshot *volume* labelled with the run, experiment and role, then :func:`log_snapshot` it.
+
+    The run is looked up first, so a wrong run id creates nothing.
+    """
+    role = normalize_role(role)
+    client = _client(client)
+    run_id = _run_id(run_id)
+    run = client.get_run(run_id)
+    if isinstance(provider, str):
+        from mlflow_anf.snapshots import get_provider
+
+        provider = get_provider(provider)
+    all_labels = {
+        **dict(labels or {}),
+        LABEL_RUN_ID: run_id,
+        LABEL_EXPERIMENT_ID: str(run.info.experiment_id),
+        LABEL_ROLE: role,
+    }
+    snapshot = provider.create(volume, name, labels=all_labels)
+    try:
+        log_snapshot(snapshot, role, run_id=run_id, client=client)
+    except Exception as exc:
+        raise SnapshotError(
+            f"snapshot {snapshot.ref} was created but logging it to run {run_id} failed: {exc}; "
+            "log it again with mlflow_anf.log_snapshot, or delete it"
+        ) from exc
+    return snapshot
+
+
+def get_run_snapshots(run_id: str, client: MlflowClient | None = None) -> dict[str, SnapshotRef]:
+    """The snapshots run *run_id* recorded, by role."""
+    tags = _client(client).get_run(run_id).data.tags
+    grouped: dict[str, dict[str, str]] = {}
+    for key, value in tags.items():
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == TAG_PREFIX and parts[2] in TAG_FIELDS:
+            grouped.setdefault(parts[1], {})[parts[2]] = value
+    refs: dict[str, SnapshotRef] = {}
+    for role, fields in sorted(grouped.items()):
+        if "snapshot_id" not in fields:
+            continue  # some other mlflow_anf.<x>.<y> tag, not a snapshot record
+        missing = [f for f in _REQUIRED_FIELDS if not fields.get(f)]
+        if missing:
+            raise SnapshotError(
+                f"run {run_id}: snapshot tags for role {role!r} are incomplete; missing "
+                + ", ".join(f"{TAG_PREFIX}.{role}.{f}" for f in missing)
+            )
+        try:
+            refs[role] = SnapshotRef(role=role, **fields)
+        except ValueError as exc:
+            raise SnapshotError(f"run {run_id}: bad snapshot tags for role {role!r}: {exc}") from None
+    return refs
+
+
+def restore(
+    source: str | Snapshot | SnapshotRef,
+    target: str,
+    *,
+    role: str | SnapshotRole = SnapshotRole.DATA,
+    provider: SnapshotProvider | None = None,
+    provider_options: Mapping[str, Any] | None = None,
+    client: MlflowClient | None = None,
+    **restore_options: Any,
+) -> str:
+    """Restore a snapshot into the new volume *target*; returns the new volume id.
+
+    *source* is a run id (its *role* snapshot), a :class:`SnapshotRef` or a :class:`Snapshot`. The provider is
+    *provider*, or built from the record's provider name with *provider_options*. A recorded id or digest that no
+    longer matches the provider's snapshot of that name raises :class:`SnapshotVerificationError`.
+    """
+
+    def _provider_for(name: str) -> SnapshotProvider:
+        if provider is not None:
+            if getattr(provider, "name", name) != name:
+                raise ValueError(f"provider: snapshot belongs to provider {name!r}, got a {provider.name!r} provider")
+            return provider
+        from mlflow_anf.snapshots import get_provider
+
+        return get_provider(name, **dict(provider_options or {}))
+
+    if isinstance(source, Snapshot):
+        prov = _provider_for(source.provider)
+        snapshot = source
+    else:
+        if isinstance(source, SnapshotRef):
+            ref = source
+        else:
+            role_name = normalize_role(role)
+            refs = get_run_snapshots(source, client)
+            if role_name not in refs:
+                raise SnapshotNotFound(
+                    f"run {source}: no {role_name!r} snapshot recorded (tags {TAG_PREFIX}.{role_name}.*); "
+                    f"recorded roles: {', '.join(refs) or 'none'}"
+                )
+            ref = refs[role_name]
+        prov = _provider_for(ref.provider)
+        snapshot = prov.get(ref.volume, ref.name)
+        if snapshot.id != ref.snapshot_id:
+            raise SnapshotVerificationError(
+                f"snapshot {ref.ref}: id is now {snapshot.id}, the run recorded {ref.snapshot_id} (name reused?)"
+            )
+        if ref.digest and snapshot.digest and snapshot.digest != ref.digest:
+            raise SnapshotVerificationError(
+                f"snapshot {ref.ref}: digest is now {snapshot.digest}, the run recorded {ref.digest}"
+            )
+    return prov.restore(snapshot, target, **restore_options)
