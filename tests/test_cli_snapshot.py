@@ -1,0 +1,212 @@
+"""`mlflow-anf snapshot ...` through click's CliRunner: JSON output and the documented exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner, Result
+from mlflow import MlflowClient
+
+from mlflow_anf import cli
+from mlflow_anf.cli import ExitCode, exit_code_for, main
+from mlflow_anf.snapshots import (
+    InvalidSnapshotName,
+    ProviderConfigError,
+    SnapshotError,
+    SnapshotExists,
+    SnapshotNotFound,
+    SnapshotTimeout,
+)
+
+
+def _run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+
+def _json(result: Result) -> object:
+    return json.loads(result.stdout)
+
+
+@pytest.fixture()
+def volume(tmp_path: Path) -> Path:
+    vol = tmp_path / "vol"
+    (vol / "clips").mkdir(parents=True)
+    (vol / "clips" / "1.jpg").write_bytes(os.urandom(2_000))
+    (vol / "labels.json").write_text("[]\n")
+    return vol
+
+
+def test_exit_codes_are_documented_in_one_place() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5]
+    assert exit_code_for(SnapshotTimeout("slow")) is ExitCode.TIMEOUT
+    assert exit_code_for(SnapshotNotFound("x")) is ExitCode.NOT_FOUND
+    assert exit_code_for(InvalidSnapshotName("x")) is ExitCode.USAGE
+    assert exit_code_for(SnapshotExists("x")) is ExitCode.USAGE
+    assert exit_code_for(ProviderConfigError("x")) is ExitCode.USAGE
+    assert exit_code_for(SnapshotError("x")) is ExitCode.PROVIDER_ERROR
+    help_text = " ".join(_run("snapshot", "--help").stdout.split())  # unwrap click's line breaks
+    assert cli.EXIT_CODES_HELP in help_text
+
+
+def test_create_list_show_verify_restore_delete(volume: Path, tmp_path: Path) -> None:
+    created = _run("snapshot", "create", "--volume", str(volume), "--name", "v1", "--label", "team=lanes", "-o", "json")
+    assert created.exit_code == 0, created.output
+    snap = _json(created)
+    assert snap["name"] == "v1" and snap["labels"] == {"team": "lanes"}
+    assert snap["ref"] == f"local:{volume.resolve()}@v1"
+    assert snap["digest"].startswith("sha256:") and snap["details"]["files"] == 2
+
+    listed = _run("snapshot", "list", "--volume", str(volume), "-o", "json")
+    assert listed.exit_code == 0 and [s["name"] for s in _json(listed)] == ["v1"]
+    table = _run("snapshot", "list", "--volume", str(volume))
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["NAME", "CREATED", "FILES", "SIZE", "DIGEST", "LABELS"]
+    assert row.split()[0] == "v1" and "team=lanes" in row and snap["digest"][:19] in row
+
+    shown = _run("snapshot", "show", "--volume", str(volume), "v1", "-o", "json")
+    assert shown.exit_code == 0 and _json(shown) == snap
+    assert "digest" in _run("snapshot", "show", "--volume", str(volume), "v1").stdout
+
+    verified = _run("snapshot", "verify", "--volume", str(volume), "v1", "-o", "json")
+    assert verified.exit_code == ExitCode.OK
+    assert _json(verified) == {"ref": snap["ref"], "ok": True, "checked": 3, "problems": []}
+
+    restored = _run("snapshot", "restore", "--volume", str(volume), "v1", "--target", str(tmp_path / "r"), "-o", "json")
+    assert restored.exit_code == 0, restored.output
+    assert _json(restored) == {"source": snap["ref"], "target": str(tmp_path / "r")}
+    assert (tmp_path / "r" / "labels.json").read_text() == "[]\n"
+
+    refused = _run("snapshot", "delete", "--volume", str(volume), "v1", input="n\n")
+    assert refused.exit_code == ExitCode.USAGE and "not deleted" in refused.stderr
+    deleted = _run("snapshot", "delete", "--volume", str(volume), "v1", "--yes", "-o", "json")
+    assert deleted.exit_code == 0 and _json(deleted) == {"deleted": snap["ref"]}
+    assert _run("snapshot", "list", "--volume", str(volume)).stdout.strip() == "no snapshots"
+
+
+def test_verify_problems_exit_1(volume: Path) -> None:
+    _run("snapshot", "create", "--volume", str(volume), "--name", "v")
+    victim = volume / ".snapshot" / "v" / "labels.json"
+    victim.chmod(0o644)
+    victim.write_text("{}\n")
+    result = _run("snapshot", "verify", "--volume", str(volume), "v", "-o", "json")
+    assert result.exit_code == ExitCode.VERIFY_FAILED
+    body = _json(result)
+    assert body["ok"] is False and "changed: labels.json (content)" in body["problems"]
+    text = _run("snapshot", "verify", "--volume", str(volume), "v")
+    assert text.exit_code == 1 and "PROBLEMS" in text.stdout and "changed: labels.json" in text.stdout
+
+
+def test_error_exit_codes(volume: Path, tmp_path: Path) -> None:
+    missing = _run("snapshot", "show", "--volume", str(volume), "ghost", "-o", "json")
+    assert missing.exit_code == ExitCode.NOT_FOUND
+    assert _json(missing) == {"error": f"snapshot 'ghost' not found in {volume.resolve()}/.snapshot", "exit_code": 3}
+    assert "Error: snapshot 'ghost' not found" in missing.stderr
+
+    no_volume = _run("snapshot", "list", "--volume", str(tmp_path / "nowhere"))
+    assert no_volume.exit_code == ExitCode.NOT_FOUND
+
+    bad_name = _run("snapshot", "create", "--volume", str(volume), "--name", "Bad_Name")
+    assert bad_name.exit_code == ExitCode.USAGE and "'Bad_Name' is not a valid snapshot name" in bad_name.stderr
+
+    _run("snapshot", "create", "--volume", str(volume), "--name", "taken")
+    taken = _run("snapshot", "create", "--volume", str(volume), "--name", "taken")
+    assert taken.exit_code == ExitCode.USAGE and "already exists" in taken.stderr
+
+    bad_label = _run("snapshot", "create", "--volume", str(volume), "--label", "novalue")
+    assert bad_label.exit_code == ExitCode.USAGE and "--label" in bad_label.stderr
+
+    unknown = _run("snapshot", "list", "--volume", str(volume), "--option", "colour=blue")
+    assert unknown.exit_code == ExitCode.USAGE and "unknown option 'colour'" in unknown.stderr
+
+    both = _run("snapshot", "restore", "--target", str(tmp_path / "x"))
+    assert both.exit_code == ExitCode.USAGE and "--run-id" in both.stderr
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "f").write_text("x")
+    not_empty = _run("snapshot", "restore", "--volume", str(volume), "taken", "--target", str(busy))
+    assert not_empty.exit_code == ExitCode.USAGE and "not an empty directory" in not_empty.stderr
+
+    broken = tmp_path / "broken-vol"
+    broken.mkdir()
+    (broken / ".snapshot").write_text("a file where the snapshot directory belongs")
+    provider_error = _run("snapshot", "create", "--volume", str(broken), "-o", "json")
+    assert provider_error.exit_code == ExitCode.PROVIDER_ERROR
+    assert "not a directory" in _json(provider_error)["error"]
+
+
+def test_provider_config_files(volume: Path, tmp_path: Path) -> None:
+    yaml_file = tmp_path / "local.yaml"
+    yaml_file.write_text("method: hardlink\nfsync: false\n")
+    made = _run("snapshot", "create", "--volume", str(volume), "--provider-config", str(yaml_file), "-o", "json")
+    assert made.exit_code == 0 and _json(made)["details"]["method"] == "hardlink"
+
+    json_file = tmp_path / "local.json"
+    json_file.write_text('{"root": "%s"}' % tmp_path)
+    by_root = _run("snapshot", "list", "--provider", "local", "--provider-config", str(json_file), "-o", "json")
+    assert by_root.exit_code == 0 and [Path(s["volume"]).name for s in _json(by_root)] == ["vol"]
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{\n  "method": "hardlink",\n  oops\n}')
+    bad = _run("snapshot", "list", "--volume", str(volume), "--provider-config", str(broken))
+    assert bad.exit_code == ExitCode.USAGE and f"{broken}:3:" in bad.stderr
+
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("method: hardlink\nfsync: [unclosed\n")
+    assert f"{bad_yaml}:" in _run("snapshot", "list", "--volume", str(volume), "--provider-config", str(bad_yaml)).stderr
+
+    not_mapping = tmp_path / "list.yaml"
+    not_mapping.write_text("- method\n")
+    result = _run("snapshot", "list", "--volume", str(volume), "--provider-config", str(not_mapping))
+    assert result.exit_code == ExitCode.USAGE and "expected a mapping" in result.stderr
+
+
+def test_lazy_registry_hides_commands_that_are_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(cli._COMMANDS, "ghost", ("mlflow_anf.not_installed:ghost", "Never there."))
+    monkeypatch.setitem(cli._COMMANDS, "extra", ("mlflow_anf.cli:snapshot", "Registered by one line."))
+    help_text = _run("--help").stdout
+    assert "snapshot" in help_text and "extra" in help_text and "ghost" not in help_text
+    result = _run("ghost")
+    assert result.exit_code == ExitCode.USAGE and "not available" in result.stderr
+    assert _run("extra", "--help").exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    try:
+        yield MlflowClient()
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_create_with_run_logs_to_mlflow_and_restores_from_it(
+    tracking: MlflowClient, volume: Path, tmp_path: Path
+) -> None:
+    run_id = tracking.create_run(experiment_id="0").info.run_id
+    result = _run("snapshot", "create", "--volume", str(volume), "--run-id", run_id, "--role", "data", "-o", "json")
+    assert result.exit_code == 0, result.output
+    snap = _json(result)
+    assert snap["labels"]["mlflow-anf/run-id"] == run_id and snap["labels"]["mlflow-anf/role"] == "data"
+    run = tracking.get_run(run_id)
+    assert run.data.tags["mlflow_anf.data.ref"] == snap["ref"]
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [snap["name"]]
+
+    restored = _run("snapshot", "restore", "--run-id", run_id, "--target", str(tmp_path / "again"), "-o", "json")
+    assert restored.exit_code == 0, restored.output
+    assert (tmp_path / "again" / "labels.json").read_text() == "[]\n"
+    no_model = _run("snapshot", "restore", "--run-id", run_id, "--role", "model", "--target", str(tmp_path / "m"))
+    assert no_model.exit_code == ExitCode.NOT_FOUND
+
+    role_only = _run("snapshot", "create", "--volume", str(volume), "--role", "model")
+    assert role_only.exit_code == ExitCode.USAGE
+    missing_run = _run("snapshot", "create", "--volume", str(volume), "--run-id", "f" * 32)
+    assert missing_run.exit_code == ExitCode.NOT_FOUND
+    assert len(_json(_run("snapshot", "list", "--volume", str(volume), "-o", "json"))) == 1
