@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pydantic import ValidationError
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from lanedet.config import TrainConfig, parse_hw
 from lanedet.data.tusimple import TuSimpleDataset
-from lanedet.decode import decode_lanes
+from lanedet.decode import decode_batch
 from lanedet.distributed import global_rank
 from lanedet.metric import evaluate_frame
 from lanedet.models import SCNNLoss, build_model, poly_lr_lambda
@@ -127,16 +128,16 @@ class LaneDetModule(pl.LightningModule):
         seg, exist = self.model(batch["image"])
         losses = self.criterion(seg, exist, batch["mask"], batch["exist"])
         self.log(f"{stage}_loss", losses["loss"], on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
-        probs = torch.softmax(seg.float(), dim=1).cpu().numpy()
-        exist_p = torch.sigmoid(exist.float()).cpu().numpy()
-        labels = self._dataset(stage).labels
-        hp = self.hparams
-        for i, index in enumerate(batch["index"].tolist()):
-            label = labels[index]
-            pred = decode_lanes(
-                probs[i], exist_p[i], label.h_samples, src_hw=TUSIMPLE_HW,
-                exist_thr=hp.exist_threshold, prob_thr=hp.prob_threshold,
-            )
+        labels = [self._dataset(stage).labels[i] for i in batch["index"].tolist()]
+        preds = decode_batch(
+            torch.softmax(seg.float(), dim=1).cpu().numpy(),
+            torch.sigmoid(exist.float()).cpu().numpy(),
+            [label.h_samples for label in labels],
+            src_hw=TUSIMPLE_HW,
+            exist_thr=self.hparams.exist_threshold,
+            prob_thr=self.hparams.prob_threshold,
+        )
+        for index, label, pred in zip(batch["index"].tolist(), labels, preds):
             acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
             self._frame_scores[index] += torch.tensor([acc, fp, fn, 1.0], dtype=torch.float64, device=self.device)
 
@@ -262,6 +263,22 @@ def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfi
         mlflow.log_artifacts(tmp, artifact_path="overlays")
 
 
+def _model_signature(input_hw: tuple[int, int]) -> Any:
+    """Input: normalised float32 images [B, 3, H, W]; the outputs (seg logits, existence logits) are a tuple."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, *input_hw), "image")]))
+
+
+def _model_requirements() -> list[str]:
+    """What loading the pickled SCNN needs besides the bundled lanedet code (stated, not inferred: inference
+    would re-import the model in a subprocess)."""
+    import importlib.metadata as md
+
+    return [f"{name}=={md.version(name).split('+')[0]}" for name in ("torch", "numpy", "pydantic", "pillow")]
+
+
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Train, test on the held-out split, log everything (rank 0). Returns the final metrics and run id."""
     from pytorch_lightning.loggers import MLFlowLogger
@@ -329,11 +346,18 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
                 import shutil
 
                 shutil.rmtree(model_dir)
-            code_paths = [str(Path(__file__).resolve().parent)]
             module.model.eval().cpu()
-            mlflow.pytorch.save_model(module.model, str(model_dir), code_paths=code_paths)
+            # The lanedet package travels with the model, so it loads where lanedet is not installed; pickle keeps
+            # the message-passing loops as written (pt2 export would trace them).
+            model_kwargs = {
+                "code_paths": [str(Path(__file__).resolve().parent)],
+                "serialization_format": "pickle",
+                "signature": _model_signature(cfg.input_size),
+                "pip_requirements": _model_requirements(),
+            }
+            mlflow.pytorch.save_model(module.model, str(model_dir), **model_kwargs)
             if cfg.log_model:
-                mlflow.pytorch.log_model(module.model, name="model", code_paths=code_paths)
+                mlflow.pytorch.log_model(module.model, name="model", **model_kwargs)
             if cfg.overlays or cfg.overlay_images:
                 _log_overlays(module, dm, cfg)
             if cfg.enable_snapshot:
