@@ -165,16 +165,19 @@ def random_cases(gts: list[dict], rng: np.random.Generator) -> tuple[list[dict],
             preds.append(pred)
             out_gts.append(gt)
             continue
-        if roll < 0.15:  # five or six GT lanes
+        hidden = 0  # GT lanes appended last that the prediction does not see
+        if roll < 0.15:  # five or six GT lanes; a close twin lets one prediction match two GT lanes (FP < 0)
+            close = rng.random() < 0.5
             for _ in range(int(rng.integers(1, 3))):
                 base = gt["lanes"][int(rng.integers(len(gt["lanes"])))]
-                shift = int(rng.integers(-60, 61))
+                shift = int(rng.integers(-12, 13) if close else rng.integers(-60, 61))
                 gt["lanes"].append([x + shift if x >= 0 and 0 <= x + shift < 1280 else -2 for x in base])
+                hidden += close
         elif roll < 0.17:
             gt["lanes"] = gt["lanes"][: int(rng.integers(0, 2))]
         sd = float(rng.choice([0.0, 3.0, 10.0, 16.0, 25.0]))
         as_float = bool(rng.random() < 0.2)
-        lanes = [_noisy(lane, rng, sd, as_float) for lane in gt["lanes"]]
+        lanes = [_noisy(lane, rng, sd, as_float) for lane in gt["lanes"][: len(gt["lanes"]) - hidden]]
         if rng.random() < 0.2:  # constant shift around the 20 px threshold
             shift = int(rng.integers(-35, 36))
             lanes = [[x + shift if x >= 0 else -2 for x in lane] for lane in lanes]
