@@ -167,6 +167,10 @@ def test_existing_name_is_adopted_without_a_write(emu):
     emu.clear_requests()
     snap = make(emu).create("data", "nightly")
     assert snap.details["adopted"] is True and writes(emu) == []
+    emu.add_snapshot(RG, ACCOUNT, "premium", "data", "broken")["properties"]["provisioningState"] = "Failed"
+    with pytest.raises(AnfApiError, match="exists but is 'Failed'"):
+        make(emu).create("data", "broken")
+    assert writes(emu) == []
 
 
 def test_conflict_that_is_not_ours_is_reported(emu):
@@ -399,6 +403,17 @@ def test_config_errors_name_the_option_never_the_value(emu):
         assert CANARY_CONFIG not in "".join(traceback.format_exception(info.value))
     with pytest.raises(ProviderConfigError, match="required"):
         AnfSnapshotProvider(None)
+
+
+def test_error_texts_are_redacted_even_when_arm_echoes_a_secret(emu, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", CANARY_SECRET)
+    emu.inject("GET", "/snapshots/x$", status=400, code="BadRequest",
+               message=f"proxy says: Authorization: Bearer {CANARY_TOKEN}; client_secret={CANARY_SECRET}")
+    with pytest.raises(AnfApiError) as info:
+        make(emu).get("data", "x")
+    text = str(info.value)
+    assert "HTTP 400 BadRequest" in text and "Bearer ***" in text and "client_secret=***" in text
+    assert CANARY_TOKEN not in text and CANARY_SECRET not in text
 
 
 def test_cloud_endpoints():

@@ -66,6 +66,9 @@ _VOLUME_ARM_ID_RE = re.compile(
     re.IGNORECASE,
 )
 _TRANSITIONAL_STATES = frozenset({"Accepted", "Creating", "Updating", "Patching", "Moving"})
+_CREDENTIAL_FIELD_RE = re.compile(
+    r"(?i)\b(access_token|client_secret|client_assertion|refresh_token)([\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"
+)
 _SECRET_ENV = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_PASSWORD")
 
 # Volume properties a restore copies from the source volume (documented in restore()).
@@ -115,8 +118,7 @@ class RevertNotConfirmed(AnfInputError):
 def redact(text: str) -> str:
     """Scrub bearer tokens, form-encoded credentials and the values of Azure secret env vars from *text*."""
     text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*", r"\1***", text)
-    text = re.sub(r"(?i)\b(access_token|client_secret|client_assertion|refresh_token)([\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+",
-                  r"\1\2***", text)
+    text = _CREDENTIAL_FIELD_RE.sub(r"\1\2***", text)
     for var in _SECRET_ENV:
         value = os.environ.get(var)
         if value and len(value) >= 4:
@@ -698,6 +700,11 @@ class AnfSnapshotProvider:
                 )
             time.sleep(self.config.polling_interval_s)
             raw = self._get_raw(ref, name)
+        if _props(raw).get("provisioningState") not in (None, "Succeeded"):
+            raise AnfApiError(
+                f"anf:{ref.id}@{name}: a snapshot of that name exists but is {_props(raw).get('provisioningState')!r}; "
+                "delete it (mlflow-anf snapshot delete) or use another name"
+            )
         return raw
 
     def get(self, volume: str, name: str) -> Snapshot:
@@ -757,7 +764,9 @@ class AnfSnapshotProvider:
         snapshot's recorded ``size_bytes`` or else the source quota) and must fit the target pool's free capacity.
         """
         if options:
-            raise AnfInputError(f"restore: unknown option(s) {', '.join(sorted(options))} (known: pool, size_gib, wait)")
+            raise AnfInputError(
+                f"restore: unknown option(s) {', '.join(sorted(options))} (known: pool, size_gib, wait)"
+            )
         src = parse_volume_id(snapshot.volume, self.config, field="snapshot.volume")
         if "/" in target:
             dest = parse_volume_id(target, self.config, field="target")
