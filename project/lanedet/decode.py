@@ -1,0 +1,184 @@
+"""SCNN probability maps -> TuSimple lanes (one x per ``h_samples`` row), the standard SCNN post-processing.
+
+For every lane slot whose existence probability exceeds ``exist_thr``: smooth the slot's probability map with a
+``smooth`` x ``smooth`` box filter (SCNN's 9x9 blur, edges replicated), and on the map row of each h_sample take
+the peak along x; the row gets a point when the peak exceeds ``prob_thr``. The peak's x (the middle of a flat top)
+is mapped back to the source image and rounded. Lanes with fewer than ``min_points`` points are dropped. Lanes
+come out in slot order, which is left to right (see ``lanedet.data.tusimple.lane_slots``).
+
+Coordinates use pixel centres, as ``lanedet.data.tusimple.build_targets`` draws them: source pixel ``x`` is at map
+position ``(x + 0.5) * w / W - 0.5``. Accepts numpy arrays or torch tensors (converted on the CPU; torch is never
+imported here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MISSING = -2
+"""x value of a row without a point (TuSimple format)."""
+
+
+class DecodeError(ValueError):
+    """Inputs that cannot be decoded (wrong shapes, NaNs, values that are not probabilities, rows off the image)."""
+
+
+class DecodeConfig(BaseModel):
+    """Post-processing parameters (defaults: the usual SCNN TuSimple settings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    src_hw: tuple[int, int] = Field((720, 1280), description="(height, width) of the source image that h_samples "
+                                    "and the output x refer to")
+    exist_thr: float = Field(0.5, ge=0.0, le=1.0, description="a lane slot is decoded when its existence "
+                             "probability is above this")
+    prob_thr: float = Field(0.3, ge=0.0, le=1.0, description="a row gets a point when the smoothed lane "
+                            "probability at its peak is above this")
+    smooth: int = Field(9, ge=1, description="odd box-filter size in map pixels applied before the peak search; "
+                        "1 = no smoothing")
+    min_points: int = Field(2, ge=1, description="lanes with fewer points are dropped")
+
+    @field_validator("src_hw")
+    @classmethod
+    def _positive(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return value
+
+    @field_validator("smooth")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"must be odd, got {value}")
+        return value
+
+
+def _as_array(value: Any, name: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        value = value.detach().to("cpu").float().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"{name}: not a numeric array ({exc})") from None
+    if not np.isfinite(arr).all():
+        raise DecodeError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def _check_probabilities(arr: np.ndarray, name: str) -> None:
+    lo, hi = float(arr.min(initial=0.0)), float(arr.max(initial=0.0))
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise DecodeError(f"{name}: expected probabilities in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                          "(apply softmax / sigmoid to the network outputs first)")
+
+
+def _map_rows(h_samples: Sequence[float], cfg: DecodeConfig, map_h: int) -> np.ndarray:
+    """Map row (pixel containing the centre of each source row) for every h_sample."""
+    try:
+        ys = np.asarray(h_samples, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"h_samples: not a list of numbers ({exc})") from None
+    if ys.ndim != 1 or len(ys) == 0:
+        raise DecodeError(f"h_samples: expected a non-empty list of y values, got shape {ys.shape}")
+    src_h = cfg.src_hw[0]
+    outside = np.flatnonzero(~((ys >= 0) & (ys < src_h)))
+    if len(outside):
+        raise DecodeError(f"h_samples[{outside[0]}] = {h_samples[outside[0]]} is outside the image rows [0, {src_h})")
+    return np.minimum(np.floor((ys + 0.5) * map_h / src_h), map_h - 1).astype(np.int64)
+
+
+def _box_rows(maps: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """Box-filtered values of ``maps`` [K, H, W] on ``rows`` only -> [K, R, W] float64 (edges replicated)."""
+    k = size // 2
+    if k == 0:
+        return maps[:, rows, :].astype(np.float64)
+    window = np.clip(rows[:, None] + np.arange(-k, k + 1), 0, maps.shape[1] - 1)  # [R, size]
+    vertical = maps[:, window, :].mean(axis=2, dtype=np.float64)  # [K, R, W]
+    padded = np.pad(vertical, ((0, 0), (0, 0), (k + 1, k)), mode="edge")
+    padded[..., 0] = 0.0
+    csum = np.cumsum(padded, axis=-1)
+    return (csum[..., size:] - csum[..., :-size]) / size
+
+
+def _decode_item(lane_prob: np.ndarray, exist: np.ndarray, rows: np.ndarray, cfg: DecodeConfig) -> list[list[int]]:
+    keep = np.flatnonzero(exist > cfg.exist_thr)
+    if len(keep) == 0:
+        return []
+    width = lane_prob.shape[2]
+    smoothed = _box_rows(lane_prob[keep], rows, cfg.smooth)  # [K, R, W]
+    peak = smoothed.max(axis=-1)
+    first = smoothed.argmax(axis=-1)
+    # Middle of the flat top that starts at the first maximum (blurred thick lanes have plateaus).
+    col = np.arange(width)
+    below = (col > first[..., None]) & (smoothed < peak[..., None] - 1e-9)
+    end = np.where(below.any(axis=-1), below.argmax(axis=-1), width)  # first column past the plateau
+    x_map = (first + end - 1) / 2.0
+    src_w = cfg.src_hw[1]
+    x_src = np.clip(np.rint((x_map + 0.5) * src_w / width - 0.5), 0, src_w - 1).astype(np.int64)
+    lanes = np.where(peak > cfg.prob_thr, x_src, MISSING)
+    return [lane.tolist() for lane in lanes if np.count_nonzero(lane != MISSING) >= cfg.min_points]
+
+
+def decode_batch(
+    prob: Any,
+    exist_prob: Any,
+    h_samples: Sequence[float] | Sequence[Sequence[float]],
+    src_hw: tuple[int, int] = (720, 1280),
+    exist_thr: float = 0.5,
+    prob_thr: float = 0.3,
+    smooth: int = 9,
+    min_points: int = 2,
+) -> list[list[list[int]]]:
+    """Decode a batch: ``prob`` [B, 1 + L, H, W] softmax probabilities (channel 0 = background) and ``exist_prob``
+    [B, L] (numpy or torch) -> per item, a list of lanes, each one x per h_sample (``-2`` = no point).
+
+    ``h_samples`` is one list of source-image rows for the whole batch, or one list per item. Parameters as in
+    :class:`DecodeConfig`. Raises :class:`DecodeError` for bad inputs and pydantic's ``ValidationError`` for bad
+    parameters.
+    """
+    cfg = DecodeConfig(src_hw=src_hw, exist_thr=exist_thr, prob_thr=prob_thr, smooth=smooth, min_points=min_points)
+    probs = _as_array(prob, "prob")
+    exists = _as_array(exist_prob, "exist_prob")
+    if probs.ndim != 4 or probs.shape[1] < 2 or min(probs.shape[2:]) < 1:
+        raise DecodeError(f"prob: expected shape [B, 1 + lanes, H, W], got {list(probs.shape)}")
+    if exists.shape != (probs.shape[0], probs.shape[1] - 1):
+        raise DecodeError(f"exist_prob: expected shape {[probs.shape[0], probs.shape[1] - 1]} for prob of shape "
+                          f"{list(probs.shape)}, got {list(exists.shape)}")
+    _check_probabilities(probs, "prob")
+    _check_probabilities(exists, "exist_prob")
+    per_item = len(h_samples) > 0 and isinstance(h_samples[0], Sequence | np.ndarray)
+    if per_item and len(h_samples) != probs.shape[0]:
+        raise DecodeError(f"h_samples: {len(h_samples)} lists for a batch of {probs.shape[0]}")
+    map_h = probs.shape[2]
+    shared = None if per_item else _map_rows(h_samples, cfg, map_h)
+    out = []
+    for b in range(probs.shape[0]):
+        rows = _map_rows(h_samples[b], cfg, map_h) if per_item else shared
+        out.append(_decode_item(probs[b, 1:], exists[b], rows, cfg))
+    return out
+
+
+def decode_lanes(
+    prob: Any,
+    exist_prob: Any,
+    h_samples: Sequence[float],
+    src_hw: tuple[int, int] = (720, 1280),
+    exist_thr: float = 0.5,
+    prob_thr: float = 0.3,
+    smooth: int = 9,
+    min_points: int = 2,
+) -> list[list[int]]:
+    """Decode one image: ``prob`` [1 + L, H, W] softmax probabilities at network resolution, ``exist_prob`` [L]
+    -> lanes in TuSimple format (x per ``h_samples`` row in ``src_hw`` coordinates, ``-2`` = no point)."""
+    probs = _as_array(prob, "prob")
+    exists = _as_array(exist_prob, "exist_prob")
+    if probs.ndim != 3:
+        raise DecodeError(f"prob: expected shape [1 + lanes, H, W], got {list(probs.shape)}")
+    if exists.ndim != 1:
+        raise DecodeError(f"exist_prob: expected shape [lanes], got {list(exists.shape)}")
+    return decode_batch(probs[None], exists[None], h_samples, src_hw=src_hw, exist_thr=exist_thr,
+                        prob_thr=prob_thr, smooth=smooth, min_points=min_points)[0]
