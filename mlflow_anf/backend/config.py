@@ -229,6 +229,8 @@ class MPIJobBackendConfig(_Strict):
     submit_timeout_seconds: float = Field(default=300, gt=0, description="fail when no Created condition appears in time")
     poll_interval_seconds: float = Field(default=5, gt=0, le=300)
     cancel_timeout_seconds: float = Field(default=300, gt=0)
+    api_max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per Kubernetes API call (429/5xx/reset)")
+    api_backoff_seconds: float = Field(default=0.5, ge=0, le=60, description="first retry delay; doubles after")
 
     # --- field validators -------------------------------------------------------------------------------------
     @field_validator("namespace")

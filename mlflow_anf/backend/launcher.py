@@ -188,7 +188,7 @@ def secret_env_names(env: Mapping[str, str]) -> list[str]:
     return [n for n in env.get(SECRET_ENV_LIST, "").split(",") if n]
 
 
-class _Child:
+class LaunchedProcess:
     """The running horovodrun/mpirun process group; SIGTERM to the launcher is passed on to it."""
 
     def __init__(self) -> None:
@@ -221,7 +221,7 @@ def run_launcher(
     stdout: TextIO | None = None,
     cwd: str | None = None,
     snapshot_model: Callable[[LauncherOptions, Mapping[str, str], str, Any], Any] | None = None,
-    child: _Child | None = None,
+    child: LaunchedProcess | None = None,
 ) -> int:
     """Run the entry point on all ranks, log, snapshot, close the MLflow run; return the exit code.
 
@@ -239,7 +239,7 @@ def run_launcher(
         client = MlflowClient(tracking_uri=env.get("MLFLOW_TRACKING_URI"))
     secrets = secret_env_names(env)
     redact = Redactor(env, secrets)
-    child = child or _Child()
+    child = child or LaunchedProcess()
     workdir = tempfile.mkdtemp(prefix="mlflow-anf-launcher-")
     log_path = Path(workdir) / opts.log_artifact
     rc: int
@@ -261,10 +261,14 @@ def run_launcher(
                 raise LauncherError(f"{cmd[0]} not found on PATH; is it installed in the image?")
             say(f"run {run_id}: {opts.processes} processes on {len(hosts)} hosts with {opts.launcher}")
             say("command: " + shlex.join(cmd))
+            if child.killed:
+                raise LauncherError("terminated before the command started")
             child.proc = subprocess.Popen(
                 [exe, *cmd[1:]], env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, errors="replace", start_new_session=True,
             )
+            if child.killed:  # a SIGTERM between the check above and Popen
+                child.terminate()
             _tee(child.proc, (out, log), redact)
             raw_rc = child.proc.wait()
             rc = 128 + (-raw_rc) if raw_rc < 0 else raw_rc
@@ -321,7 +325,7 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
 
 def main(argv: Sequence[str] | None = None) -> None:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    child = _Child()
+    child = LaunchedProcess()
     signal.signal(signal.SIGTERM, lambda *_: child.terminate())
     signal.signal(signal.SIGINT, lambda *_: child.terminate())
     sys.exit(run_launcher(opts, dict(os.environ), child=child, cwd=os.getcwd()))
@@ -331,5 +335,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["LauncherError", "LauncherOptions", "build_command", "main", "parse_args", "read_hostfile",
+__all__ = ["LaunchedProcess", "LauncherError", "LauncherOptions", "build_command", "main", "parse_args", "read_hostfile",
            "run_launcher"]

@@ -1,0 +1,198 @@
+"""The ``mpijob`` MLflow project backend (entry point ``mlflow.project_backend``).
+
+``mlflow run . -e train --backend mpijob --backend-config cfg.json`` ends up in :meth:`MPIJobBackend.run`:
+
+1. validate the backend config (nothing is created when it is wrong) and connect to the cluster;
+2. fetch the project and compute the entry-point command with MLflow's own ``EntryPoint.compute_command``;
+3. create the MLflow run (params logged by MLflow's ``get_or_create_run``), tag it with the job and the config;
+4. snapshot the data PVC (csi provider) and record it on the run, when configured;
+5. submit the MPIJob and return an :class:`~mlflow_anf.backend.submitted_run.MPIJobSubmittedRun` (or wait for it,
+   streaming the launcher log, when ``wait``/``follow_logs`` is set: the ``mlflow run`` CLI does not wait for
+   plugin backends).
+
+A failure after the run exists marks it FAILED with the reason in ``mlflow_anf.backend.error``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from mlflow.exceptions import ExecutionException
+from mlflow.projects.backend.abstract_backend import AbstractBackend
+
+from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
+from mlflow_anf.backend.render import GROUP, PLURAL, VERSION, JobRequest, job_name_for, render_mpijob
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "mlflow_anf.backend."
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def pod_tracking_uri(config: MPIJobBackendConfig, client_uri: str) -> str:
+    """The tracking URI the pods use: ``tracking_uri`` from the config, else this client's own one when the pods can
+    reach it (a server URI that is not localhost). Never returns or echoes an URI with a password in it."""
+    if config.tracking_uri:
+        return config.tracking_uri
+    parts = urlsplit(client_uri or "")
+    if parts.password is not None:
+        raise BackendConfigError(["tracking_uri: this client's tracking URI embeds a password; set tracking_uri "
+                                  "without credentials and pass them to the pods with secret_env"])
+    if parts.scheme in ("", "file", "sqlite") or (parts.hostname or "") in _LOCAL_HOSTS:
+        raise BackendConfigError([
+            f"tracking_uri: the pods cannot reach this machine's tracking store {client_uri!r}; set tracking_uri to "
+            "a server they can reach (e.g. http://mlflow.mlflow.svc.cluster.local:5000)"
+        ])
+    return client_uri
+
+
+def kube_config(config: MPIJobBackendConfig) -> Any:
+    """The :class:`mlflow_anf.k8s.KubeConfig` (cluster, context, retries) of a backend config."""
+    from mlflow_anf.k8s import KubeConfig, RetryPolicy
+
+    retry = RetryPolicy(max_attempts=config.api_max_attempts, base_delay_s=config.api_backoff_seconds)
+    return KubeConfig(kubeconfig=config.kubeconfig, context=config.kube_context, namespace=config.namespace,
+                      retry=retry)
+
+
+def csi_provider(config: MPIJobBackendConfig) -> Any:
+    """The csi snapshot provider for the job's namespace, as this client reaches the cluster."""
+    from mlflow_anf.snapshots import get_provider
+
+    options: dict[str, Any] = {"namespace": config.namespace, "timeout_seconds": config.snapshot.timeout_seconds}
+    if config.snapshot.snapshot_class:
+        options["snapshot_class"] = config.snapshot.snapshot_class
+    if config.kubeconfig:
+        options["kubeconfig"] = config.kubeconfig
+    if config.kube_context:
+        options["context"] = config.kube_context
+    return get_provider("csi", **options)
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class MPIJobBackend(AbstractBackend):
+    """Runs an MLflow project entry point as a Kubeflow MPIJob."""
+
+    def __init__(self, api_client: Any = None, tracking_client: Any = None, out: Any = None) -> None:
+        # Injection points for tests and embedding; MLflow builds it with no arguments.
+        self._api_client = api_client
+        self._tracking_client = tracking_client
+        self._out = out
+
+    def run(
+        self,
+        project_uri: str,
+        entry_point: str,
+        params: Mapping[str, Any] | None,
+        version: str | None,
+        backend_config: Mapping[str, Any] | str | None,
+        tracking_uri: str,
+        experiment_id: str,
+    ) -> Any:
+        from mlflow.projects.utils import fetch_and_validate_project, get_or_create_run, load_project
+        from mlflow.tracking import MlflowClient
+
+        from mlflow_anf.backend.submitted_run import MPIJobSubmittedRun
+        from mlflow_anf.k8s import KubeApiError, KubeConfigError, api_client, call_with_retries
+
+        params = dict(params or {})
+        try:
+            config = load_backend_config(backend_config if backend_config is not None else {})
+            pod_uri = pod_tracking_uri(config, tracking_uri)
+        except BackendConfigError as exc:
+            raise ExecutionException(str(exc)) from None
+
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
+        project = load_project(work_dir)
+        ep = project.get_entry_point(entry_point)
+        # storage_dir=None: `path` params are passed through as given (they name paths inside the pods).
+        command = ep.compute_command(params, None)
+        self._warn_double_snapshots(config, ep, params)
+
+        kube = kube_config(config)
+        try:
+            api = self._api_client or api_client(kube)
+        except KubeConfigError as exc:
+            raise ExecutionException(f"mpijob backend: {exc}") from None
+
+        client = self._tracking_client or MlflowClient(tracking_uri)
+        with _use_tracking_uri(tracking_uri):  # MLflow's helper writes to the global store: make it ours
+            active_run = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
+        run_id = active_run.info.run_id
+        project_name = project.name or os.path.basename(os.path.normpath(work_dir))
+        name = job_name_for(config, project_name, run_id)
+        req = JobRequest(run_id=run_id, experiment_id=str(active_run.info.experiment_id), tracking_uri=pod_uri,
+                         command=command, entry_point=entry_point, project_name=project_name)
+        manifest = render_mpijob(config, req, name)
+        try:
+            client.set_tag(run_id, TAG_PREFIX + "mpijob", f"{config.namespace}/{name}")
+            client.set_tag(run_id, TAG_PREFIX + "image", config.image)
+            client.set_tag(run_id, TAG_PREFIX + "config", json.dumps(config.public_dict(), sort_keys=True)[:5000])
+            client.log_dict(run_id, manifest, "mlflow_anf/mpijob.yaml")
+            if config.snapshot.data:
+                from mlflow_anf.tracking import snapshot_and_log
+
+                assert config.data_pvc is not None
+                snap = snapshot_and_log(csi_provider(config), config.data_pvc, "data", run_id=run_id, client=client)
+                self._say(f"data snapshot {snap.ref}")
+            call_with_retries(self._custom(api).create_namespaced_custom_object, GROUP, VERSION, config.namespace,
+                              PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
+                              policy=kube.retry)
+        except Exception as exc:
+            reason = str(exc)
+            if isinstance(exc, KubeApiError) and exc.conflict:
+                reason = f"MPIJob {config.namespace}/{name} already exists: {exc}"
+            self._fail_run(client, run_id, reason)
+            raise ExecutionException(f"mpijob backend: run {run_id} not submitted: {reason}") from None
+        self._say(f"submitted MPIJob {config.namespace}/{name} for run {run_id} "
+                  f"({config.processes} processes on {config.workers} workers)")
+
+        submitted = MPIJobSubmittedRun(
+            run_id, config.namespace, name, api, tracking_client=client,
+            poll_interval=config.poll_interval_seconds, submit_timeout=config.submit_timeout_seconds,
+            cancel_timeout=config.cancel_timeout_seconds, retry=kube.retry, out=self._out,
+        )
+        if config.wait or config.follow_logs:
+            if not submitted.wait(follow_logs=config.follow_logs):
+                raise ExecutionException(f"Run (ID '{run_id}') failed: MPIJob {config.namespace}/{name} "
+                                         f"ended {submitted.get_status()}")
+        return submitted
+
+    # --- helpers --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _custom(api: Any) -> Any:
+        from kubernetes.client import CustomObjectsApi
+
+        return CustomObjectsApi(api)
+
+    def _say(self, msg: str) -> None:
+        log.info("%s", msg)
+        if self._out is not None:
+            self._out.write(msg + "\n")
+
+    @staticmethod
+    def _fail_run(client: Any, run_id: str, reason: str) -> None:
+        try:
+            client.set_tag(run_id, TAG_PREFIX + "error", reason[:5000])
+            client.set_terminated(run_id, "FAILED")
+        except Exception as exc:  # noqa: BLE001 - report the original failure, not this one
+            log.warning("could not mark run %s FAILED: %s", run_id, exc)
+
+    @staticmethod
+    def _warn_double_snapshots(config: MPIJobBackendConfig, ep: Any, params: Mapping[str, Any]) -> None:
+        if not (config.snapshot.data or config.snapshot.model) or "enable_snapshot" not in ep.parameters:
+            return
+        value = params.get("enable_snapshot", ep.parameters["enable_snapshot"].default)
+        if _truthy(value):
+            log.warning("the backend config takes the snapshots (snapshot.data/model) and the entry point's "
+                        "enable_snapshot is also on: pass -P enable_snapshot=false to avoid taking them twice")

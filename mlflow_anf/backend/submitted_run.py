@@ -1,0 +1,406 @@
+"""``MPIJobSubmittedRun``: follow, stream and cancel one submitted MPIJob on behalf of MLflow.
+
+Status comes from the MPIJob's conditions (Created, Running, Restarting, Succeeded, Failed, Suspended; see
+:func:`status_from_conditions`). ``wait()`` re-reads the job whenever a watch reports a change (a watch that expires
+with 410 Gone, drops its connection or hits a 5xx only triggers a fresh read), fails with the job's events when the
+operator never sets a Created condition (it only emits a Warning event when it rejects a job), and, when the launcher
+could not close the MLflow run itself (pod never started, evicted, deadline), sets the run's final status from the
+job. ``cancel()`` deletes the job with foreground propagation and waits until no launcher/worker pod, Job,
+ConfigMap, Secret or Service of it is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from mlflow.entities import RunStatus
+from mlflow.exceptions import ExecutionException
+from mlflow.projects.submitted_run import SubmittedRun
+
+from mlflow_anf.backend.render import GROUP, KIND, OPERATOR_JOB_NAME_LABEL, OPERATOR_JOB_ROLE_LABEL, PLURAL, VERSION
+from mlflow_anf.k8s import KubeApiError, RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)
+
+TAG_JOB = "mlflow_anf.backend.mpijob"
+TAG_CONDITION = "mlflow_anf.backend.condition"
+
+
+class MPIJobSubmitTimeout(ExecutionException):
+    """The operator never acknowledged the job (no Created condition); the message carries the job's events."""
+
+
+class MPIJobCancelTimeout(ExecutionException):
+    """Objects of a cancelled job were still there when the cancel timeout ran out."""
+
+
+class MPIJobGone(ExecutionException):
+    """The MPIJob disappeared while it was being followed (deleted by someone else, or TTL after finishing)."""
+
+
+def _true(cond: dict[str, Any]) -> bool:
+    return str(cond.get("status")) == "True"
+
+
+def status_from_conditions(conditions: Iterable[dict[str, Any]] | None) -> tuple[str, dict[str, Any] | None]:
+    """MLflow status (``RunStatus`` name) for an MPIJob's conditions, and the condition that decided it.
+
+    Succeeded → FINISHED; Failed → FAILED; Suspended → SCHEDULED (the job is paused, nothing runs);
+    Running or Restarting → RUNNING; Created (or nothing yet) → SCHEDULED.
+    """
+    by_type = {c.get("type"): c for c in (conditions or []) if isinstance(c, dict)}
+    for ctype, status in (("Succeeded", "FINISHED"), ("Failed", "FAILED"), ("Suspended", "SCHEDULED"),
+                          ("Restarting", "RUNNING"), ("Running", "RUNNING"), ("Created", "SCHEDULED")):
+        cond = by_type.get(ctype)
+        if cond is not None and _true(cond):
+            return status, cond
+    return "SCHEDULED", None
+
+
+def describe_condition(cond: dict[str, Any] | None) -> str:
+    if not cond:
+        return "no condition yet"
+    text = str(cond.get("type"))
+    if cond.get("reason"):
+        text += f" ({cond['reason']})"
+    if cond.get("message"):
+        text += f": {cond['message']}"
+    return text
+
+
+class MPIJobSubmittedRun(SubmittedRun):
+    """One MPIJob that runs MLflow run *run_id*. Not thread-safe (like every ``SubmittedRun``)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        namespace: str,
+        name: str,
+        api_client: Any,
+        *,
+        tracking_client: Any = None,
+        poll_interval: float = 5.0,
+        submit_timeout: float = 300.0,
+        cancel_timeout: float = 300.0,
+        retry: RetryPolicy | None = None,
+        out: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self._run_id = run_id
+        self.namespace = namespace
+        self.name = name
+        self._api_client = api_client
+        self._tracking = tracking_client
+        self.poll_interval = poll_interval
+        self.submit_timeout = submit_timeout
+        self.cancel_timeout = cancel_timeout
+        self._retry = retry or RetryPolicy()
+        self._out = out
+        self._clock = clock
+        self._sleep = sleep
+        self._started = clock()
+        self._status = "SCHEDULED"
+        self._cancelled = False
+        self._last_described: str | None = None
+
+    # --- MLflow's interface ---------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def get_status(self) -> str:
+        """The run's status from the MPIJob's conditions (``RunStatus`` name)."""
+        if RunStatus.is_terminated(RunStatus.from_string(self._status)):
+            return self._status
+        job = self._read_job()
+        if job is None:
+            self._status = "KILLED" if self._cancelled else "FAILED"
+        else:
+            self._status, _ = status_from_conditions((job.get("status") or {}).get("conditions"))
+        return self._status
+
+    def wait(self, follow_logs: bool = False) -> bool:
+        """Block until the job ends; True when it succeeded. Raises :class:`MPIJobSubmitTimeout` when the operator
+        never sets a Created condition within ``submit_timeout`` seconds."""
+        streamer = None
+        if follow_logs:
+            streamer = threading.Thread(target=self._stream_quietly, name=f"logs-{self.name}", daemon=True)
+            streamer.start()
+        try:
+            status, cond = self._follow()
+        except MPIJobSubmitTimeout as exc:
+            self._finish_run("FAILED", {"type": "SubmitTimeout", "status": "True", "message": str(exc)})
+            raise
+        finally:
+            if streamer is not None:
+                streamer.join(timeout=max(self.poll_interval * 4, 2.0))
+        self._finish_run(status, cond)
+        return status == "FINISHED"
+
+    def cancel(self) -> None:
+        """Delete the MPIJob (foreground propagation) and wait until none of its objects is left."""
+        self._cancelled = True
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"}
+        try:
+            self._call(self._custom().delete_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                       self.name, body=body, op=f"delete MPIJob {self.namespace}/{self.name}")
+        except KubeApiError as exc:
+            if not exc.not_found:
+                raise ExecutionException(str(exc)) from None
+        deadline = self._clock() + self.cancel_timeout
+        while True:
+            left = self.leftovers()
+            if not left:
+                break
+            if self._clock() >= deadline:
+                raise MPIJobCancelTimeout(
+                    f"MPIJob {self.namespace}/{self.name} deleted, but after {self.cancel_timeout:g}s these objects "
+                    f"are still there: {', '.join(left)}"
+                )
+            self._sleep(self.poll_interval)
+        self._status = "KILLED"
+        self._finish_run("KILLED", None)
+        self._say(f"MPIJob {self.namespace}/{self.name} cancelled; no pod, job, configmap, secret or service left")
+
+    # --- logs -----------------------------------------------------------------------------------------------
+    def launcher_pod(self) -> dict[str, Any] | None:
+        """The newest launcher pod of the job, or None."""
+        selector = f"{OPERATOR_JOB_NAME_LABEL}={self.name},{OPERATOR_JOB_ROLE_LABEL}=launcher"
+        pods = self._call(self._core().list_namespaced_pod, self.namespace, label_selector=selector,
+                          op=f"list launcher pods of {self.namespace}/{self.name}", _preload_content=False)
+        items = _json(pods).get("items") or []
+        items.sort(key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "")
+        return items[-1] if items else None
+
+    def stream_logs(self, out: TextIO | None = None, follow: bool = True) -> None:
+        """Write the launcher's log to *out* (default: stdout); with *follow*, until the launcher ends.
+
+        A dropped log connection is reopened; lines already written are skipped (by their timestamps).
+        """
+        out = out or self._out or sys.stdout
+        last_ts = ""
+        attempts = 0
+        while True:
+            pod = self._wait_for_launcher_pod() if follow else self.launcher_pod()
+            if pod is None:
+                return
+            pod_name = pod["metadata"]["name"]
+            try:
+                resp = self._call(self._core().read_namespaced_pod_log, pod_name, self.namespace, follow=follow,
+                                  timestamps=True, _preload_content=False,
+                                  op=f"read log of pod {self.namespace}/{pod_name}")
+                for raw in _iter_lines(resp):
+                    ts, _, text = raw.partition(" ")
+                    if last_ts and ts <= last_ts:
+                        continue
+                    last_ts = ts
+                    out.write(text + "\n")
+                    out.flush()
+                return
+            except KubeApiError as exc:
+                if exc.not_found or not follow:
+                    return
+                attempts += 1
+            except Exception:  # noqa: BLE001 - a dropped stream mid-body; reopen it
+                attempts += 1
+            if attempts >= self._retry.max_attempts:
+                return
+            self._sleep(self._retry.backoff(attempts))
+
+    # --- internals ------------------------------------------------------------------------------------------
+    def _custom(self) -> Any:
+        from kubernetes.client import CustomObjectsApi
+
+        return CustomObjectsApi(self._api_client)
+
+    def _core(self) -> Any:
+        from kubernetes.client import CoreV1Api
+
+        return CoreV1Api(self._api_client)
+
+    def _call(self, fn: Callable[..., Any], *args: Any, op: str, **kwargs: Any) -> Any:
+        return call_with_retries(fn, *args, op=op, policy=self._retry, sleep=self._sleep, **kwargs)
+
+    def _say(self, msg: str) -> None:
+        log.info("%s", msg)
+        if self._out is not None:
+            self._out.write(msg + "\n")
+            self._out.flush()
+
+    def _read_job(self) -> dict[str, Any] | None:
+        try:
+            return self._call(self._custom().get_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                              self.name, op=f"get MPIJob {self.namespace}/{self.name}")
+        except KubeApiError as exc:
+            if exc.not_found:
+                return None
+            raise ExecutionException(str(exc)) from None
+
+    def _follow(self) -> tuple[str, dict[str, Any] | None]:
+        deadline = self._started + self.submit_timeout
+        while True:
+            job = self._read_job()
+            if job is None:
+                if self._cancelled:
+                    return "KILLED", None
+                raise MPIJobGone(f"MPIJob {self.namespace}/{self.name} no longer exists (deleted outside MLflow?)")
+            conditions = (job.get("status") or {}).get("conditions") or []
+            status, cond = status_from_conditions(conditions)
+            self._status = status
+            described = describe_condition(cond)
+            if described != self._last_described:
+                self._say(f"MPIJob {self.namespace}/{self.name}: {described}")
+                self._last_described = described
+            if RunStatus.is_terminated(RunStatus.from_string(status)):
+                return status, cond
+            if not conditions and self._clock() >= deadline:
+                raise MPIJobSubmitTimeout(self._timeout_message())
+            remaining = deadline - self._clock() if not conditions else None
+            self._wait_for_change(job, remaining)
+
+    def _wait_for_change(self, job: dict[str, Any], remaining: float | None) -> None:
+        """Return when the job may have changed: a watch event, the poll interval, or any watch trouble."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        timeout = self.poll_interval if remaining is None else max(min(self.poll_interval, remaining), 0.01)
+        rv = (job.get("metadata") or {}).get("resourceVersion")
+        w = watch.Watch()
+        started = self._clock()
+        try:
+            for event in w.stream(self._custom().list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+                                  PLURAL, field_selector=f"metadata.name={self.name}", resource_version=rv,
+                                  timeout_seconds=max(int(timeout), 1), _request_timeout=timeout + 5):
+                obj = event.get("object") if isinstance(event, dict) else None
+                seen_rv = ((obj or {}).get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
+                if event.get("type") == "ERROR" or seen_rv != rv:  # a change, or 410 Gone: re-read the job
+                    return
+        except ApiException as exc:
+            log.debug("watch of MPIJob %s/%s ended: HTTP %s", self.namespace, self.name, exc.status)
+        except Exception as exc:  # noqa: BLE001 - connection reset/timeout: fall back to the next read
+            log.debug("watch of MPIJob %s/%s ended: %s", self.namespace, self.name, type(exc).__name__)
+        finally:
+            w.stop()
+        spent = self._clock() - started
+        if spent < timeout:
+            self._sleep(min(timeout - spent, self.poll_interval))
+
+    def _events(self) -> list[str]:
+        selector = f"involvedObject.name={self.name},involvedObject.kind={KIND}"
+        op = f"list events of MPIJob {self.namespace}/{self.name}"
+        try:
+            try:
+                resp = self._call(self._core().list_namespaced_event, self.namespace, field_selector=selector,
+                                  op=op, _preload_content=False)
+            except KubeApiError as exc:
+                if exc.status != 400:
+                    raise
+                # a server without event field selectors: filter here
+                resp = self._call(self._core().list_namespaced_event, self.namespace, op=op, _preload_content=False)
+        except KubeApiError as exc:
+            return [f"(could not list events: {exc})"]
+        items = [e for e in _json(resp).get("items") or []
+                 if (e.get("involvedObject") or {}).get("name") == self.name
+                 and (e.get("involvedObject") or {}).get("kind") == KIND]
+        items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
+                   (e.get("metadata") or {}).get("creationTimestamp") or "")
+        return [f"{e.get('type', '?')} {e.get('reason', '?')}: {e.get('message', '')}" for e in items]
+
+    def _timeout_message(self) -> str:
+        events = self._events()
+        lines = "\n".join(f"  {e}" for e in events) if events else "  (no events: is the MPI operator installed and " \
+                                                                   "watching this namespace?)"
+        return (f"MPIJob {self.namespace}/{self.name} got no Created condition within {self.submit_timeout:g}s; "
+                f"the MPI operator did not accept it. Events:\n{lines}\n"
+                f"Inspect with: kubectl -n {self.namespace} describe mpijob {self.name}")
+
+    def _finish_run(self, status: str, cond: dict[str, Any] | None) -> None:
+        """Set the MLflow run's final status when the launcher could not (it normally does it itself)."""
+        client = self._tracking
+        if client is None:
+            from mlflow.tracking import MlflowClient
+
+            client = self._tracking = MlflowClient()
+        try:
+            current = client.get_run(self._run_id).info.status
+            if cond is not None:
+                client.set_tag(self._run_id, TAG_CONDITION, describe_condition(cond)[:5000])
+            if not RunStatus.is_terminated(RunStatus.from_string(current)):
+                client.set_terminated(self._run_id, status)
+        except Exception as exc:  # noqa: BLE001 - never hide the job's outcome behind a tracking hiccup
+            log.warning("could not update MLflow run %s: %s", self._run_id, exc)
+
+    def _wait_for_launcher_pod(self) -> dict[str, Any] | None:
+        while True:
+            pod = self.launcher_pod()
+            phase = ((pod or {}).get("status") or {}).get("phase")
+            if phase in ("Running", "Succeeded", "Failed"):
+                return pod
+            job = self._read_job()
+            status, _ = status_from_conditions(((job or {}).get("status") or {}).get("conditions"))
+            if job is None or RunStatus.is_terminated(RunStatus.from_string(status)):
+                return pod if phase else None
+            self._sleep(self.poll_interval)
+
+    def _stream_quietly(self) -> None:
+        try:
+            self.stream_logs(follow=True)
+        except Exception as exc:  # noqa: BLE001 - logs are a convenience; wait() decides the outcome
+            log.warning("log streaming of %s/%s stopped: %s", self.namespace, self.name, exc)
+
+    def leftovers(self) -> list[str]:
+        """``kind/name`` of every object of this job still present (the MPIJob, its pods, Jobs, ConfigMaps, ...)."""
+        from kubernetes.client import BatchV1Api, CoreV1Api
+
+        core, batch = CoreV1Api(self._api_client), BatchV1Api(self._api_client)
+        found: list[str] = []
+        if self._read_job() is not None:
+            found.append(f"mpijob/{self.name}")
+        app = f"app={self.name}"
+        lists = [
+            ("pod", core.list_namespaced_pod, f"{OPERATOR_JOB_NAME_LABEL}={self.name}"),
+            ("job", batch.list_namespaced_job, app),
+            ("configmap", core.list_namespaced_config_map, app),
+            ("secret", core.list_namespaced_secret, app),
+            ("service", core.list_namespaced_service, app),
+        ]
+        for kind, fn, selector in lists:
+            try:
+                resp = self._call(fn, self.namespace, label_selector=selector, _preload_content=False,
+                                  op=f"list {kind}s of {self.namespace}/{self.name}")
+            except KubeApiError as exc:
+                raise ExecutionException(str(exc)) from None
+            found += [f"{kind}/{i['metadata']['name']}" for i in _json(resp).get("items") or []]
+        return found
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    """Body of a ``_preload_content=False`` response as a dict (secrets' data is never printed from here)."""
+    import json
+
+    if isinstance(resp, dict):
+        return resp
+    data = resp.data if hasattr(resp, "data") else resp
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    return json.loads(data) if data else {}
+
+
+def _iter_lines(resp: Any) -> Iterable[str]:
+    """Lines of a streamed (``_preload_content=False``) log response."""
+    buf = b""
+    stream = resp.stream(amt=4096, decode_content=True) if hasattr(resp, "stream") else [resp.data]
+    for chunk in stream:
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode("utf-8", "replace")
+    if buf:
+        yield buf.decode("utf-8", "replace")

@@ -1,0 +1,749 @@
+"""A test-side Kubeflow MPI operator (v2beta1) for the Kubernetes API emulator (``tests.k8s_emulator``).
+
+It does what kubeflow/mpi-operator's controller does, in the emulator's store, with the same names, labels, owner
+references, conditions, reasons and events:
+
+* validates the job (or rejects it on request): a rejected job gets a ``Warning ValidationError`` event and never a
+  condition - exactly the case the backend must time out on;
+* ``Created`` condition + event; Service ``<job>``, ConfigMap ``<job>-config`` (hostfile, discover_hosts.sh), Secret
+  ``<job>-ssh``, worker pods ``<job>-worker-<i>`` (validated as Pods by the emulator);
+* worker pods become Running/Ready; the launcher Job ``<job>-launcher`` is created at start-up or once all workers
+  are ready (``launcherCreationPolicy``), its pod ``<job>-launcher-xxxxx`` runs; ``Running`` condition + event;
+* the launcher *container* is run by a **runner** in a thread (the emulator cannot run containers): by default
+  :func:`wrapper_runner`, which runs the real ``mlflow_anf.backend.launcher`` code in-process with the container's
+  env (Secrets resolved from the store) and a local hostfile of ``localhost`` slots, so ``mpirun`` really starts
+  the entry point on every process; its output becomes the pod's log, served at ``pods/<pod>/log`` (follow too);
+* launcher exit → pod Succeeded/Failed, Job Complete/Failed, MPIJob ``Succeeded``/``Failed`` (+ events),
+  ``cleanPodPolicy`` applied to workers;
+* worker eviction: real v2 behaviour (``Failed``/``MPIJobEvicted``) or, with ``restart_on_evict``, a
+  ``Restarting`` condition, a new worker pod, ``Running`` again;
+* deleting the MPIJob garbage-collects its objects (owner references), a little later, and stops the launcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import fnmatch
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kmock
+
+from tests.k8s_emulator import Controller, WatchEvent, api_error
+
+GROUP_VERSION = "kubeflow.org/v2beta1"
+JOB_NAME_LABEL = "training.kubeflow.org/job-name"
+JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
+OPERATOR_LABEL = "training.kubeflow.org/operator-name"
+REPLICA_INDEX_LABEL = "training.kubeflow.org/replica-index"
+HOSTFILE_ENV = {"OpenMPI": "OMPI_MCA_orte_default_hostfile", "Intel": "I_MPI_HYDRA_HOST_FILE",
+                "MPICH": "HYDRA_HOST_FILE"}
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class JobBehaviour:
+    """How the simulated operator treats a job (chosen by name pattern, see :meth:`MPIOperatorSim.behave`)."""
+
+    validation_error: str | None = None  # reject the job: Warning ValidationError event, no condition ever
+    ignore: bool = False  # act as if no operator watched this namespace
+    workers_ready_after: float = 0.02
+    launcher_start_after: float = 0.02
+    evict_worker: int | None = None  # evict this worker once the job runs
+    evict_after: float = 0.05
+    restart_on_evict: bool = False  # True: Restarting + new worker pod; False: Failed/MPIJobEvicted (v2)
+    gc_delay: float = 0.05  # garbage collection of a deleted job's objects starts this much later
+
+
+@dataclass
+class LauncherRun:
+    """What a runner gets: the launcher container as the kubelet would start it."""
+
+    namespace: str
+    job: str
+    pod: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    stdout: Any  # file-like: write()/flush(); becomes the pod log
+    killed: threading.Event
+    restarted: threading.Event
+
+
+Runner = Callable[[LauncherRun], int]
+
+
+def wrapper_runner(run: LauncherRun) -> int:
+    """Run the real launcher wrapper (``python -m mlflow_anf.backend.launcher ARGS``) in-process."""
+    from mlflow_anf.backend.launcher import LaunchedProcess, parse_args, run_launcher
+
+    if run.command[:3] != ["python", "-m", "mlflow_anf.backend.launcher"]:
+        run.stdout.write(f"exec: {run.command[0]!r}: unexpected launcher command\n")
+        return 127
+    opts = parse_args(run.command[3:])
+    child = LaunchedProcess()
+    done = threading.Event()
+
+    def watch_kill() -> None:
+        while not done.is_set():
+            if run.killed.wait(0.05):
+                child.terminate()
+                return
+
+    watcher = threading.Thread(target=watch_kill, daemon=True)
+    watcher.start()
+    try:
+        return run_launcher(opts, run.env, stdout=run.stdout, cwd=run.cwd, child=child)
+    finally:
+        done.set()
+
+
+class _PodLog:
+    """A pod's log as timestamped lines; written from runner threads, read on the loop."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.done = False
+        self._lock = threading.Lock()
+        self._partial = ""
+        self._last = 0
+
+    def _stamp(self) -> str:
+        now = time.time_ns()
+        self._last = max(now, self._last + 1)
+        secs, nanos = divmod(self._last, 1_000_000_000)
+        return dt.datetime.fromtimestamp(secs, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._partial += text
+            while "\n" in self._partial:
+                line, self._partial = self._partial.split("\n", 1)
+                self.lines.append((self._stamp(), line))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._partial:
+                self.lines.append((self._stamp(), self._partial))
+                self._partial = ""
+            self.done = True
+
+    def snapshot(self, start: int = 0) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.lines[start:])
+
+    def text(self) -> str:
+        return "".join(line + "\n" for _, line in self.snapshot())
+
+
+@dataclass
+class _JobState:
+    namespace: str
+    name: str
+    uid: str
+    behaviour: JobBehaviour
+    killed: threading.Event = field(default_factory=threading.Event)
+    restarted: threading.Event = field(default_factory=threading.Event)
+    launcher_pod: str | None = None
+    launcher_started: bool = False
+    finished: bool = False
+    deleted: bool = False
+    thread: threading.Thread | None = None
+    hostfile_dir: str | None = None
+
+
+class MPIOperatorSim(Controller):
+    """The simulated MPI operator; attach with ``k8s_server.add_controller(MPIOperatorSim(...))`` and then call
+    :meth:`install` (serves ``pods/<name>/log``)."""
+
+    watches = ("mpijobs",)
+
+    def __init__(self, runner: Runner | None = None, *, cwd_map: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.runner = runner or wrapper_runner
+        self.cwd_map = dict(cwd_map or {})
+        self.default = JobBehaviour()
+        self.behaviours: list[tuple[str, JobBehaviour]] = []
+        self.jobs: dict[tuple[str, str], _JobState] = {}
+        self.logs: dict[tuple[str, str], _PodLog] = {}
+        self.runner_errors: list[BaseException] = []
+
+    # ---- configuration ----------------------------------------------------------------------------------------
+    def behave(self, pattern: str, **kwargs: Any) -> JobBehaviour:
+        behaviour = JobBehaviour(**kwargs)
+        self.behaviours.insert(0, (pattern, behaviour))
+        return behaviour
+
+    def behaviour_for(self, namespace: str, name: str) -> JobBehaviour:
+        for pattern, behaviour in self.behaviours:
+            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(f"{namespace}/{name}", pattern):
+                return behaviour
+        return self.default
+
+    def install(self, server: Any) -> MPIOperatorSim:
+        """Attach to *server* (a ``K8sServer``) and serve pod logs."""
+        server.add_controller(self)
+        log_path = re.compile(r"^/api/v1/namespaces/[^/]+/pods/[^/]+/log$")
+        server.call(lambda: server._api()[log_path] << self._serve_log)
+        return self
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until every launcher thread has ended (tests call this before tearing down MLflow stores)."""
+        deadline = time.monotonic() + timeout
+        for state in list(self.jobs.values()):
+            if state.thread is not None:
+                state.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def pod_log(self, namespace: str, pod: str) -> str:
+        log = self.logs.get((namespace, pod))
+        return log.text() if log else ""
+
+    # ---- events from the emulator (synchronous, on the loop: only schedule work) -------------------------------
+    def on_event(self, event: WatchEvent) -> None:
+        key = (event.namespace or "", event.name)
+        uid = event.object["metadata"]["uid"]
+        if event.type == "ADDED":
+            state = _JobState(event.namespace or "", event.name, uid, self.behaviour_for(*key))
+            self.jobs[key] = state
+            if not state.behaviour.ignore:
+                self.later(0.0, self._reconcile_new, state)
+        elif event.type == "DELETED":
+            state = self.jobs.get(key)
+            if state is not None and state.uid == uid:
+                state.deleted = True
+                state.killed.set()
+                self.later(state.behaviour.gc_delay, self._collect_garbage, state)
+
+    # ---- reconcile steps (on the loop) --------------------------------------------------------------------------
+    def _job(self, state: _JobState) -> dict[str, Any] | None:
+        job = self.get("MPIJob", state.namespace, state.name)
+        if job is None or job["metadata"]["uid"] != state.uid or state.deleted:
+            return None
+        return job
+
+    def _event(self, state: _JobState, etype: str, reason: str, message: str) -> None:
+        assert self.api is not None
+        self.api.create_object({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{state.name}.{secrets.token_hex(6)}", "namespace": state.namespace},
+            "involvedObject": {"apiVersion": GROUP_VERSION, "kind": "MPIJob", "name": state.name,
+                               "namespace": state.namespace, "uid": state.uid},
+            "reason": reason, "message": message, "type": etype, "count": 1,
+            "firstTimestamp": _now(), "lastTimestamp": _now(), "source": {"component": "mpi-job-controller"},
+        })
+
+    def _set_condition(self, state: _JobState, ctype: str, status: str, reason: str, message: str,
+                       extra: Mapping[str, Any] | None = None) -> None:
+        job = self._job(state)
+        if job is None:
+            return
+        conditions = list((job.get("status") or {}).get("conditions") or [])
+        out = []
+        for cond in conditions:  # mpi-operator's filterOutCondition
+            if (ctype == "Restarting" and cond["type"] == "Running") or (
+                    ctype == "Running" and cond["type"] == "Restarting") or cond["type"] == ctype:
+                continue
+            if ctype in ("Failed", "Succeeded") and cond["type"] in ("Running", "Failed"):
+                cond = {**cond, "status": "False"}
+            out.append(cond)
+        now = _now()
+        out.append({"type": ctype, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": now, "lastUpdateTime": now})
+        self.patch("MPIJob", state.namespace, state.name, {"status": {"conditions": out, **(extra or {})}})
+
+    def _validate(self, job: Mapping[str, Any]) -> list[str]:
+        """The checks of mpi-operator's validation.ValidateMPIJob."""
+        errs = []
+        spec = job.get("spec") or {}
+        replicas = spec.get("mpiReplicaSpecs") or {}
+        workers = (replicas.get("Worker") or {}).get("replicas") or 1
+        host = f"{job['metadata']['name']}-worker-{workers - 1}"
+        if len(host) > 63 or not _DNS1035.match(host):
+            errs.append(f"metadata.name: Invalid value: will not able to create pod and service with invalid DNS "
+                        f"label {host!r}")
+        if "Launcher" not in replicas:
+            errs.append("spec.mpiReplicaSpecs[Launcher]: Required value: must have Launcher replica spec")
+        elif (replicas["Launcher"].get("replicas") or 1) != 1:
+            errs.append("spec.mpiReplicaSpecs[Launcher].replicas: Invalid value: must be 1")
+        for rtype, rspec in replicas.items():
+            if rspec.get("restartPolicy") not in (None, "Never", "OnFailure"):
+                errs.append(f"spec.mpiReplicaSpecs[{rtype}].restartPolicy: Unsupported value")
+            if not ((rspec.get("template") or {}).get("spec") or {}).get("containers"):
+                errs.append(f"spec.mpiReplicaSpecs[{rtype}].template.spec.containers: Required value")
+        policy = (spec.get("runPolicy") or {}).get("cleanPodPolicy", "Running")
+        if policy not in ("None", "Running", "All"):
+            errs.append("spec.runPolicy.cleanPodPolicy: Unsupported value")
+        return errs
+
+    def _owner(self, state: _JobState) -> dict[str, Any]:
+        return {"apiVersion": GROUP_VERSION, "kind": "MPIJob", "name": state.name, "uid": state.uid,
+                "controller": True, "blockOwnerDeletion": True}
+
+    def _reconcile_new(self, state: _JobState) -> None:
+        job = self._job(state)
+        if job is None:
+            return
+        problems = self._validate(job)
+        if state.behaviour.validation_error:
+            problems.append(state.behaviour.validation_error)
+        if problems:
+            self._event(state, "Warning", "ValidationError", f"Found validation errors: {'; '.join(problems)}")
+            return
+        msg = f"MPIJob {state.namespace}/{state.name} is created."
+        self._set_condition(state, "Created", "True", "MPIJobCreated", msg, {"startTime": _now()})
+        self._event(state, "Normal", "MPIJobCreated", msg)
+        spec = job["spec"]
+        impl = spec.get("mpiImplementation", "OpenMPI")
+        slots = spec.get("slotsPerWorker", 1)
+        workers = spec["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
+        assert self.api is not None
+        labels = {"app": state.name}
+        domain = f"{state.name}.{state.namespace}.svc"
+        hosts = [f"{state.name}-worker-{i}.{domain}" for i in range(workers)]
+        hostfile = "".join(f"{h} slots={slots}\n" if impl == "OpenMPI" else f"{h}:{slots}\n" for h in hosts)
+        for obj in (
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": state.name, "labels": labels},
+             "spec": {"clusterIP": "None", "selector": {OPERATOR_LABEL: "mpi-operator", JOB_NAME_LABEL: state.name},
+                      "publishNotReadyAddresses": True}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{state.name}-config", "labels": labels},
+             "data": {"hostfile": hostfile, "discover_hosts.sh": "#!/bin/sh\n"}},
+            {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
+             "metadata": {"name": f"{state.name}-ssh", "labels": labels},
+             "data": {"ssh-privatekey": base64.b64encode(b"simulated-key").decode(),
+                      "ssh-publickey": base64.b64encode(b"ssh-ed25519 AAAA simulated").decode()}},
+        ):
+            obj["metadata"].update(namespace=state.namespace, ownerReferences=[self._owner(state)])
+            self.api.create_object(obj, validate=True)
+        for i in range(workers):
+            self._create_worker(state, job, i)
+        self.later(state.behaviour.workers_ready_after, self._workers_ready, state)
+        if spec.get("launcherCreationPolicy", "AtStartup") == "AtStartup":
+            self.later(0.0, self._create_launcher, state)
+
+    def _pod_template(self, state: _JobState, job: Mapping[str, Any], role: str) -> dict[str, Any]:
+        rtype = "Launcher" if role == "launcher" else "Worker"
+        rspec = job["spec"]["mpiReplicaSpecs"][rtype]
+        template = copy.deepcopy(rspec["template"])
+        meta = template.setdefault("metadata", {})
+        meta.setdefault("labels", {}).update({OPERATOR_LABEL: "mpi-operator", JOB_NAME_LABEL: state.name,
+                                              JOB_ROLE_LABEL: role})
+        pod = template.setdefault("spec", {})
+        pod["subdomain"] = state.name
+        pod["restartPolicy"] = rspec.get("restartPolicy", "Never")
+        container = pod["containers"][0]
+        env = container.setdefault("env", [])
+        env.append({"name": "K_MPI_JOB_ROLE", "value": role})
+        pod.setdefault("volumes", []).append(
+            {"name": "ssh-auth", "secret": {"secretName": f"{state.name}-ssh", "defaultMode": 0o600}})
+        container.setdefault("volumeMounts", []).append({"name": "ssh-auth", "mountPath": "/root/.ssh"})
+        if role == "launcher":
+            impl = job["spec"].get("mpiImplementation", "OpenMPI")
+            env.append({"name": HOSTFILE_ENV[impl], "value": "/etc/mpi/hostfile"})
+            pod["volumes"].append({"name": "mpi-job-config", "configMap": {"name": f"{state.name}-config"}})
+            container["volumeMounts"].append({"name": "mpi-job-config", "mountPath": "/etc/mpi"})
+        return template
+
+    def _create_worker(self, state: _JobState, job: Mapping[str, Any], index: int) -> None:
+        assert self.api is not None
+        template = self._pod_template(state, job, "worker")
+        template["metadata"]["labels"][REPLICA_INDEX_LABEL] = str(index)
+        name = f"{state.name}-worker-{index}"
+        template["spec"]["hostname"] = name
+        self.api.create_object({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {**template["metadata"], "name": name, "namespace": state.namespace,
+                         "ownerReferences": [self._owner(state)]},
+            "spec": template["spec"], "status": {"phase": "Pending"},
+        }, validate=True)
+
+    def _workers(self, state: _JobState) -> list[dict[str, Any]]:
+        assert self.api is not None
+        return self.api.list_objects(self.api.type_for("Pod"), state.namespace,
+                                     f"{JOB_NAME_LABEL}={state.name},{JOB_ROLE_LABEL}=worker")
+
+    def _set_pod_phase(self, namespace: str, name: str, phase: str, *, reason: str | None = None,
+                       exit_code: int | None = None) -> None:
+        status: dict[str, Any] = {"phase": phase}
+        ready = "True" if phase == "Running" else "False"
+        status["conditions"] = [{"type": "Ready", "status": ready, "lastTransitionTime": _now()}]
+        if reason:
+            status["reason"] = reason
+            status["message"] = f"The node was low on resource: memory. ({reason})"
+        if exit_code is not None:
+            status["containerStatuses"] = [{"name": "launcher", "ready": False, "restartCount": 0,
+                                            "image": "simulated", "imageID": "", "state": {
+                                                "terminated": {"exitCode": exit_code, "reason": (
+                                                    "Completed" if exit_code == 0 else "Error")}}}]
+        self.patch("Pod", namespace, name, {"status": status})
+
+    def _workers_ready(self, state: _JobState) -> None:
+        job = self._job(state)
+        if job is None or state.finished:
+            return
+        for pod in self._workers(state):
+            if (pod.get("status") or {}).get("phase") == "Pending":
+                self._set_pod_phase(state.namespace, pod["metadata"]["name"], "Running")
+        if job["spec"].get("launcherCreationPolicy", "AtStartup") == "WaitForWorkersReady":
+            self._create_launcher(state)
+        self._maybe_running(state)
+
+    def _create_launcher(self, state: _JobState) -> None:
+        job = self._job(state)
+        if job is None or state.launcher_pod is not None:
+            return
+        assert self.api is not None
+        template = self._pod_template(state, job, "launcher")
+        template["spec"]["hostname"] = f"{state.name}-launcher"
+        run_policy = job["spec"].get("runPolicy") or {}
+        job_spec: dict[str, Any] = {"template": template, "backoffLimit": run_policy.get("backoffLimit", 6)}
+        for key in ("ttlSecondsAfterFinished", "activeDeadlineSeconds"):
+            if key in run_policy:
+                job_spec[key] = run_policy[key]
+        launcher_job = self.api.create_object({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"{state.name}-launcher", "namespace": state.namespace,
+                         "labels": {"app": state.name}, "ownerReferences": [self._owner(state)]},
+            "spec": job_spec,
+        }, validate=True)
+        pod_name = f"{state.name}-launcher-{secrets.token_hex(3)[:5]}"
+        state.launcher_pod = pod_name
+        labels = {**template["metadata"]["labels"], "job-name": f"{state.name}-launcher",
+                  "batch.kubernetes.io/job-name": f"{state.name}-launcher"}
+        self.api.create_object({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": state.namespace, "labels": labels,
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job",
+                                              "name": launcher_job["metadata"]["name"],
+                                              "uid": launcher_job["metadata"]["uid"],
+                                              "controller": True, "blockOwnerDeletion": True}]},
+            "spec": template["spec"], "status": {"phase": "Pending"},
+        }, validate=True)
+        self.later(state.behaviour.launcher_start_after, self._start_launcher, state, template)
+
+    def _start_launcher(self, state: _JobState, template: dict[str, Any]) -> None:
+        if self._job(state) is None or state.launcher_pod is None:
+            return
+        container = template["spec"]["containers"][0]
+        env = self._container_env(state, container)
+        if env is None:
+            return
+        self._set_pod_phase(state.namespace, state.launcher_pod, "Running")
+        state.launcher_started = True
+        self._maybe_running(state)
+        log = self.logs.setdefault((state.namespace, state.launcher_pod), _PodLog())
+        command = [*container.get("command", []), *container.get("args", [])]
+        cwd = container.get("workingDir")
+        run = LauncherRun(state.namespace, state.name, state.launcher_pod, command, env,
+                          self.cwd_map.get(cwd or "", cwd), log, state.killed, state.restarted)
+        loop = self.loop
+        assert loop is not None
+
+        def body() -> None:
+            rc = 1
+            try:
+                rc = self.runner(run)
+            except BaseException as exc:  # noqa: BLE001 - a broken runner fails the test via runner_errors
+                self.runner_errors.append(exc)
+                log.write(f"runner crashed: {exc!r}\n")
+            finally:
+                log.close()
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(self.later, 0.0, self._launcher_done, state, rc)
+
+        state.thread = threading.Thread(target=body, name=f"launcher-{state.name}", daemon=True)
+        state.thread.start()
+        if state.behaviour.evict_worker is not None:
+            self.later(state.behaviour.evict_after, self._evict, state, state.behaviour.evict_worker)
+
+    def _container_env(self, state: _JobState, container: Mapping[str, Any]) -> dict[str, str] | None:
+        """The env the kubelet would give the container; ``None`` (and the pod fails) for a missing Secret."""
+        env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = item["value"]
+                continue
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                continue
+            secret = self.get("Secret", state.namespace, ref["name"])
+            data = (secret or {}).get("data") or {}
+            if ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                assert state.launcher_pod is not None
+                self.patch("Pod", state.namespace, state.launcher_pod, {"status": {
+                    "phase": "Pending", "reason": "CreateContainerConfigError",
+                    "message": f'secret "{ref["name"]}" not found'}})
+                return None
+            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        # the hostfile the container sees at /etc/mpi/hostfile, with hosts this machine can reach
+        job = self._job(state)
+        assert job is not None
+        impl = job["spec"].get("mpiImplementation", "OpenMPI")
+        slots = job["spec"].get("slotsPerWorker", 1)
+        workers = job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
+        state.hostfile_dir = tempfile.mkdtemp(prefix=f"mpisim-{state.name}-")
+        path = Path(state.hostfile_dir) / "hostfile"
+        line = f"localhost slots={slots}\n" if impl == "OpenMPI" else f"localhost:{slots}\n"
+        path.write_text(line * workers)
+        env[HOSTFILE_ENV[impl]] = str(path)
+        return env
+
+    def _maybe_running(self, state: _JobState) -> None:
+        job = self._job(state)
+        if job is None or state.finished or not state.launcher_started:
+            return
+        workers = self._workers(state)
+        want = job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
+        running = [p for p in workers if (p.get("status") or {}).get("phase") == "Running"]
+        if len(running) == want:
+            conds = {c["type"]: c for c in (job.get("status") or {}).get("conditions") or []}
+            if (conds.get("Running") or {}).get("status") != "True":
+                msg = f"MPIJob {state.namespace}/{state.name} is running."
+                self._set_condition(state, "Running", "True", "MPIJobRunning", msg)
+                self._event(state, "Normal", "MPIJobRunning", msg)
+
+    def _evict(self, state: _JobState, index: int) -> None:
+        job = self._job(state)
+        if job is None or state.finished:
+            return
+        name = f"{state.name}-worker-{index}"
+        self._set_pod_phase(state.namespace, name, "Failed", reason="Evicted")
+        workers = job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
+        if state.behaviour.restart_on_evict:
+            self._set_condition(state, "Restarting", "True", "MPIJobRestarting",
+                                f"worker {name} was evicted; restarting it")
+            self._event(state, "Warning", "MPIJobRestarting", f"worker {name} was evicted; restarting it")
+            self.later(0.02, self._replace_worker, state, index)
+            return
+        msg = f"1/{workers} workers are evicted"
+        self._set_condition(state, "Failed", "True", "MPIJobEvicted", msg, {"completionTime": _now()})
+        self._event(state, "Warning", "MPIJobEvicted", msg)
+        state.finished = True
+        state.killed.set()  # mpirun loses a rank: the launcher dies
+        self._clean_pods(state, job)
+
+    def _replace_worker(self, state: _JobState, index: int) -> None:
+        job = self._job(state)
+        if job is None:
+            return
+        assert self.api is not None
+        name = f"{state.name}-worker-{index}"
+        if self.get("Pod", state.namespace, name) is not None:
+            self.api.delete_object(self.api.type_for("Pod"), state.namespace, name)
+        self._create_worker(state, job, index)
+        self._set_pod_phase(state.namespace, name, "Running")
+        self._maybe_running(state)
+        state.restarted.set()
+
+    def _launcher_done(self, state: _JobState, rc: int) -> None:
+        if state.hostfile_dir:
+            import shutil
+
+            shutil.rmtree(state.hostfile_dir, ignore_errors=True)
+        if state.launcher_pod is None or self.get("Pod", state.namespace, state.launcher_pod) is None:
+            return
+        self._set_pod_phase(state.namespace, state.launcher_pod, "Succeeded" if rc == 0 else "Failed",
+                            exit_code=rc)
+        now = _now()
+        job_status = ({"succeeded": 1, "completionTime": now, "conditions": [
+            {"type": "Complete", "status": "True", "lastTransitionTime": now}]} if rc == 0 else
+            {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                          "message": "Job has reached the specified backoff limit",
+                                          "lastTransitionTime": now}]})
+        if self.get("Job", state.namespace, f"{state.name}-launcher") is not None:
+            self.patch("Job", state.namespace, f"{state.name}-launcher", {"status": job_status})
+        job = self._job(state)
+        if job is None or state.finished:
+            return
+        state.finished = True
+        if rc == 0:
+            msg = f"MPIJob {state.namespace}/{state.name} successfully completed."
+            self._set_condition(state, "Succeeded", "True", "MPIJobSucceeded", msg, {"completionTime": now})
+            self._event(state, "Normal", "MPIJobSucceeded", msg)
+        else:
+            msg = (f"Job has reached the specified backoff limit: launcher exited with code {rc}")
+            self._set_condition(state, "Failed", "True", "BackoffLimitExceeded/Error", msg, {"completionTime": now})
+            self._event(state, "Warning", "BackoffLimitExceeded/Error", msg)
+        self._clean_pods(state, job)
+
+    def _clean_pods(self, state: _JobState, job: Mapping[str, Any]) -> None:
+        policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "Running")
+        if policy == "None":
+            return
+        assert self.api is not None
+        for pod in self._workers(state):
+            phase = (pod.get("status") or {}).get("phase")
+            if policy == "All" or phase in ("Running", "Pending"):
+                self.api.delete_object(self.api.type_for("Pod"), state.namespace, pod["metadata"]["name"])
+
+    def _collect_garbage(self, state: _JobState) -> None:
+        """Delete what the job owned (directly or through the launcher Job), like the garbage collector."""
+        assert self.api is not None
+        owners = {state.uid}
+        launcher = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if launcher is not None:
+            owners.add(launcher["metadata"]["uid"])
+        for kind in ("Pod", "Job", "ConfigMap", "Secret", "Service"):
+            rtype = self.api.type_for(kind)
+            for obj in self.api.list_objects(rtype, state.namespace):
+                refs = obj["metadata"].get("ownerReferences") or []
+                if any(r.get("uid") in owners for r in refs):
+                    self.api.delete_object(rtype, state.namespace, obj["metadata"]["name"])
+
+    # ---- pods/<name>/log ------------------------------------------------------------------------------------------
+    def _serve_log(self, request: kmock.Request) -> Any:
+        parts = request.url.path.split("/")
+        namespace, pod = parts[4], parts[6]
+        assert self.api is not None
+        if self.api.get_object(self.api.type_for("Pod"), namespace, pod) is None:
+            raise api_error(404, "NotFound", f'pods "{pod}" not found', {"name": pod, "kind": "pods"})
+        log = self.logs.get((namespace, pod)) or _PodLog()
+        stamps = request.params.get("timestamps") in ("true", "1")
+
+        def render(lines: list[tuple[str, str]]) -> bytes:
+            return "".join(f"{ts} {line}\n" if stamps else f"{line}\n" for ts, line in lines).encode()
+
+        if request.params.get("follow") not in ("true", "1"):
+            return kmock.Response(status=200, payload=render(log.snapshot()) or b"")
+
+        async def stream() -> Any:
+            sent = 0
+            yield b""
+            while True:
+                lines = log.snapshot(sent)
+                if lines:
+                    sent += len(lines)
+                    yield render(lines)
+                elif log.done or self.api is None or self.api.get_object(
+                        self.api.type_for("Pod"), namespace, pod) is None:
+                    return
+                else:
+                    await asyncio.sleep(0.02)
+
+        return kmock.Response(status=200, payload=stream())
+
+
+def as_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pytest fixtures for the backend tests: an MLflow store, a tiny MLproject whose entry point runs on every rank,
+# and the operator itself.
+
+import pytest  # noqa: E402 - fixtures section
+
+STUB_TRAIN = '''\
+"""Stand-in for `lanedet train` under mpirun: one line per rank, optional failure, optional wait."""
+import argparse, os, sys, time
+
+p = argparse.ArgumentParser()
+p.add_argument("--epochs", type=float, default=1)
+p.add_argument("--fail", type=float, default=0)
+p.add_argument("--data-dir", default="")
+p.add_argument("--sleep", type=float, default=0)
+a = p.parse_args()
+rank = int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0")))
+size = int(os.environ.get("PMI_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", "1")))
+print(f"rank {rank}/{size} training {int(a.epochs)} epochs on {a.data_dir} run={os.environ.get('MLFLOW_RUN_ID')}",
+      flush=True)
+if os.environ.get("CANARY_TOKEN"):
+    print(f"rank {rank} sees token {os.environ['CANARY_TOKEN']}", flush=True)
+deadline = time.monotonic() + a.sleep
+while time.monotonic() < deadline:
+    time.sleep(0.05)
+if a.fail and rank == size - 1:
+    print(f"rank {rank} fails with {int(a.fail)}", file=sys.stderr, flush=True)
+    sys.exit(int(a.fail))
+print(f"rank {rank} done", flush=True)
+'''
+
+MLPROJECT = '''\
+name: sim-lanedet
+entry_points:
+  train:
+    parameters:
+      data_dir: {type: string, default: /mnt/tusimple}
+      epochs: {type: float, default: 2}
+      fail: {type: float, default: 0}
+      sleep: {type: float, default: 0}
+      enable_snapshot: {type: string, default: "false"}
+    command: "python stub_train.py --epochs {epochs} --fail {fail} --data-dir {data_dir} --sleep {sleep}"
+'''
+
+
+@dataclass
+class MlflowStore:
+    uri: str
+    experiment_id: str
+    root: Path
+
+    def client(self) -> Any:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+
+@pytest.fixture(scope="session")
+def _mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised (migrated) sqlite store, made once: copying it is much faster than migrating again."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_store(_mlflow_db_template: Path, tmp_path: Path) -> MlflowStore:
+    import shutil
+
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    shutil.copy(_mlflow_db_template, root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(uri).create_experiment("backend", artifact_location=(root / "artifacts").as_uri())
+    return MlflowStore(uri, exp, root)
+
+
+@pytest.fixture
+def sim_project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").write_text(MLPROJECT)
+    (project / "stub_train.py").write_text(STUB_TRAIN)
+    return project
+
+
+@pytest.fixture
+def mpi_operator(k8s_server: Any) -> Any:
+    sim = MPIOperatorSim().install(k8s_server)
+    yield sim
+    sim.wait_idle()
+    if sim.runner_errors:
+        raise AssertionError(f"launcher runner crashed: {sim.runner_errors!r}")

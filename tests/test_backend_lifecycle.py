@@ -1,0 +1,226 @@
+"""The ``mpijob`` backend end to end against the Kubernetes API emulator and the simulated MPI operator.
+
+The launcher container is the real ``mlflow_anf.backend.launcher`` wrapper, run in-process by the simulator with
+the container's env; it starts the entry point on 2 processes with MPICH's ``mpirun`` and closes the MLflow run.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.exceptions import ExecutionException
+
+from mlflow_anf.backend.plugin import MPIJobBackend
+from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout, status_from_conditions
+from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
+from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
+    LauncherRun,
+    _mlflow_db_template,
+    mlflow_store,
+    mpi_operator,
+    sim_project,
+    wrapper_runner,
+)
+
+NS = "lane"
+KINDS_OWNED = ("Pod", "Job", "ConfigMap", "Secret", "Service", "MPIJob")
+
+
+@pytest.fixture
+def namespace(k8s_objects: Any) -> str:  # noqa: F811
+    k8s_objects.namespace(NS)
+    return NS
+
+
+def make_config(kubeconfig: Path, store: Any, project: Path, **over: Any) -> dict[str, Any]:
+    cfg = {
+        "namespace": NS, "kubeconfig": str(kubeconfig), "image": "registry.example.com/lanedet:0.1.0",
+        "processes": 2, "gpus_per_process": 0, "launcher": "mpirun", "mpi_implementation": "MPICH",
+        "tracking_uri": store.uri, "project_dir": str(project), "data_pvc": "tusimple-data",
+        "poll_interval_seconds": 0.05, "submit_timeout_seconds": 5, "cancel_timeout_seconds": 10,
+        "api_backoff_seconds": 0.01,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def submit(cfg: dict[str, Any], store: Any, project: Path, out: Any = None, **params: Any) -> Any:
+    return MPIJobBackend(out=out).run(str(project), "train", {k: str(v) for k, v in params.items()}, None, cfg,
+                                      store.uri, store.experiment_id)
+
+
+def owned_objects(k8s_objects: Any) -> dict[str, list[str]]:  # noqa: F811
+    return {kind: [o["metadata"]["name"] for o in k8s_objects.list(kind, NS)] for kind in KINDS_OWNED}
+
+
+def read_artifact(store: Any, run_id: str, path: str, tmp_path: Path) -> str:
+    local = store.client().download_artifacts(run_id, path, str(tmp_path / f"dl-{path.replace('/', '_')}"))
+    return Path(local).read_text()
+
+
+def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+                                                mlflow_store, sim_project, mpi_operator, tmp_path):
+    out = io.StringIO()
+    run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project, out=out,
+                 epochs=3)
+    assert run.wait(follow_logs=True) is True
+    assert run.get_status() == "FINISHED"
+    client = mlflow_store.client()
+    info = client.get_run(run.run_id)
+    assert info.info.status == "FINISHED"
+    assert info.data.params["epochs"] == "3"
+    assert info.data.tags["mlflow_anf.launcher.exit_code"] == "0"
+    assert info.data.tags["mlflow_anf.backend.mpijob"] == f"{NS}/{run.name}"
+    log = read_artifact(mlflow_store, run.run_id, "launcher.log", tmp_path)
+    for rank in (0, 1):
+        assert f"rank {rank}/2 training 3 epochs on /mnt/tusimple run={run.run_id}" in log
+    assert "exit code 0" in log
+    # the launcher's log was streamed to the submitter while waiting
+    assert "rank 0 done" in out.getvalue() and "Succeeded (MPIJobSucceeded)" in out.getvalue()
+    job = k8s_objects.get("MPIJob", NS, run.name)
+    status, cond = status_from_conditions(job["status"]["conditions"])
+    assert (status, cond["reason"]) == ("FINISHED", "MPIJobSucceeded")
+    # cleanPodPolicy Running removed the workers; the launcher pod stays for its logs
+    assert [p["metadata"]["labels"]["training.kubeflow.org/job-role"] for p in k8s_objects.list("Pod", NS)] == [
+        "launcher"]
+
+
+def test_launcher_failure_fails_run(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+                                    mlflow_store, sim_project, mpi_operator, tmp_path):
+    run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project, fail=3)
+    assert run.wait() is False
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FAILED"
+    assert info.data.tags["mlflow_anf.launcher.exit_code"] == "3"
+    assert "Failed (BackoffLimitExceeded/Error)" in info.data.tags["mlflow_anf.backend.condition"]
+    log = read_artifact(mlflow_store, run.run_id, "launcher.log", tmp_path)
+    assert "rank 1 fails with 3" in log
+    assert run.get_status() == "FAILED"
+
+
+def test_worker_eviction_restarts_then_finishes(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+                                                mlflow_store, sim_project, mpi_operator):
+    seen_restarting: list[str] = []
+
+    def runner(launch: LauncherRun) -> int:
+        assert launch.restarted.wait(10), "the worker was never restarted"
+        return wrapper_runner(launch)
+
+    mpi_operator.runner = runner
+    mpi_operator.behave("*", evict_worker=1, restart_on_evict=True)
+    run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project)
+    assert run.wait() is True
+    for version in k8s_objects.history("MPIJob", NS, run.name):
+        conds = ((version or {}).get("status") or {}).get("conditions") or []
+        status, cond = status_from_conditions(conds)
+        if cond and cond["type"] == "Restarting":
+            seen_restarting.append(status)
+    assert seen_restarting and set(seen_restarting) == {"RUNNING"}
+    assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_worker_eviction_fails_run_the_launcher_could_not_close(k8s_server, k8s_objects,  # noqa: F811
+                                                               kubeconfig_path, namespace, mlflow_store,
+                                                               sim_project, mpi_operator):
+    def dying_launcher(launch: LauncherRun) -> int:
+        launch.stdout.write("training...\n")
+        assert launch.killed.wait(10)
+        return 137  # killed with the lost rank; never reached MLflow
+
+    mpi_operator.runner = dying_launcher
+    mpi_operator.behave("*", evict_worker=0)
+    run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project)
+    assert run.wait() is False
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FAILED"  # set by the submitter from the job's condition
+    assert info.data.tags["mlflow_anf.backend.condition"] == "Failed (MPIJobEvicted): 1/2 workers are evicted"
+
+
+def test_cancel_deletes_in_foreground_and_leaves_nothing(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+                                                         namespace, mlflow_store, sim_project, mpi_operator):
+    run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project, sleep=30)
+    import time
+
+    deadline = time.monotonic() + 10
+    while run.get_status() != "RUNNING":
+        assert time.monotonic() < deadline, "the job never ran"
+        time.sleep(0.05)
+    before = owned_objects(k8s_objects)
+    assert before["Pod"] and before["Job"] and before["ConfigMap"] and before["Secret"] and before["Service"]
+    mark = k8s_server.mark()
+    run.cancel()
+    assert owned_objects(k8s_objects) == {kind: [] for kind in KINDS_OWNED}
+    deletes = [r for r in k8s_server.requests(mark) if r.method == "DELETE"]
+    assert [(r.plural, r.name) for r in deletes] == [("mpijobs", run.name)]
+    bodies = k8s_server.call(lambda: [r.data for r in k8s_server._api()._requests
+                                      if str(r.method).upper().endswith("DELETE")])
+    assert bodies[-1]["propagationPolicy"] == "Foreground"
+    mpi_operator.wait_idle()
+    assert mlflow_store.client().get_run(run.run_id).info.status == "KILLED"
+    assert run.get_status() == "KILLED"
+
+
+@pytest.mark.parametrize("case", ["rejected", "no-operator"])
+def test_no_created_condition_times_out_with_events(case, k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+                                                    namespace, mlflow_store, sim_project, mpi_operator):
+    if case == "rejected":
+        mpi_operator.behave("*", validation_error="spec.mpiReplicaSpecs[Worker].template: quota 'gpu' exceeded")
+    else:
+        mpi_operator.behave("*", ignore=True)
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, submit_timeout_seconds=0.6)
+    run = submit(cfg, mlflow_store, sim_project)
+    with pytest.raises(MPIJobSubmitTimeout) as err:
+        run.wait()
+    text = str(err.value)
+    assert f"MPIJob {NS}/{run.name} got no Created condition within 0.6s" in text
+    if case == "rejected":
+        assert "Warning ValidationError: Found validation errors: spec.mpiReplicaSpecs[Worker].template: quota " \
+               "'gpu' exceeded" in text
+    else:
+        assert "no events: is the MPI operator installed" in text
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FAILED"
+    assert "got no Created condition" in info.data.tags["mlflow_anf.backend.condition"]
+
+
+def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+                                                         namespace, mlflow_store, sim_project, mpi_operator):
+    mpijobs = f"/apis/kubeflow.org/v2beta1/namespaces/{NS}/mpijobs"
+    k8s_server.fail_next(mpijobs, method="POST", status=503, count=1)
+    mark = k8s_server.mark()
+
+    def runner(launch: LauncherRun) -> int:
+        # while the job runs: a 429 with Retry-After on a read, a dropped watch connection, an expired watch
+        k8s_server.fail_next(f"{mpijobs}/{launch.job}", method="GET", status=429, retry_after=0, count=1)
+        k8s_server.reset_next(mpijobs, method="GET", count=1)
+        k8s_server.expire_watches()
+        return wrapper_runner(launch)
+
+    mpi_operator.runner = runner
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project)
+    backend = MPIJobBackend()
+    run = backend.run(str(sim_project), "train", {}, None, cfg, mlflow_store.uri, mlflow_store.experiment_id)
+    assert run.wait() is True
+    records = k8s_server.requests(mark)
+    creates = [r for r in records if r.method == "POST" and r.plural == "mpijobs"]
+    assert [r.status for r in creates] == [503, 201]
+    assert any(r.status == 429 and r.verb == "get" for r in records)
+    assert any(r.reset and r.verb == "watch" for r in records)
+    assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_create_failing_for_good_fails_run_and_leaves_nothing(k8s_server, k8s_objects,  # noqa: F811
+                                                              kubeconfig_path, namespace, mlflow_store,
+                                                              sim_project, mpi_operator):
+    mpijobs = f"/apis/kubeflow.org/v2beta1/namespaces/{NS}/mpijobs"
+    k8s_server.fail_next(mpijobs, method="POST", status=500, count=10)
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project)
+    with pytest.raises(ExecutionException, match=r"not submitted: create MPIJob lane/sim-lanedet-\w+: HTTP 500"):
+        submit(cfg, mlflow_store, sim_project)
+    runs = mlflow_store.client().search_runs([mlflow_store.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "HTTP 500" in runs[0].data.tags["mlflow_anf.backend.error"]
+    assert owned_objects(k8s_objects)["MPIJob"] == []
