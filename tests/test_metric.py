@@ -98,6 +98,9 @@ def test_threshold_ties_are_decided_like_sklearn(case) -> None:
         pred = [[x + sign * offset if x >= 0 else MISS for x in lane]]
         assert evaluate_frame(pred, [lane], H, 1.0) == pytest.approx(official, abs=1e-15)
         assert evaluate_frame(pred, [lane], H, 1.0) == ref.bench(pred, [lane], H, 1.0)
+        fractional = pred + [[0.5] * N]  # a frame with non-integer x values takes the general tie check
+        assert evaluate_frame(fractional, [lane], H, 1.0) == ref.bench(fractional, [lane], H, 1.0)
+        assert evaluate_frame(fractional, [lane], H, 1.0)[0] == official[0]
 
 
 def test_tie_cases_need_the_exact_slope() -> None:

@@ -301,14 +301,15 @@ def _pack(frames: _Frames) -> _Packed:
 
 
 def _tie_candidates(gt: np.ndarray, pred: np.ndarray, thr: np.ndarray, fitted: np.ndarray) -> np.ndarray:
-    """GT lanes whose threshold decisions could depend on the last bits of the fitted slope.
+    """GT lanes [F, G] whose threshold decisions could depend on the last bits of the fitted slope.
 
-    Only fitted lanes (2+ points) have a rounded slope. With integer x values every |pred - gt| is an integer, so
-    a decision can only be that close when the threshold itself is within rounding of an integer.
+    Only fitted lanes (2+ points) have a rounded slope. In a frame whose x values are all integers every
+    |pred - gt| is an integer, so a decision can only be that close when the threshold itself is within rounding
+    of an integer; frames with fractional x values check every fitted lane.
     """
-    if np.array_equal(np.floor(gt), gt) and np.array_equal(np.floor(pred), pred):
-        return fitted & (np.abs(thr - np.round(thr)) <= _TIE_RTOL * thr)
-    return fitted
+    integral = (np.floor(gt) == gt).all(axis=(1, 2)) & (np.floor(pred) == pred).all(axis=(1, 2))
+    near_integer = np.abs(thr - np.round(thr)) <= _TIE_RTOL * thr
+    return fitted & (near_integer | ~integral[:, None])
 
 
 def _score_group(pk: _Packed, frames: np.ndarray, n_rows: int, n_gt: int, n_pred: int) -> np.ndarray:
