@@ -119,12 +119,15 @@ def test_labels_are_what_is_drawn(dataset, labels_file: Path) -> None:
     for plan in plan_frames(config):
         scene, rendered = renderer.render(plan)
         assert (out / plan.image_path).read_bytes() == rendered.jpeg
-        image = np.asarray(Image.open(io.BytesIO(rendered.jpeg)).convert("L"), dtype=np.float32)
+        rgb = np.asarray(Image.open(io.BytesIO(rendered.jpeg)), dtype=np.float32)
+        luma = rgb @ np.asarray([0.299, 0.587, 0.114], np.float32)
+        yellowness = (rgb[..., 0] + rgb[..., 1]) / 2 - rgb[..., 2]  # yellow paint on grey road: chroma, not luma
         rec_file = {"train": "train_set/label_data_0313.json", "train_0601": "train_set/label_data_0601.json",
                     "val": "train_set/label_data_0531.json", "test": "test_label.json"}[plan.label_file]  # fmt: skip
         rec = next(r for r in _lines(out / rec_file) if r["raw_file"] == plan.raw_file)
         assert len(rec["lanes"]) == len(scene.lanes) == len(rendered.marking_alpha)
         for lane, spec, alpha in zip(rec["lanes"], scene.lanes, rendered.marking_alpha):
+            image = yellowness if spec.color[2] < 0.5 * spec.color[0] else luma
             rows = [h for h, x in zip(rec["h_samples"], lane) if x >= 0]
             # nothing of this marking is drawn above its first labelled row (within one h_sample step)
             assert not alpha[: max(0, rows[0] - 10)].any()

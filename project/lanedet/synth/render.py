@@ -201,7 +201,7 @@ def _background(
     if rng.random() < 0.88:
         trees = _crowns(rng, scene.x_c, yhi)
         dark = np.asarray([rng.uniform(25, 60), rng.uniform(35, 70), rng.uniform(25, 50)], np.float32)
-        _fill_above(img, scene.y_h - np.clip(trees, 0, yhi - 5), yhi, dark, rng.uniform(0.25, 0.45) * tex)
+        _fill_above(img, scene.y_h - np.clip(trees, 0, yhi - 5), yhi, dark, rng.uniform(0.12, 0.3) * tex)
 
 
 def _crowns(rng: np.random.Generator, x_c: float, yhi: int) -> np.ndarray:
@@ -236,21 +236,38 @@ def _ground(img: np.ndarray, scene: Scene, yhi: int, rng: np.random.Generator, b
     concrete = rng.random() < 0.45
     level = float(rng.uniform(120, 170) if concrete else rng.uniform(70, 120))
     contrast = float(rng.uniform(0.05, 0.13))
-    win = _window(rng)
-    lum = bank.road[:rows, win] * np.float32(contrast * level) + np.float32(level)
+    tint = np.asarray([1.0, rng.uniform(0.97, 1.01), rng.uniform(0.93, 1.02)])
 
-    # per-lane tone (different paving), oil strip in the lane middle and wheel paths
+    # Everything that depends only on the lateral position is one RGB lookup table over b (512 entries per lane):
+    # per-lane tone (different paving), oil strip in the lane middle, wheel paths, and the roadside beyond the edges.
     sp = scene.spacing
-    per_lane = 64  # one lookup table over the lateral position, 64 entries per lane, 12 lanes wide
-    f = np.linspace(0, 1, per_lane, endpoint=False)
-    track = -rng.uniform(0, 0.12) * np.exp(-(((f - 0.5) / 0.07) ** 2)) + rng.uniform(-0.05, 0.06) * (
-        np.exp(-(((f - 0.27) / 0.06) ** 2)) + np.exp(-(((f - 0.73) / 0.06) ** 2))
+    per_lane = 512
+    lo = scene.lanes[0].b - 30 * sp
+    n = int(np.ceil((scene.lanes[-1].b + 30 * sp - lo) / sp * per_lane))
+    lat = lo + np.arange(n) * (sp / per_lane)
+    u = (lat - scene.lanes[0].b) / sp
+    frac = u - np.floor(u)
+    track = -rng.uniform(0, 0.12) * np.exp(-(((frac - 0.5) / 0.07) ** 2)) + rng.uniform(-0.05, 0.06) * (
+        np.exp(-(((frac - 0.27) / 0.06) ** 2)) + np.exp(-(((frac - 0.73) / 0.06) ** 2))
     )
-    lut = (1 + (rng.normal(0, 0.035, 12)[:, None] + track[None, :]).ravel()).astype(np.float32)
-    idx = (b - np.float32(scene.lanes[0].b - 4 * sp)) * np.float32(per_lane / sp)
-    np.clip(idx, 0, len(lut) - 1, out=idx)
-    mod = lut[idx.astype(np.int32)]
-    lum *= mod
+    tone = rng.normal(0, 0.035, 64)[np.clip(np.floor(u).astype(int) + 32, 0, 63)]
+    color_lut = (level * (1 + tone + track))[:, None] * tint[None, :]
+    amp_lut = np.full(n, contrast)
+    for side in ("left", "right"):
+        kind = str(rng.choice(["grass", "dry", "dirt"], p=[0.45, 0.3, 0.25]))
+        color = {
+            "grass": (rng.uniform(55, 90), rng.uniform(75, 105), rng.uniform(35, 55)),
+            "dry": (rng.uniform(120, 160), rng.uniform(110, 140), rng.uniform(75, 100)),
+            "dirt": (rng.uniform(110, 150), rng.uniform(100, 130), rng.uniform(85, 110)),
+        }[kind]
+        outside = lat < scene.road_left if side == "left" else lat > scene.road_right
+        color_lut[outside] = color
+        amp_lut[outside] = 0.16
+    idx = (b - np.float32(lo)) * np.float32(per_lane / sp)
+    np.clip(idx, 0, n - 1, out=idx)
+    ii = idx.astype(np.int32)
+    shade = bank.road[:rows, _window(rng)] * np.take(amp_lut.astype(np.float32), ii)
+    shade += 1
 
     # transverse joints (concrete slabs) as a per-row darkening: coverage of joints of width w in the row's ground span
     if concrete and rng.random() < 0.7:
@@ -259,8 +276,9 @@ def _ground(img: np.ndarray, scene: Scene, yhi: int, rng: np.random.Generator, b
         tt = t[:, 0].astype(np.float64)
         z0, z1 = fh / (tt + 0.5), fh / np.maximum(tt - 0.5, 0.3)
         cum = lambda z: np.floor(z / period) * width + np.minimum(z % period, width)  # noqa: E731
-        cov = (cum(z1) - cum(z0)) / (z1 - z0)
-        lum *= (1 - rng.uniform(0.15, 0.4) * cov).astype(np.float32)[:, None]
+        cov = ((cum(z1) - cum(z0)) / (z1 - z0) * rng.uniform(0.15, 0.4)).astype(np.float32)
+        road = ((lat >= scene.road_left) & (lat <= scene.road_right)).astype(np.float32)
+        shade *= 1 - cov[:, None] * np.take(road, ii)
 
     # repair patches: quads in (lateral, distance) space
     for _ in range(int(rng.integers(0, 4))):
@@ -273,23 +291,9 @@ def _ground(img: np.ndarray, scene: Scene, yhi: int, rng: np.random.Generator, b
         if r1 > r0:
             band = b[r0:r1]
             m = (band > bc - half) & (band < bc + half)
-            lum[r0:r1] *= np.where(m, np.float32(rng.uniform(0.72, 1.12)), np.float32(1.0))
+            shade[r0:r1] *= np.where(m, np.float32(rng.uniform(0.72, 1.12)), np.float32(1.0))
 
-    tint = np.asarray([1.0, rng.uniform(0.97, 1.01), rng.uniform(0.93, 1.02)], np.float32)
-    ground = img[yhi:]
-    np.multiply(lum[..., None], tint, out=ground)
-
-    # roadside beyond the edges: grass, dry grass or dirt
-    grass = bank.road[:rows, _window(rng)]
-    for side, mask in (("left", b < scene.road_left), ("right", b > scene.road_right)):
-        kind = rng.choice(["grass", "dry", "dirt"], p=[0.45, 0.3, 0.25])
-        color = {
-            "grass": (rng.uniform(55, 90), rng.uniform(75, 105), rng.uniform(35, 55)),
-            "dry": (rng.uniform(120, 160), rng.uniform(110, 140), rng.uniform(75, 100)),
-            "dirt": (rng.uniform(110, 150), rng.uniform(100, 130), rng.uniform(85, 110)),
-        }[str(kind)]
-        fill = np.asarray(color, np.float32)[None, :] * (1 + 0.16 * grass[mask])[:, None]
-        ground[mask] = fill
+    np.multiply(np.take(color_lut.astype(np.float32), ii, axis=0), shade[..., None], out=img[yhi:])
     return _Ground(b=b, level=level)
 
 
@@ -417,7 +421,7 @@ def _shadows(
     dark: np.ndarray | None = None
     if rng.random() < 0.45:
         field = bank.shadow[:rows, _window(rng)]
-        thr, soft = rng.uniform(-0.6, 1.2), rng.uniform(0.08, 0.35)
+        thr, soft = rng.uniform(0.2, 1.5), rng.uniform(0.08, 0.35)  # roughly 7-40 % of the ground in shadow
         dark = np.clip((field - np.float32(thr)) / np.float32(soft) + 0.5, 0.0, 1.0)
         if rng.random() < 0.6:  # trees on one side: shadows reach a random distance into the road
             sp = scene.spacing
@@ -428,7 +432,11 @@ def _shadows(
                 cut = scene.lanes[-1].b - rng.uniform(-0.5, 2.5) * sp
                 env = np.clip((b - np.float32(cut)) / np.float32(0.4 * sp), 0, 1)
             dark *= env
-        dark *= np.float32(rng.uniform(0.35, 0.72))
+        # trees stand along the near stretch of road: fade the shadows out beyond a random distance
+        fh = scene.focal * scene.cam_h
+        t_far = fh / rng.uniform(35, 120)
+        t = np.arange(yhi, IMAGE_H, dtype=np.float32) - np.float32(scene.y_h)
+        dark *= (np.clip((t - t_far) / (0.5 * t_far), 0, 1) * rng.uniform(0.35, 0.72)).astype(np.float32)[:, None]
     if bridge is not None and bridge.shadow is not None:
         fh = scene.focal * scene.cam_h
         t = np.arange(yhi, IMAGE_H) - scene.y_h
