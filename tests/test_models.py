@@ -310,19 +310,57 @@ def test_fast_message_passing_matches_reference_to_1e5_at_scnn_width() -> None:
         assert torch.equal(mp(x), fast[0])  # the inference path is the same computation
 
 
-def test_message_passing_semantics_by_hand() -> None:
-    # 1 channel, kernel width 1: each direction is s_i += relu(w * s_{i-1}) - checkable by hand
-    mp = MessagePassing(channels=1, kernel_width=1).double()
-    weights = {"conv_d": 1.0, "conv_u": 0.0, "conv_r": 0.0, "conv_l": 0.0}
+# With 1 channel and kernel width 1 each direction is s_i += relu(w * s_{i-1}) along its own axis and order, so
+# switching on one conv at a time pins down which axis and which end each direction starts from.
+_SEQ = [1.0, -3.0, 2.0]
+_BY_HAND = {
+    # down (top -> bottom): s1 = -3 + relu(1) = -2; s2 = 2 + relu(-2) = 2
+    "conv_d": ("column", [1.0, -2.0, 2.0]),
+    # up (bottom -> top): s1 = -3 + relu(2) = -1; s0 = 1 + relu(-1) = 1
+    "conv_u": ("column", [1.0, -1.0, 2.0]),
+    # right (left -> right) along a row: same numbers as down
+    "conv_r": ("row", [1.0, -2.0, 2.0]),
+    # left (right -> left)
+    "conv_l": ("row", [1.0, -1.0, 2.0]),
+}
+
+
+@pytest.mark.parametrize("active", sorted(_BY_HAND))
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_message_passing_directions_by_hand(active: str, impl: str) -> None:
+    mp = MessagePassing(channels=1, kernel_width=1, impl=impl).double()
     with torch.no_grad():
-        for name, value in weights.items():
-            getattr(mp, name).weight.fill_(value)
-    x = torch.tensor([[[[1.0], [-3.0], [2.0]]]], dtype=torch.float64)  # a 3x1 column
-    # down: row1 = -3 + relu(1) = -2; row2 = 2 + relu(-2) = 2; up/right/left add relu(0 * .) = 0
-    expected = torch.tensor([[[[1.0], [-2.0], [2.0]]]], dtype=torch.float64)
+        for name in _BY_HAND:
+            getattr(mp, name).weight.fill_(1.0 if name == active else 0.0)
+    layout, expected = _BY_HAND[active]
+    shape = (1, 1, 3, 1) if layout == "column" else (1, 1, 1, 3)
+    x = torch.tensor(_SEQ, dtype=torch.float64).reshape(shape)
+    torch.testing.assert_close(mp(x), torch.tensor(expected, dtype=torch.float64).reshape(shape))
+    # along the other axis the slices are single pixels with nothing to pass: unchanged
+    other = (1, 1, 1, 3) if layout == "column" else (1, 1, 3, 1)
+    torch.testing.assert_close(mp(x.reshape(other)), x.reshape(other))
+
+
+@pytest.mark.parametrize(
+    ("weights", "x", "expected"),
+    [
+        # down (w=1) then up (w=-1) on a column [1, -3, 2]: down -> [1, -2, 2];
+        # up from the bottom: s1 = -2 + relu(-2) = -2, s0 = 1 + relu(2) = 3.  (Up first would give [4, 1, 3].)
+        ({"conv_d": 1.0, "conv_u": -1.0}, [[1.0], [-3.0], [2.0]], [[3.0], [-2.0], [2.0]]),
+        # down then right on [[1, 1], [-3, 0]]: down -> [[1, 1], [-2, 1]]; right -> [[1, 2], [-2, 1 + relu(-2)]].
+        # (Right first would give 2 bottom-right.)
+        ({"conv_d": 1.0, "conv_r": 1.0}, [[1.0, 1.0], [-3.0, 0.0]], [[1.0, 2.0], [-2.0, 1.0]]),
+    ],
+)
+def test_message_passing_runs_directions_in_scnn_order(weights: dict, x: list, expected: list) -> None:
+    mp = MessagePassing(channels=1, kernel_width=1).double()
+    with torch.no_grad():
+        for name in _BY_HAND:
+            getattr(mp, name).weight.fill_(weights.get(name, 0.0))
+    inp = torch.tensor(x, dtype=torch.float64)[None, None]
     for impl in ("fast", "reference"):
         mp.impl = impl
-        torch.testing.assert_close(mp(x), expected)
+        torch.testing.assert_close(mp(inp), torch.tensor(expected, dtype=torch.float64)[None, None])
 
 
 def test_message_passing_init_and_validation() -> None:
@@ -336,11 +374,30 @@ def test_message_passing_init_and_validation() -> None:
         MessagePassing(8, 4)
     with pytest.raises(ValueError, match=r"x: expected \[B, 128, H, W\]"):
         mp(torch.randn(1, 64, 4, 4))
+    with pytest.raises(ValueError, match="impl"):
+        MessagePassing(8, 3, impl="slow")
     mp.impl = "slow"
     with pytest.raises(ValueError, match="impl"):
         mp(torch.randn(1, 128, 2, 2))
     with pytest.raises(ValueError, match="weights: expected 4"):
         message_passing_reference(torch.randn(1, 128, 2, 2), [mp.conv_d.weight])
+
+
+def test_fast_message_passing_under_autocast_runs_in_the_input_dtype() -> None:
+    torch.manual_seed(9)
+    mp = MessagePassing(16, 3)
+    x = torch.relu(torch.randn(2, 16, 4, 6)).to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mp(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    for conv in mp.convs():
+        assert conv.weight.grad.dtype == torch.float32 and torch.isfinite(conv.weight.grad).all()
+    # same computation as the float32 path on the bf16-rounded weights, up to bf16 rounding
+    with torch.no_grad():
+        ref = message_passing_reference(x.detach().float(), [c.weight.to(torch.bfloat16).float() for c in mp.convs()])
+    torch.testing.assert_close(y.detach().float(), ref, rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize("backbone", ["vgg16_bn", "resnet18"])

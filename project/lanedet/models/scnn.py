@@ -75,6 +75,8 @@ class MessagePassing(nn.Module):
             raise ValueError(f"channels: must be >= 1, got {channels}")
         if kernel_width < 1 or kernel_width % 2 == 0:
             raise ValueError(f"kernel_width: must be a positive odd number, got {kernel_width}")
+        if impl not in ("fast", "reference"):
+            raise ValueError(f"impl: must be 'fast' or 'reference', got {impl!r}")
         self.channels, self.kernel_width, self.impl = channels, kernel_width, impl
         pad = kernel_width // 2
         self.conv_d = nn.Conv2d(channels, channels, (1, kernel_width), padding=(0, pad), bias=False)
@@ -133,14 +135,19 @@ def message_passing_reference(x: Tensor, weights: Sequence[Tensor]) -> Tensor:
 
 
 def _message_passing_fast(x: Tensor, weights: Sequence[Tensor]) -> Tensor:
-    # One copy per axis into [L, B, C, N] so that every slice is a contiguous [B, C, N] conv1d input.
-    t = x.permute(2, 0, 1, 3).contiguous()  # [H, B, C, W]
-    for (_, _, reverse), weight in zip(_DIRECTIONS[:2], weights[:2]):
-        t = _pass(t, weight.squeeze(2), reverse)
-    t = t.permute(3, 1, 2, 0).contiguous()  # [W, B, C, H]
-    for (_, _, reverse), weight in zip(_DIRECTIONS[2:], weights[2:]):
-        t = _pass(t, weight.squeeze(3), reverse)
-    return t.permute(1, 2, 3, 0).contiguous()  # [B, C, H, W]
+    # Runs in x's dtype with autocast off: under mixed precision the recurrence then accumulates like the reference
+    # does on half-precision slices, and forward and hand-written backward agree on the dtype (weight grads are cast
+    # back to the parameters' dtype by autograd through .to()).
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        weights = [w.to(x.dtype) for w in weights]
+        # One copy per axis into [L, B, C, N], so that every slice is a contiguous [B, C, N] conv1d input.
+        t = x.permute(2, 0, 1, 3).contiguous()  # [H, B, C, W]
+        for (_, _, reverse), weight in zip(_DIRECTIONS[:2], weights[:2]):
+            t = _pass(t, weight.squeeze(2), reverse)
+        t = t.permute(3, 1, 2, 0).contiguous()  # [W, B, C, H]
+        for (_, _, reverse), weight in zip(_DIRECTIONS[2:], weights[2:]):
+            t = _pass(t, weight.squeeze(3), reverse)
+        return t.permute(1, 2, 3, 0).contiguous()  # [B, C, H, W]
 
 
 def _pass(t: Tensor, weight: Tensor, reverse: bool) -> Tensor:
@@ -300,7 +307,11 @@ def build_model(
 ) -> SCNN:
     """Build SCNN on ``backbone``; ``pretrained`` is a local torchvision-style (or whole-model) ``.pth`` to load."""
     cfg = ModelConfig(backbone=backbone, num_lanes=num_lanes, input_hw=input_hw, pretrained=pretrained)
-    net: Backbone = VGG16BN(output_stride=8) if cfg.backbone == "vgg16_bn" else ResNet(int(cfg.backbone[6:]), 8)
+    net: Backbone
+    if cfg.backbone == "vgg16_bn":
+        net = VGG16BN(output_stride=8)
+    else:
+        net = ResNet(depth=18 if cfg.backbone == "resnet18" else 34, output_stride=8)
     model = SCNN(net, num_lanes=cfg.num_lanes, input_hw=cfg.input_hw, head_width=HEAD_WIDTH[cfg.backbone])
     if cfg.pretrained is not None:
         load_pretrained(model, cfg.pretrained)
