@@ -179,10 +179,14 @@ class MPIOperatorSim(Controller):
 
     watches = ("mpijobs",)
 
-    def __init__(self, runner: Runner | None = None, *, cwd_map: Mapping[str, str] | None = None) -> None:
+    def __init__(self, runner: Runner | None = None, *, cwd_map: Mapping[str, str] | None = None,
+                 kubeconfig: str | Path | None = None) -> None:
         super().__init__()
         self.runner = runner or wrapper_runner
         self.cwd_map = dict(cwd_map or {})
+        # what an in-cluster client in the launcher uses to reach this API server (a kubelet would mount a
+        # service account token; the emulator's clients read a kubeconfig instead)
+        self.kubeconfig = str(kubeconfig) if kubeconfig else None
         self.default = JobBehaviour()
         self.behaviours: list[tuple[str, JobBehaviour]] = []
         self.jobs: dict[tuple[str, str], _JobState] = {}
@@ -480,6 +484,8 @@ class MPIOperatorSim(Controller):
         """The env the kubelet would give the container; ``None`` (and the pod fails) for a missing Secret."""
         env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+        if self.kubeconfig:
+            env["KUBECONFIG"] = self.kubeconfig
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = item["value"]
@@ -741,8 +747,8 @@ def sim_project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def mpi_operator(k8s_server: Any) -> Any:
-    sim = MPIOperatorSim().install(k8s_server)
+def mpi_operator(k8s_server: Any, kubeconfig_path: Path) -> Any:
+    sim = MPIOperatorSim(kubeconfig=kubeconfig_path).install(k8s_server)
     yield sim
     sim.wait_idle()
     if sim.runner_errors:

@@ -15,7 +15,7 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout, status_from_conditions
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
+from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
 from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
     LauncherRun,
     _mlflow_db_template,
@@ -224,3 +224,46 @@ def test_create_failing_for_good_fails_run_and_leaves_nothing(k8s_server, k8s_ob
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "HTTP 500" in runs[0].data.tags["mlflow_anf.backend.error"]
     assert owned_objects(k8s_objects)["MPIJob"] == []
+
+
+def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+                                                          namespace, mlflow_store, sim_project, mpi_operator,
+                                                          snapshot_controller):
+    k8s_objects.snapshot_class("anf-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS, size="100Gi")
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"data": True, "model": True})
+    run = submit(cfg, mlflow_store, sim_project)
+    # the data snapshot exists before the job is created
+    history = k8s_server.requests()
+    first_snapshot = next(i for i, r in enumerate(history) if r.plural == "volumesnapshots" and r.is_write)
+    first_job = next(i for i, r in enumerate(history) if r.plural == "mpijobs" and r.is_write)
+    assert first_snapshot < first_job
+    assert run.wait() is True
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FINISHED"
+    tags = info.data.tags
+    snaps = {s["metadata"]["name"]: s for s in k8s_objects.list("VolumeSnapshot", NS)}
+    assert {tags["mlflow_anf.data.name"], tags["mlflow_anf.model.name"]} == set(snaps)
+    for role in ("data", "model"):
+        snap = snaps[tags[f"mlflow_anf.{role}.name"]]
+        assert tags[f"mlflow_anf.{role}.provider"] == "csi"
+        assert tags[f"mlflow_anf.{role}.volume"] == f"{NS}/tusimple-data"
+        assert snap["metadata"]["labels"]["mlflow-anf/run-id"] == run.run_id
+        assert snap["metadata"]["labels"]["mlflow-anf/role"] == role
+        assert snap["status"]["readyToUse"] is True
+    assert [d.dataset.name for d in info.inputs.dataset_inputs] == [tags["mlflow_anf.data.name"]]
+
+
+def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+                                             mlflow_store, sim_project, mpi_operator, snapshot_controller):
+    k8s_objects.snapshot_class("anf-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS)
+    snapshot_controller.behave("*", error="Failed to check and update snapshot content: ANF quota exceeded")
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"model": True})
+    run = submit(cfg, mlflow_store, sim_project)
+    assert run.wait() is False
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FAILED"
+    assert info.data.tags["mlflow_anf.launcher.exit_code"] == "3"
+    assert "ANF quota exceeded" in info.data.tags["mlflow_anf.launcher.error"]
+    assert "mlflow_anf.model.name" not in info.data.tags

@@ -307,20 +307,24 @@ def run_launcher(
 
 
 def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: str, client: Any) -> Any:
-    """Snapshot ``opts.model_snapshot`` (namespace/pvc) with the csi provider and record it on the run."""
+    """Snapshot ``opts.model_snapshot`` (namespace/pvc) with the csi provider and record it on the run.
+
+    In a pod the provider uses the pod's service account; ``KUBECONFIG`` in *env* (tests, out-of-cluster
+    launchers) points it elsewhere.
+    """
     from mlflow_anf.snapshots import get_provider
     from mlflow_anf.tracking import snapshot_and_log
 
     assert opts.model_snapshot is not None
-    namespace, pvc = opts.model_snapshot.split("/", 1)
-    options: dict[str, Any] = {"namespace": namespace, "timeout_seconds": opts.snapshot_timeout}
+    namespace = opts.model_snapshot.split("/", 1)[0]
+    options: dict[str, Any] = {"namespace": namespace, "ready_timeout_s": opts.snapshot_timeout}
     if opts.snapshot_class:
         options["snapshot_class"] = opts.snapshot_class
     if env.get("KUBECONFIG"):
         options["kubeconfig"] = env["KUBECONFIG"]
+        options["in_cluster"] = "false"
     provider = get_provider("csi", **options)
-    labels = {"mlflow-anf.io/run-id": run_id}
-    return snapshot_and_log(provider, pvc, "model", run_id=run_id, labels=labels, client=client)
+    return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

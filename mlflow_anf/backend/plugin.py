@@ -57,14 +57,16 @@ def kube_config(config: MPIJobBackendConfig) -> Any:
 
     retry = RetryPolicy(max_attempts=config.api_max_attempts, base_delay_s=config.api_backoff_seconds)
     return KubeConfig(kubeconfig=config.kubeconfig, context=config.kube_context, namespace=config.namespace,
-                      retry=retry)
+                      in_cluster="false" if config.kubeconfig else "auto", retry=retry)
 
 
 def csi_provider(config: MPIJobBackendConfig) -> Any:
-    """The csi snapshot provider for the job's namespace, as this client reaches the cluster."""
+    """The csi snapshot provider for the job's namespace, reaching the cluster like the backend does."""
     from mlflow_anf.snapshots import get_provider
 
-    options: dict[str, Any] = {"namespace": config.namespace, "timeout_seconds": config.snapshot.timeout_seconds}
+    kube = kube_config(config)
+    options: dict[str, Any] = {"namespace": config.namespace, "ready_timeout_s": config.snapshot.timeout_seconds,
+                               "retry": kube.retry, "in_cluster": kube.in_cluster}
     if config.snapshot.snapshot_class:
         options["snapshot_class"] = config.snapshot.snapshot_class
     if config.kubeconfig:
@@ -143,7 +145,8 @@ class MPIJobBackend(AbstractBackend):
                 from mlflow_anf.tracking import snapshot_and_log
 
                 assert config.data_pvc is not None
-                snap = snapshot_and_log(csi_provider(config), config.data_pvc, "data", run_id=run_id, client=client)
+                volume = f"{config.namespace}/{config.data_pvc}"
+                snap = snapshot_and_log(csi_provider(config), volume, "data", run_id=run_id, client=client)
                 self._say(f"data snapshot {snap.ref}")
             call_with_retries(self._custom(api).create_namespaced_custom_object, GROUP, VERSION, config.namespace,
                               PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
