@@ -143,7 +143,8 @@ def test_labels_are_what_is_drawn(dataset, labels_file: Path) -> None:
                 left, right = image[h, max(0, x - gap - 4) : max(0, x - gap)], image[h, x + gap : x + gap + 4]
                 if len(left) < 4 or len(right) < 4:
                     continue
-                centre = image[h, max(0, x - 1) : x + 2].max()
+                reach = int(half) if spec.style == "double" else 1  # a double line is labelled between its lines
+                centre = image[h, max(0, x - reach) : x + reach + 1].max()
                 checked += 1
                 brighter += centre > min(left.mean(), right.mean()) + 8
     assert checked >= 40

@@ -4,8 +4,8 @@ The scene geometry (`geometry.Scene`) fixes where the road, lanes, roadside stru
 decides how they look. Draw order (painter's algorithm)::
 
     sky -> far hills / tree line -> ground (asphalt or concrete texture in perspective, per-lane tone, wheel tracks,
-    transverse joints, repair patches, roadside grass/dirt) -> tar seams -> lane markings (solid / dashed / raised dots /
-    double yellow; width and dash length follow the perspective; faded and worn) -> tree and overpass shadows ->
+    transverse joints, repair patches, roadside grass/dirt) -> tar seams -> lane markings (solid / dashed / raised
+    dots / double yellow; width and dash length follow the perspective; faded and worn) -> tree and overpass shadows ->
     light poles -> barriers, guard rails, sound walls -> overpass -> vehicle shadows and vehicles (far to near)
     -> horizon haze -> vignetting, sensor noise -> exposure / colour temperature / contrast (LUT) -> lens blur -> JPEG
 
