@@ -287,8 +287,9 @@ class MPIJobBackendConfig(_Strict):
         if v is None:
             return v
         parts = urlsplit(v)
-        if not parts.scheme:
-            raise ValueError(f"{v!r} needs a scheme (http://, https://, postgresql://, sqlite:///, databricks, ...)")
+        databricks = v in ("databricks", "databricks-uc") or v.startswith(("databricks:", "databricks-uc:"))
+        if "://" not in v and not databricks:
+            raise ValueError("needs a scheme: http://, https://, postgresql://, sqlite:///, databricks, ...")
         if parts.password is not None:
             raise ValueError(
                 "must not embed a password; put MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
