@@ -14,7 +14,7 @@ from PIL import Image
 from lanedet.cli import main as lanedet_main
 from lanedet.synth import SynthError, generate
 from lanedet.synth.config import H_SAMPLES_0313, H_SAMPLES_WIDE, SynthConfig
-from lanedet.synth.geometry import load_sources, split_sources
+from lanedet.synth.geometry import file_order, load_sources, split_sources
 from lanedet.synth.writer import FrameRenderer, plan_frames
 
 FRAMES, SEED = 12, 7
@@ -59,10 +59,16 @@ def test_official_layout_and_json_lines(dataset) -> None:
             assert list(rec) == ["lanes", "h_samples", "raw_file"]  # the real files' key order
             assert rec["raw_file"].startswith(prefixes) and rec["raw_file"].endswith("/20.jpg")
             assert tuple(rec["h_samples"]) in (H_SAMPLES_0313, H_SAMPLES_WIDE)
-            assert 3 <= len(rec["lanes"]) <= 5
+            visible = [lane for lane in rec["lanes"] if any(x >= 0 for x in lane)]
+            assert 3 <= len(visible) <= 5
+            if rel.endswith("0313.json"):  # like the real file: four lanes a line, an invisible one all -2
+                assert len(rec["lanes"]) == max(4, len(visible))
+            else:
+                assert len(rec["lanes"]) == len(visible)
             for lane in rec["lanes"]:
                 assert len(lane) == len(rec["h_samples"])
                 assert all(type(x) is int and (x == -2 or 0 <= x < 1280) for x in lane)
+            for lane in visible:
                 assert sum(x >= 0 for x in lane) >= 4
             image_root = out / ("test_set" if rel == "test_label.json" else "train_set")
             with Image.open(image_root / rec["raw_file"]) as im:
@@ -125,8 +131,17 @@ def test_labels_are_what_is_drawn(dataset, labels_file: Path) -> None:
         rec_file = {"train": "train_set/label_data_0313.json", "train_0601": "train_set/label_data_0601.json",
                     "val": "train_set/label_data_0531.json", "test": "test_label.json"}[plan.label_file]  # fmt: skip
         rec = next(r for r in _lines(out / rec_file) if r["raw_file"] == plan.raw_file)
-        assert len(rec["lanes"]) == len(scene.lanes) == len(rendered.marking_alpha)
-        for lane, spec, alpha in zip(rec["lanes"], scene.lanes, rendered.marking_alpha):
+        order = file_order(scene)
+        # as in the real files: the ego lane's left and right markings first, then outwards
+        offsets = [scene.lanes[i].b for i in order]
+        left, right = [b for b in offsets if b < 0], [b for b in offsets if b >= 0]
+        assert left == sorted(left, reverse=True) and right == sorted(right)
+        if left and right:
+            assert offsets[0] < 0 <= offsets[1]
+        visible = [lane for lane in rec["lanes"] if any(x >= 0 for x in lane)]
+        assert len(visible) == len(order) == len(scene.lanes) == len(rendered.marking_alpha)
+        for lane, i in zip(visible, order):
+            spec, alpha = scene.lanes[i], rendered.marking_alpha[i]
             image = yellowness if spec.color[2] < 0.5 * spec.color[0] else luma
             rows = [h for h, x in zip(rec["h_samples"], lane) if x >= 0]
             # nothing of this marking is drawn above its first labelled row (within one h_sample step)

@@ -358,7 +358,22 @@ def _n_points(scene: Scene, lane: LaneSpec) -> int:
     return int((lane_points(scene, lane, np.asarray(H_SAMPLES_0313)) >= 0).sum())
 
 
-def frame_labels(scene: Scene, h_samples: tuple[int, ...]) -> list[list[int]]:
-    """The `lanes` field of the frame's label line (left to right)."""
-    return [lane_points(scene, lane, np.asarray(h_samples)).tolist() for lane in scene.lanes]
+def file_order(scene: Scene) -> list[int]:
+    """Order of the scene's lanes (indices into `scene.lanes`, which run left to right) in a label line.
 
+    The real label files list the ego lane's left and right markings first, then the next ones outwards
+    (left, right, ...), not left to right; readers must sort them. We write them the same way.
+    """
+    left = [i for i in range(len(scene.lanes) - 1, -1, -1) if scene.lanes[i].b < 0]
+    right = [i for i in range(len(scene.lanes)) if scene.lanes[i].b >= 0]
+    order: list[int] = []
+    for k in range(max(len(left), len(right))):
+        order += left[k : k + 1] + right[k : k + 1]
+    return order
+
+
+def frame_labels(scene: Scene, h_samples: tuple[int, ...], pad_to: int = 0) -> list[list[int]]:
+    """The `lanes` field of the frame's label line, in `file_order`; padded with all -2 lanes up to `pad_to`
+    (clip 0313's lines always list four lanes, an invisible one as all -2)."""
+    lanes = [lane_points(scene, scene.lanes[i], np.asarray(h_samples)).tolist() for i in file_order(scene)]
+    return lanes + [[-2] * len(h_samples) for _ in range(pad_to - len(lanes))]

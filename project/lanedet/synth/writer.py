@@ -133,7 +133,8 @@ class FrameRenderer:
         path = root / plan.image_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(rendered.jpeg)
-        return plan.index, frame_labels(scene, plan.h_samples), scene.source
+        pad = 4 if plan.label_file == "train" else 0  # as in the real label_data_0313.json
+        return plan.index, frame_labels(scene, plan.h_samples, pad_to=pad), scene.source
 
 
 _WORKER: FrameRenderer | None = None
