@@ -115,6 +115,19 @@ def test_tie_cases_need_the_exact_slope() -> None:
     assert flips >= 1
 
 
+def test_degenerate_rows_use_the_exact_fit() -> None:
+    """h_samples that all coincide at a float whose mean is inexact: centring leaves only rounding noise, and the
+    benchmark's slope is whatever sklearn's least squares makes of that noise (checked against real sklearn). The
+    closed form makes something else of it, so such lanes must take the exact fit."""
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        n = int(rng.integers(3, 7))
+        y_samples = [float(rng.choice([0.7, 123.456]))] * n
+        gt = [[float(x) for x in rng.integers(100, 1200, n)]]
+        pred = [[x + float(rng.uniform(-100, 100)) for x in gt[0]] for _ in range(2)]
+        assert evaluate_frame(pred, gt, y_samples) == ref.bench(pred, gt, y_samples, 0.0)
+
+
 # ------------------------------------------------------------------------------------------------ rules, by hand
 
 

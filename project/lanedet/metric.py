@@ -20,8 +20,8 @@ revision), re-implemented over whole files at once instead of frame by frame and
 Bit-for-bit agreement on the threshold decisions: slopes are computed in closed form for all lanes; a lane with
 any |pred - gt| within 1e-9 (relative) of its threshold has its slope recomputed the way sklearn computes it
 (centre both variables, LAPACK ``gelsd`` least squares, :func:`sklearn_slope`) before deciding. With integer x
-values (the TuSimple format) only thresholds within rounding of a whole number can be that close, so the check
-is confined to those lanes.
+values (the TuSimple format) |pred - gt| is an integer, so only thresholds within rounding of a whole number can
+be that close, and the comparison itself runs on int16 (``d < thr`` is ``d <= ceil(thr) - 1``).
 
 Input checks are stricter than the benchmark's, which silently overwrites duplicate ``raw_file`` keys and scores
 partial files: every problem raises :class:`MetricError` naming the file (or list) and line (or index).
@@ -87,28 +87,30 @@ def sklearn_slope(xs: np.ndarray, ys: np.ndarray) -> float:
 def lane_thresholds(
     gt_x: np.ndarray, y: np.ndarray, *, return_fitted: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Per GT lane ``PIXEL_THRESH / cos(arctan(slope))`` for lanes ``gt_x`` [N, S] sampled at rows ``y`` [N, S].
+    """Per GT lane ``PIXEL_THRESH / cos(arctan(slope))`` for lanes ``gt_x`` [..., S] at rows ``y`` (broadcastable).
 
     A point is used when x >= 0. Lanes with fewer than two points get angle 0; points all on one row give
     slope 0 (sklearn's minimum-norm solution). Closed form, except for lanes whose rows are so close together
     that centring loses the slope's precision: those use :func:`sklearn_slope`. With ``return_fitted`` also the
     mask of lanes that had a slope fitted (those whose thresholds carry rounding).
     """
-    valid = gt_x >= 0
-    n = valid.sum(axis=1)
-    safe_n = np.maximum(n, 1)
-    y_valid = np.where(valid, y, 0.0)
-    y_mean = y_valid.sum(axis=1) / safe_n
-    x_mean = np.where(valid, gt_x, 0.0).sum(axis=1) / safe_n
-    dy = np.where(valid, y - y_mean[:, None], 0.0)
-    dx = np.where(valid, gt_x - x_mean[:, None], 0.0)
-    syy = (dy * dy).sum(axis=1)
-    sxy = (dy * dx).sum(axis=1)
+    gt_x = np.asarray(gt_x, dtype=np.float64)
+    y = np.broadcast_to(np.asarray(y, dtype=np.float64), gt_x.shape)
+    weight = (gt_x >= 0).astype(np.float64)
+    n = weight.sum(axis=-1)
+    safe_n = np.maximum(n, 1.0)
+    y_mean = np.einsum("...s,...s->...", weight, y) / safe_n
+    x_mean = np.einsum("...s,...s->...", weight, gt_x) / safe_n
+    dy = (y - y_mean[..., None]) * weight  # zero off the lane, so dx needs no mask
+    dx = gt_x - x_mean[..., None]
+    syy = np.einsum("...s,...s->...", dy, dy)
+    sxy = np.einsum("...s,...s->...", dy, dx)
     fitted = n > 1
     slope = np.where(fitted & (syy > 0), sxy / np.where(syy > 0, syy, 1.0), 0.0)
     thr = PIXEL_THRESH / np.cos(np.where(fitted, np.arctan(slope), 0.0))
-    shaky = fitted & (syy > 0) & (syy <= _SHAKY_SPREAD * (y_valid * y_valid).sum(axis=1))
-    for lane in np.flatnonzero(shaky):  # e.g. float h_samples that repeat: rare, never in TuSimple files
+    y_sq = np.einsum("...s,...s->...", weight * y, y)
+    shaky = fitted & (syy > 0) & (syy <= _SHAKY_SPREAD * y_sq)
+    for lane in zip(*np.nonzero(shaky)):  # e.g. float h_samples that repeat: rare, never in TuSimple files
         thr[lane] = _exact_threshold(gt_x[lane], y[lane])
     return (thr, fitted) if return_fitted else thr
 
@@ -300,45 +302,67 @@ def _pack(frames: _Frames) -> _Packed:
 # --------------------------------------------------------------------------------------------------- scoring
 
 
-def _tie_candidates(gt: np.ndarray, pred: np.ndarray, thr: np.ndarray, fitted: np.ndarray) -> np.ndarray:
-    """GT lanes [F, G] whose threshold decisions could depend on the last bits of the fitted slope.
+def _accuracies_integral(gt: np.ndarray, pred: np.ndarray, y: np.ndarray, thr: np.ndarray,
+                         fitted: np.ndarray) -> np.ndarray:
+    """Line accuracies [F, G, P] for frames whose x values are all integers in (-16000, 16000).
 
-    Only fitted lanes (2+ points) have a rounded slope. In a frame whose x values are all integers every
-    |pred - gt| is an integer, so a decision can only be that close when the threshold itself is within rounding
-    of an integer; frames with fractional x values check every fitted lane.
+    Then every |pred - gt| is an integer d, and ``d < thr`` is exactly ``d <= ceil(thr) - 1``: int16 arithmetic.
+    The rounding of a fitted slope can only move ``ceil(thr)`` when thr is within rounding of an integer; those
+    lanes get sklearn's exact slope first.
     """
-    integral = (np.floor(gt) == gt).all(axis=(1, 2)) & (np.floor(pred) == pred).all(axis=(1, 2))
-    near_integer = np.abs(thr - np.round(thr)) <= _TIE_RTOL * thr
-    return fitted & (near_integer | ~integral[:, None])
+    thr = thr.copy()
+    near = fitted & (np.abs(thr - np.round(thr)) <= _TIE_RTOL * thr)
+    for f, g in zip(*np.nonzero(near)):
+        thr[f, g] = _exact_threshold(gt[f, g], y[f])
+    limit = np.minimum(np.ceil(thr) - 1.0, np.iinfo(np.int16).max).astype(np.int16)
+    gt_x = np.where(gt >= 0, gt, MISSING_X).astype(np.int16)[:, :, None, :]
+    pred_x = np.where(pred >= 0, pred, MISSING_X).astype(np.int16)[:, None, :, :]
+    hits = np.abs(pred_x - gt_x) <= limit[:, :, None, None]
+    return np.count_nonzero(hits, axis=3) / gt.shape[2]  # correct rows / all rows, as the benchmark divides
+
+
+def _accuracies_general(gt: np.ndarray, pred: np.ndarray, y: np.ndarray, thr: np.ndarray,
+                        fitted: np.ndarray) -> np.ndarray:
+    """Line accuracies [F, G, P] for any finite x values, in float64.
+
+    A fitted lane with any |pred - gt| within 1e-9 (relative) of its threshold is re-decided with sklearn's exact
+    slope.
+    """
+    gt_x = np.where(gt >= 0, gt, MISSING_X)[:, :, None, :]
+    pred_x = np.where(pred >= 0, pred, MISSING_X)[:, None, :, :]
+    margin = np.abs(pred_x - gt_x)  # [F, G, P, S]
+    margin -= thr[:, :, None, None]  # < 0 exactly when |pred - gt| < thr (IEEE subtraction keeps the sign)
+    acc = np.count_nonzero(margin < 0, axis=3) / gt.shape[2]
+    if fitted.any():
+        close = (np.abs(margin[fitted]) <= _TIE_RTOL * thr[fitted][:, None, None]).any(axis=(1, 2))
+        for f, g in zip(*(ix[close] for ix in np.nonzero(fitted))):
+            exact = _exact_threshold(gt[f, g], y[f])
+            acc[f, g] = np.count_nonzero(np.abs(pred_x[f, 0] - gt_x[f, g, 0]) < exact, axis=1) / gt.shape[2]
+    return acc
 
 
 def _score_group(pk: _Packed, frames: np.ndarray, n_rows: int, n_gt: int, n_pred: int) -> np.ndarray:
     """(accuracy, fp, fn) [F, 3] for scored frames that share their h_sample count and lane counts."""
     n = len(frames)
-    gt_lanes = (np.cumsum(pk.n_gt) - pk.n_gt)[frames][:, None] + np.arange(n_gt)
-    pred_lanes = (np.cumsum(pk.n_pred) - pk.n_pred)[frames][:, None] + np.arange(n_pred)
-    gt = pk.gt[:, :n_rows][gt_lanes]  # [F, G, S]
-    y = pk.y[frames, :n_rows]  # [F, S]
-    thr, fitted = lane_thresholds(gt.reshape(n * n_gt, n_rows), np.repeat(y, n_gt, axis=0), return_fitted=True)
-    thr, fitted = thr.reshape(n, n_gt), fitted.reshape(n, n_gt)
     best = np.zeros((n, n_gt))
     if n_gt and n_pred:
+        gt_lanes = (np.cumsum(pk.n_gt) - pk.n_gt)[frames][:, None] + np.arange(n_gt)
+        pred_lanes = (np.cumsum(pk.n_pred) - pk.n_pred)[frames][:, None] + np.arange(n_pred)
+        gt = pk.gt[:, :n_rows][gt_lanes]  # [F, G, S]
         pred = pk.pred[:, :n_rows][pred_lanes]  # [F, P, S]
-        gt_x = np.where(gt >= 0, gt, MISSING_X)[:, :, None, :]
-        pred_x = np.where(pred >= 0, pred, MISSING_X)[:, None, :, :]
-        margin = np.abs(pred_x - gt_x)  # [F, G, P, S]
-        margin -= thr[:, :, None, None]  # < 0 exactly when |pred - gt| < thr (IEEE subtraction keeps the sign)
-        acc = np.count_nonzero(margin < 0, axis=3) / n_rows  # correct rows / all rows, as the benchmark divides
-        cand = _tie_candidates(gt, pred, thr, fitted)
-        if cand.any():
-            close = np.abs(margin[cand]) <= _TIE_RTOL * thr[cand][:, None, None]
-            for f, g in zip(*(ix[close.any(axis=(1, 2))] for ix in np.nonzero(cand))):
-                exact = _exact_threshold(gt[f, g], y[f])
-                acc[f, g] = np.count_nonzero(np.abs(pred_x[f, 0] - gt_x[f, g, 0]) < exact, axis=1) / n_rows
+        y = pk.y[frames, :n_rows]  # [F, S]
+        thr, fitted = lane_thresholds(gt, y[:, None, :], return_fitted=True)  # [F, G]
+        small = np.abs(gt).max(axis=(1, 2)) < 16000
+        small &= np.abs(pred).max(axis=(1, 2)) < 16000
+        integral = small & (np.floor(gt) == gt).all(axis=(1, 2)) & (np.floor(pred) == pred).all(axis=(1, 2))
+        acc = np.empty((n, n_gt, n_pred))
+        for part, accuracies in ((integral, _accuracies_integral), (~integral, _accuracies_general)):
+            if part.any():
+                acc[part] = accuracies(gt[part], pred[part], y[part], thr[part], fitted[part])
         best = acc.max(axis=2)  # each GT lane takes its best prediction
     matched = (best >= PT_THRESH).sum(axis=1).astype(np.float64)
     total = np.zeros(n)
-    for g in range(n_gt):  # left to right, as sum(line_accs)
+    for g in range(n_gt):  # in GT order, as sum(line_accs)
         total += best[:, g]
     fn = n_gt - matched
     if n_gt > 4:
