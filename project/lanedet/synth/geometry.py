@@ -101,7 +101,7 @@ class Scene:
     lanes: list[LaneSpec]
     road_left: float  # b of the road edges
     road_right: float
-    left_side: str  # "barrier" | "rail" | "grass" | "wall"
+    left_side: str  # "barrier" | "rail" | "grass" | "wall" | "bushes"
     right_side: str
     vehicles: list[Vehicle] = field(default_factory=list)
 
@@ -285,8 +285,9 @@ def sample_scene(fit: RoadFit, rng: np.random.Generator) -> Scene | None:
     sp = scene.spacing
     scene.road_left = lanes[0].b - sp * float(rng.uniform(0.12, 0.9))
     scene.road_right = lanes[-1].b + sp * float(rng.uniform(0.12, 0.9))
-    scene.left_side = str(rng.choice(["barrier", "rail", "grass", "wall"], p=[0.5, 0.2, 0.2, 0.1]))
-    scene.right_side = str(rng.choice(["barrier", "rail", "grass", "wall"], p=[0.15, 0.35, 0.35, 0.15]))
+    sides = ["barrier", "rail", "grass", "wall", "bushes"]
+    scene.left_side = str(rng.choice(sides, p=[0.45, 0.2, 0.15, 0.08, 0.12]))
+    scene.right_side = str(rng.choice(sides, p=[0.12, 0.3, 0.25, 0.13, 0.2]))
     scene.vehicles = _sample_vehicles(scene, rng)
     return scene
 
@@ -333,6 +334,16 @@ def _sample_vehicles(scene: Scene, rng: np.random.Generator) -> list[Vehicle]:
         color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
         if kind == "truck" and rng.random() < 0.7:
             color = tuple(float(c) for c in rng.uniform(185, 235) * np.ones(3))
+        out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
+    for _ in range(int(rng.integers(0, 7))):  # distant traffic near the horizon
+        lo, hi = gaps[int(rng.integers(len(gaps)))]
+        kind = str(rng.choice(["car", "suv", "truck"], p=[0.6, 0.25, 0.15]))
+        w, h, length = _VEHICLES[kind]
+        z = float(rng.uniform(70, 260))
+        bc = (lo + hi) / 2 + float(rng.normal(0, 0.04)) * (hi - lo)
+        if any(abs(v.b - bc) < (hi - lo) * 0.6 and -v.length_m - 3 < z - v.z < length + 3 for v in out):
+            continue
+        color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
         out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
     return sorted(out, key=lambda v: -v.z)
 

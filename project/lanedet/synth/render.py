@@ -6,7 +6,7 @@ decides how they look. Draw order (painter's algorithm)::
     sky -> far hills / tree line -> ground (asphalt or concrete texture in perspective, per-lane tone, wheel tracks,
     transverse joints, repair patches, roadside grass/dirt) -> tar seams -> lane markings (solid / dashed / raised
     dots / double yellow; width and dash length follow the perspective; faded and worn) -> tree and overpass shadows ->
-    light poles -> barriers, guard rails, sound walls -> overpass -> vehicle shadows and vehicles (far to near)
+    light poles -> barriers, guard rails, sound walls, hedges -> overpass -> vehicle shadows and vehicles (far to near)
     -> horizon haze -> vignetting, sensor noise -> exposure / colour temperature / contrast (LUT) -> lens blur -> JPEG
 
 Everything random is drawn from the frame's own generator, so a frame depends only on (seed, frame index). Noise
@@ -200,7 +200,8 @@ def _background(
         _fill_above(img, scene.y_h - hills, yhi, color, 0.05 * tex)
     if rng.random() < 0.88:
         trees = _crowns(rng, scene.x_c, yhi)
-        dark = np.asarray([rng.uniform(25, 60), rng.uniform(35, 70), rng.uniform(25, 50)], np.float32)
+        g = rng.uniform(35, 72)  # dark foliage, green the strongest channel
+        dark = np.asarray([g * rng.uniform(0.65, 0.95), g, g * rng.uniform(0.55, 0.9)], np.float32)
         _fill_above(img, scene.y_h - np.clip(trees, 0, yhi - 5), yhi, dark, rng.uniform(0.12, 0.3) * tex)
 
 
@@ -258,7 +259,7 @@ def _ground(img: np.ndarray, scene: Scene, yhi: int, rng: np.random.Generator, b
         color = {
             "grass": (rng.uniform(55, 90), rng.uniform(75, 105), rng.uniform(35, 55)),
             "dry": (rng.uniform(120, 160), rng.uniform(110, 140), rng.uniform(75, 100)),
-            "dirt": (rng.uniform(110, 150), rng.uniform(100, 130), rng.uniform(85, 110)),
+            "dirt": (rng.uniform(105, 140), rng.uniform(100, 128), rng.uniform(85, 108)),
         }[kind]
         outside = lat < scene.road_left if side == "left" else lat > scene.road_right
         color_lut[outside] = color
@@ -453,7 +454,7 @@ def _shadows(
 
 
 def _side_structure(img: np.ndarray, scene: Scene, side: str, rng: np.random.Generator, bank: TextureBank) -> None:
-    """Concrete barrier, guard rail or sound wall standing at a road edge (vertical in the world)."""
+    """Concrete barrier, guard rail, sound wall or hedge standing at a road edge (vertical in the world)."""
     kind = scene.left_side if side == "left" else scene.right_side
     if kind == "grass":
         return
@@ -467,21 +468,26 @@ def _side_structure(img: np.ndarray, scene: Scene, side: str, rng: np.random.Gen
     ok &= (t > 0.8) & (t < 3000)
     if not ok.any():
         return
-    hgt = {"barrier": rng.uniform(0.8, 1.1), "rail": rng.uniform(0.7, 0.85), "wall": rng.uniform(3.0, 4.5)}[kind]
+    hgt = {"barrier": rng.uniform(0.8, 1.1), "rail": rng.uniform(0.7, 0.85), "wall": rng.uniform(3.0, 4.5),
+           "bushes": rng.uniform(2.0, 5.0)}[kind]  # fmt: skip
     lit = rng.uniform(0.75, 1.1)
     period = rng.uniform(5, 8)
     cols = np.flatnonzero(ok)
     c0, c1 = int(cols[0]), int(cols[-1]) + 1
     t = t[c0:c1].astype(np.float32)
     bot = np.float32(scene.y_h) + t
-    top = np.where(ok[c0:c1], bot - t * np.float32(hgt / scene.cam_h), np.float32(IMAGE_H + 1))
+    z = np.float32(scene.focal * scene.cam_h) / np.maximum(t, np.float32(1e-3))
+    rel = np.ones_like(t)
+    if kind == "bushes":  # an irregular hedge: its height varies along the road
+        knots = rng.uniform(0.35, 1.0, 64)
+        rel = np.interp(z / rng.uniform(2, 6), np.arange(64), knots, period=64).astype(np.float32)
+    top = np.where(ok[c0:c1], bot - t * np.float32(hgt / scene.cam_h) * rel, np.float32(IMAGE_H + 1))
     r0 = int(np.clip(np.floor(top.min()), 0, IMAGE_H))
     if r0 >= IMAGE_H:
         return
     rows = np.arange(r0, IMAGE_H, dtype=np.float32)[:, None]
     frac = (bot[None, :] - rows) / np.maximum(bot - top, np.float32(1e-3))[None, :]  # 0 at the ground, 1 at the top
     mask = (frac >= 0) & (frac <= 1)
-    z = np.float32(scene.focal * scene.cam_h) / np.maximum(t, np.float32(1e-3))
     if kind == "barrier":
         base = rng.uniform(150, 200) * lit
         shade = 0.8 + 0.25 * frac + 0.12 * (frac > 0.93)
@@ -489,18 +495,25 @@ def _side_structure(img: np.ndarray, scene: Scene, side: str, rng: np.random.Gen
         base = rng.uniform(130, 185) * lit
         seam = ((z % np.float32(period)) < 0.12)[None, :]
         shade = (0.85 + 0.15 * frac) * np.where(seam, np.float32(0.7), np.float32(1.0))
+    elif kind == "bushes":
+        base = rng.uniform(45, 80) * lit
+        n = IMAGE_H - r0
+        leaves = bank.shadow if n <= ROAD_ROWS else np.concatenate([bank.shadow, bank.shadow[: n - ROAD_ROWS]])
+        off = int(rng.integers(0, TILE_W - (c1 - c0)))
+        shade = (0.75 + 0.35 * frac) * (1 + 0.25 * np.tanh(leaves[:n, off : off + c1 - c0]))
     else:  # guard rail: a bright beam on dark posts
         base = rng.uniform(140, 190) * lit
         beam = (frac > 0.58) & (frac < 0.95)
         post = ((z % np.float32(1.9)) < 0.14)[None, :] & (frac <= 0.95)
         mask &= beam | post
         shade = np.where(beam, 0.9 + 0.3 * (np.abs(frac - 0.76) < 0.05), 0.45).astype(np.float32)
-    if kind != "rail":  # weathered concrete: texture and a dirty foot
+    if kind in ("barrier", "wall"):  # weathered concrete: texture and a dirty foot
         n = IMAGE_H - r0
         tex = bank.road if n <= ROAD_ROWS else np.concatenate([bank.road, bank.road[: n - ROAD_ROWS]])
         off = int(rng.integers(0, TILE_W - (c1 - c0)))
         shade = shade * (1 + 0.06 * tex[:n, off : off + c1 - c0]) * np.where(frac < 0.1, 0.78, 1.0)
-    color = np.asarray([1.0, 0.99, 0.96], np.float32) * np.float32(base)
+    hue = [0.75, 1.0, 0.6] if kind == "bushes" else [1.0, 0.99, 0.96]
+    color = np.asarray(hue, np.float32) * np.float32(base)
     img[r0:, c0:c1][mask] = shade[mask][:, None] * color
 
 
