@@ -298,6 +298,11 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         if run is not None:
             run_id = run.info.run_id
             mlflow.log_params(cfg.mlflow_params())
+            # -- provenance for `mlflow-anf reproduce` (mlflow_anf.provenance): code version, image, seeds,
+            # -- package versions; MLFLOW_ANF_DIRTY_TREE=refuse stops here on uncommitted code
+            from mlflow_anf.provenance import log_provenance
+
+            log_provenance(run_id, entry_point="train", code_path=__file__, provider_options=cfg.snapshot_options)
             mlflow.set_tags({"lanedet.entry_point": "train", "mlflow_anf.world_size": os.environ.get("WORLD_SIZE", "")})
             if cfg.enable_snapshot:
                 data_volume, _ = _volumes(cfg)
