@@ -74,6 +74,8 @@ def test_official_layout_and_json_lines(dataset) -> None:
             with Image.open(image_root / rec["raw_file"]) as im:
                 assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (1280, 720))
     assert total == FRAMES
+    raw_files = [rec["raw_file"] for rel in LABEL_FILES for rec in _lines(out / rel)]
+    assert len(set(raw_files)) == FRAMES
     assert all(n >= 1 for n in report.counts.values())
     tasks = _lines(out / "test_set" / "test_tasks_0627.json")
     truth = _lines(out / "test_label.json")
