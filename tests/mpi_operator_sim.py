@@ -753,3 +753,23 @@ def mpi_operator(k8s_server: Any, kubeconfig_path: Path) -> Any:
     sim.wait_idle()
     if sim.runner_errors:
         raise AssertionError(f"launcher runner crashed: {sim.runner_errors!r}")
+
+
+def serve_access_reviews(server: Any, denied: set[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Answer ``SelfSubjectAccessReview`` creates (which the emulator does not serve): allowed unless
+    ``(verb, resource[/subresource])`` is in *denied*. Returns the list the reviewed attributes are appended to."""
+    reviews: list[dict[str, Any]] = []
+    denied = denied or set()
+
+    def answer(request: kmock.Request) -> Any:
+        body = dict(request.data or {})
+        attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        reviews.append(attrs)
+        resource = attrs.get("resource", "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        allowed = (attrs.get("verb"), resource) not in denied
+        status = {"allowed": allowed} if allowed else {"allowed": False, "reason": "no RBAC policy matched"}
+        return kmock.Response(status=201, payload={**body, "status": status})
+
+    path = re.compile(r"^/apis/authorization\.k8s\.io/v1/selfsubjectaccessreviews$")
+    server.call(lambda: server._api()[path] << answer)
+    return reviews

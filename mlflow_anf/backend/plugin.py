@@ -76,6 +76,23 @@ def csi_provider(config: MPIJobBackendConfig) -> Any:
     return get_provider("csi", **options)
 
 
+def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, Any], version: str | None = None,
+                     ) -> tuple[str, str, str, Any]:
+    """Fetch the project and compute the entry point's command with MLflow's own ``EntryPoint.compute_command``.
+
+    Returns ``(command, project name, work dir, EntryPoint)``. ``storage_dir=None``: ``path`` params are passed
+    through as given, since they name paths inside the pods.
+    """
+    from mlflow.projects.utils import fetch_and_validate_project, load_project
+
+    work_dir = fetch_and_validate_project(project_uri, version, entry_point, dict(params))
+    project = load_project(work_dir)
+    ep = project.get_entry_point(entry_point)
+    command = ep.compute_command(dict(params), None)
+    name = project.name or os.path.basename(os.path.normpath(work_dir))
+    return command, name, work_dir, ep
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -99,7 +116,7 @@ class MPIJobBackend(AbstractBackend):
         tracking_uri: str,
         experiment_id: str,
     ) -> Any:
-        from mlflow.projects.utils import fetch_and_validate_project, get_or_create_run, load_project
+        from mlflow.projects.utils import get_or_create_run
         from mlflow.tracking import MlflowClient
 
         from mlflow_anf.backend.submitted_run import MPIJobSubmittedRun
@@ -114,11 +131,7 @@ class MPIJobBackend(AbstractBackend):
 
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-        work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
-        project = load_project(work_dir)
-        ep = project.get_entry_point(entry_point)
-        # storage_dir=None: `path` params are passed through as given (they name paths inside the pods).
-        command = ep.compute_command(params, None)
+        command, project_name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
         self._warn_double_snapshots(config, ep, params)
 
         kube = kube_config(config)
@@ -131,7 +144,6 @@ class MPIJobBackend(AbstractBackend):
         with _use_tracking_uri(tracking_uri):  # MLflow's helper writes to the global store: make it ours
             active_run = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
         run_id = active_run.info.run_id
-        project_name = project.name or os.path.basename(os.path.normpath(work_dir))
         name = job_name_for(config, project_name, run_id)
         req = JobRequest(run_id=run_id, experiment_id=str(active_run.info.experiment_id), tracking_uri=pod_uri,
                          command=command, entry_point=entry_point, project_name=project_name)

@@ -232,3 +232,23 @@ def render_mpijob(config: MPIJobBackendConfig, req: JobRequest, name: str | None
 def _label_value(text: str) -> str:
     value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
     return value
+
+
+def data_snapshot_name(config: MPIJobBackendConfig, run_id: str) -> str:
+    """Name for the data snapshot shown by ``mlflow-anf render`` (the backend lets the provider choose one)."""
+    suffix = re.sub(r"[^a-z0-9]", "", run_id.lower())[:RUN_SUFFIX_LEN] or "run"
+    return f"{config.data_pvc}-{suffix}"[:253]
+
+
+def render_manifests(config: MPIJobBackendConfig, req: JobRequest, name: str | None = None) -> list[dict[str, Any]]:
+    """Everything a submission creates, in order: the data VolumeSnapshot (when ``snapshot.data``), the MPIJob."""
+    from mlflow_anf.snapshots.csi import render_volume_snapshot
+
+    out: list[dict[str, Any]] = []
+    if config.snapshot.data and config.data_pvc:
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, "mlflow-anf/run-id": req.run_id,
+                  "mlflow-anf/experiment-id": _label_value(str(req.experiment_id)), "mlflow-anf/role": "data"}
+        out.append(render_volume_snapshot(data_snapshot_name(config, req.run_id), config.namespace, config.data_pvc,
+                                          config.snapshot.snapshot_class, labels=labels))
+    out.append(render_mpijob(config, req, name))
+    return out

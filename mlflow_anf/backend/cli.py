@@ -1,0 +1,118 @@
+"""``mlflow-anf render`` and ``mlflow-anf doctor`` (registered lazily by :mod:`mlflow_anf.cli`).
+
+Exit codes follow ``mlflow-anf``'s: 0 ok, 1 a doctor check failed, 2 bad input (backend config, project, params).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: use NAME=VALUE", param_hint="-P/--param")
+        if name in out:
+            raise click.BadParameter(f"{name!r} given twice", param_hint="-P/--param")
+        out[name] = value
+    return out
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(backend_config: str) -> Any:
+    from mlflow_anf.backend.config import BackendConfigError, load_backend_config
+
+    try:
+        return load_backend_config(backend_config)
+    except BackendConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+
+
+_CONFIG_HELP = "Backend config: a .json file or a JSON string (the same as `mlflow run --backend-config`)."
+
+
+@click.command("render")
+@click.argument("project_uri", default=".")
+@click.option("-e", "--entry-point", default="main", show_default=True, help="MLproject entry point.")
+@click.option("-P", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Entry-point parameter.")
+@click.option("-c", "--backend-config", required=True, help=_CONFIG_HELP)
+@click.option("--version", default=None, help="Git commit or branch of a Git project URI.")
+@click.option("--run-id", default="dry-run", show_default=True, help="MLflow run id to render for.")
+@click.option("--experiment-id", default="0", show_default=True)
+@click.option("--tracking-uri", default=None,
+              help="This client's tracking URI (default: MLflow's); the pods use the config's tracking_uri if set.")
+@click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_config: str, version: str | None,
+           run_id: str, experiment_id: str, tracking_uri: str | None, output: str) -> None:
+    """Print the manifests `mlflow run PROJECT_URI --backend mpijob` would create (nothing is submitted):
+    the data VolumeSnapshot (when snapshot.data is set) and the MPIJob."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_anf.backend.config import BackendConfigError
+    from mlflow_anf.backend.plugin import load_entry_point, pod_tracking_uri
+    from mlflow_anf.backend.render import JobRequest, job_name_for, render_manifests
+
+    config = _load(backend_config)
+    values = _params(params)
+    try:
+        command, project_name, _, _ = load_entry_point(project_uri, entry_point, values, version)
+    except (MlflowException, OSError) as exc:
+        _fail(f"project {project_uri!r}, entry point {entry_point!r}: {exc}", EXIT_BAD_INPUT)
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    try:
+        pod_uri = pod_tracking_uri(config, tracking_uri)
+    except BackendConfigError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    req = JobRequest(run_id=run_id, experiment_id=experiment_id, tracking_uri=pod_uri, command=command,
+                     entry_point=entry_point, project_name=project_name)
+    manifests = render_manifests(config, req, job_name_for(config, project_name, run_id))
+    if output == "json":
+        click.echo(json.dumps(manifests if len(manifests) > 1 else manifests[0], indent=2))
+    else:
+        import yaml
+
+        click.echo(yaml.safe_dump_all(manifests, sort_keys=False), nl=False)
+
+
+@click.command("doctor")
+@click.option("-c", "--backend-config", required=True, help=_CONFIG_HELP)
+@click.option("--tracking-uri", default=None, help="This client's tracking URI (default: MLflow's).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def doctor(backend_config: str, tracking_uri: str | None, output: str) -> None:
+    """Check that the cluster is ready for `mlflow run --backend mpijob` with this backend config: MPIJob and
+    VolumeSnapshot APIs, snapshot and storage classes, the data PVC (Bound, ReadWriteMany), your RBAC, and a
+    tracking URI the pods can reach. One line per check, with the fix; exit 1 when one fails."""
+    from mlflow_anf.backend.doctor import run_doctor
+
+    config = _load(backend_config)
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    checks = run_doctor(config, tracking_uri=tracking_uri)
+    if output == "json":
+        click.echo(json.dumps([c.model_dump() for c in checks], indent=2))
+    else:
+        for check in checks:
+            click.echo(check.line())
+        failed = sum(c.status == "fail" for c in checks)
+        warned = sum(c.status == "warn" for c in checks)
+        click.echo(f"{len(checks) - failed - warned} ok, {warned} warning(s), {failed} failed")
+    if any(c.status == "fail" for c in checks):
+        sys.exit(EXIT_CHECK_FAILED)
