@@ -48,7 +48,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +348,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
     _watch_epoch: int = attrs.field(default=0, init=False)
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    open_watches: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # discovery endpoints + catch-all 404 from kmock
@@ -879,6 +880,18 @@ class ApiEmulator(kmock.KubernetesScaffold):
         record = self._log_by_id.get(request.id)
         if record is not None:
             record.status = 200
+        self.open_watches += 1
+        try:
+            async for item in self._watch_events(request, rtype, ns, labels, fields, deadline, since_text):
+                yield item
+        finally:
+            self.open_watches -= 1
+
+    async def _watch_events(
+        self, request: kmock.Request, rtype: ResourceType, ns: str | None, labels: list[_Requirement],
+        fields: list[tuple[str, bool, str]], deadline: float, since_text: str,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
         yield b""  # send the headers now
         if since_text not in ("", "0"):
             since = int(since_text)
@@ -1356,7 +1369,10 @@ class K8sServer:
             self._started.set()
             await self._stop.wait()
             self.api.close()
-            await asyncio.sleep(0.3)  # let open watches notice and end
+            for _ in range(100):  # open watches notice within one wake-up; give them up to 1 s
+                if not self.api.open_watches:
+                    break
+                await asyncio.sleep(0.01)
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread is not None:
