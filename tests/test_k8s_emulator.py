@@ -100,6 +100,11 @@ def test_create_get_list_and_api_errors(apis: Any, k8s_server: K8sServer, k8s_ob
         custom.create_namespaced_custom_object(G, V, "default", "volumesnapshots", _snapshot("Bad_Name"))
     assert bad_name.value.status == 422 and "RFC 1123" in _body(bad_name.value)["message"]
     assert core.read_namespace("default").status.phase == "Active"
+    bad_pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "odd"},
+               "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10 GB"}}}}
+    with pytest.raises(ApiException) as bad_size:  # built-ins are validated too (kubernetes-validate + quantities)
+        core.create_namespaced_persistent_volume_claim("default", bad_pvc)
+    assert bad_size.value.status == 422 and "not a resource quantity" in _body(bad_size.value)["message"]
 
 
 def test_writes_are_validated_against_the_crd_schema(apis: Any) -> None:
