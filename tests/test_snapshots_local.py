@@ -477,3 +477,22 @@ def test_registry_errors_name_the_option_not_the_value() -> None:
     assert "hunter2" not in str(exc_info.value)
     with pytest.raises(ProviderConfigError, match="unknown provider 'nfs'.*anf, csi, local"):
         get_provider("nfs")
+
+
+def test_manifest_lines_are_the_json_they_claim_to_be() -> None:
+    """The hand-formatted manifest/canonical lines equal json.dumps output, for awkward names too."""
+    from mlflow_anf.snapshots.local import ManifestEntry
+
+    odd = 'dir/ü "quoted"\\back\tslash\udcff'
+    entries = [
+        ManifestEntry(path=odd, type="file", mode=0o444, size=7, sha256="ab" * 32, stat=(12, 34)),
+        ManifestEntry(path=odd, type="dir", mode=0o555),
+        ManifestEntry(path=odd, type="symlink", target='../"x"'),
+    ]
+    for entry in entries:
+        value = entry.target if entry.type == "symlink" else entry.sha256
+        assert entry.canonical() == json.dumps([entry.type, odd, entry.mode, entry.size, value], separators=(",", ":")) + "\n"
+        assert ManifestEntry.from_json(entry.to_json()) == entry
+    assert json.loads(entries[0].to_json()) == {
+        "path": odd, "type": "file", "mode": "0444", "size": 7, "sha256": "ab" * 32, "stat": [12, 34],
+    }  # fmt: skip
