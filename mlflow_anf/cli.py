@@ -52,8 +52,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "volume": ("mlflow_anf.cli_volume:volume", "Create and inspect Azure NetApp Files volumes."),
     "render": ("mlflow_anf.backend.cli:render", "Render the Kubernetes manifests of a training job."),
     "doctor": ("mlflow_anf.backend.cli:doctor", "Check cluster, storage and MLflow set-up."),
-    "reproduce": ("mlflow_anf.reproduce:reproduce", "Re-run a logged run from its snapshots."),
-    "diff": ("mlflow_anf.reproduce:diff", "Compare what two runs trained on."),
+    "reproduce": ("mlflow_anf.cli_reproduce:reproduce", "Re-run a logged run from its snapshots."),
+    "diff": ("mlflow_anf.cli_reproduce:diff", "Compare two runs: params, code, data digests, metrics."),
 }
 
 _OUTPUT_KEY = "mlflow_anf.output"
@@ -94,7 +94,10 @@ class _LazyGroup(click.Group):
         module_name, attr = target[0].split(":")
         if not _module_available(module_name):
             raise click.UsageError(f"'{cmd_name}' is not available in this installation ({module_name} is missing)")
-        return getattr(importlib.import_module(module_name), attr)
+        command = getattr(importlib.import_module(module_name), attr, None)
+        if not isinstance(command, click.Command):
+            raise click.UsageError(f"'{cmd_name}' is not available in this installation ({target[0]} is missing)")
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]

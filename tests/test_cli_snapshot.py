@@ -169,10 +169,13 @@ def test_provider_config_files(volume: Path, tmp_path: Path) -> None:
 def test_lazy_registry_hides_commands_that_are_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cli._COMMANDS, "ghost", ("mlflow_anf.not_installed:ghost", "Never there."))
     monkeypatch.setitem(cli._COMMANDS, "extra", ("mlflow_anf.cli:snapshot", "Registered by one line."))
+    monkeypatch.setitem(cli._COMMANDS, "half", ("mlflow_anf.cli:no_such_command", "Module there, command not yet."))
     help_text = _run("--help").stdout
     assert "snapshot" in help_text and "extra" in help_text and "ghost" not in help_text
     result = _run("ghost")
     assert result.exit_code == ExitCode.USAGE and "not available" in result.stderr
+    half = _run("half")
+    assert half.exit_code == ExitCode.USAGE and "mlflow_anf.cli:no_such_command is missing" in half.stderr
     assert _run("extra", "--help").exit_code == 0
 
 
