@@ -211,8 +211,14 @@ def short_digest(digest: str | None, chars: int = 12) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ redaction
+# Keys whose values *name* a Kubernetes Secret (a reference, needed to resubmit a job), not a secret value.
+_REFERENCE_KEYS = frozenset({"secret", "secret_env", "secretKeyRef", "secretRef", "image_pull_secrets",
+                             "imagePullSecrets", "secretName"})
+
+
 def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
+    """Whether a value stored under *key* may be a credential (``*token*``, ``*password*``, ...)."""
+    return key not in _REFERENCE_KEYS and bool(_SECRET_KEY.search(key))
 
 
 def redact(value: Any) -> Any:
