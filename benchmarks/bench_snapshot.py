@@ -107,10 +107,11 @@ def main() -> None:
         ]
         print(f"method: {first.details['method']}; after the replace {third.details['reused_digests']}"
               f"/{third.details['files']} digests reused")  # fmt: skip
-        print(f"  {'phase':<38} {'best':>8} {'median':>8}   best vs best copy")
+        print(f"  {'phase':<38} {'best':>8} {'median':>8} {'us/file':>8}   best vs best copy")
         for label, ts in rows:
             best, med = min(ts), statistics.median(ts)
-            print(f"  {label:<38} {best:7.3f}s {med:7.3f}s   {100 * best / copy:6.1f} %  ({copy / best:5.1f}x)")
+            print(f"  {label:<38} {best:7.3f}s {med:7.3f}s {1e6 * best / files:8.1f}   "
+                  f"{100 * best / copy:6.1f} %  ({copy / best:5.1f}x)")  # fmt: skip
         print("goal: repeated snapshot <= 5 % of the copy")
         for snap in provider.list(str(vol)):  # snapshots share inodes with the live tree: remove them properly
             provider.delete(str(vol), snap.name)

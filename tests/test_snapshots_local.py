@@ -496,3 +496,17 @@ def test_manifest_lines_are_the_json_they_claim_to_be() -> None:
     assert json.loads(entries[0].to_json()) == {
         "path": odd, "type": "file", "mode": "0444", "size": 7, "sha256": "ab" * 32, "stat": [12, 34],
     }  # fmt: skip
+
+
+def test_digests_of_an_edited_manifest_are_not_inherited(provider: LocalSnapshotProvider, volume: Path) -> None:
+    first = provider.create(str(volume), "first")
+    manifest = Path(first.details["path"]) / MANIFEST_NAME
+    manifest.chmod(0o644)
+    lines = manifest.read_text().splitlines()
+    forged = [line.replace('"sha256":"', '"sha256":"0') if '"labels.json"' in line else line for line in lines]
+    manifest.write_text("\n".join(forged) + "\n")
+    second = provider.create(str(volume), "second")
+    assert second.details["reused_digests"] == 0
+    assert second.digest == first.digest  # recomputed from content, equal to what the first header recorded
+    assert provider.verify(second).ok
+    assert provider.verify(first).problems[0].startswith("manifest:")

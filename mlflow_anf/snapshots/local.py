@@ -22,11 +22,12 @@ How files are captured (never a byte copy):
 
 Repeated snapshots are cheap: a file whose inode, size and mtime equal those recorded by the volume's latest
 snapshot (and which, for hard links, is still read-only as that snapshot left it) reuses the recorded sha256 instead
-of being read again. This is the quick check git and rsync use: an in-place rewrite that restores size *and* mtime is
+of being read again; a previous manifest that does not match its own digest is not trusted. This is the quick check git and rsync use: an in-place rewrite that restores size *and* mtime is
 not noticed by ``create`` — only by ``verify``.
 
 Atomicity: a snapshot is built in ``.snapshot/.tmp-<name>-<random>/`` (held with ``flock`` while it is built), its
-manifest is fsynced, its directories are made read-only and fsynced, and one ``rename`` publishes it. A killed process
+manifest is fsynced, its directories are made read-only, the filesystem is synced (one ``syncfs``; an fsync per
+directory where that call is missing), and one ``rename`` publishes it. A killed process
 leaves only a dot-directory that ``list``/``get`` never show; the next ``create``/``list``/``delete`` removes it once
 no live process holds its lock. ``delete`` renames the snapshot away first (``.del-...``), then removes it.
 Snapshot consistency is per file (each file as it was when linked); pause writers for a cut across files.
@@ -398,23 +399,26 @@ class LocalSnapshotProvider:
 
     def _latest_entries(self, vol: Path) -> dict[str, _Known]:
         """``path -> ((inode, mtime_ns), size, sha256)`` of the volume's newest readable snapshot's files."""
-        latest: tuple[datetime, Path] | None = None
+        latest: tuple[datetime, Path, str] | None = None
         for snapdir in self._snapshot_dirs(vol):
             try:
                 header = self._read_header(snapdir)
             except SnapshotVerificationError:
                 continue
             if latest is None or header.created > latest[0]:
-                latest = (header.created, snapdir)
+                latest = (header.created, snapdir, header.digest)
         if latest is None:
             return {}
         try:
+            dicts = self._read_entry_dicts(latest[1])
+            if manifest_digest([ManifestEntry.from_dict(d) for d in dicts]) != latest[2]:
+                return {}  # an edited or damaged manifest: hash everything rather than inherit its digests
             return {
                 d["path"]: (tuple(d["stat"]), d["size"], d["sha256"])
-                for d in self._read_entry_dicts(latest[1])
+                for d in dicts
                 if d.get("type") == "file" and d.get("stat") and d.get("sha256")
             }
-        except (OSError, SnapshotVerificationError, KeyError, TypeError, AttributeError):
+        except (OSError, SnapshotVerificationError, KeyError, TypeError, AttributeError, ValueError):
             return {}  # no reuse: the new snapshot simply hashes everything
 
     @staticmethod
