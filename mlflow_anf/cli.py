@@ -111,7 +111,8 @@ class _LazyGroup(click.Group):
             raise
         except Exception as exc:  # noqa: BLE001 - every error leaves with its documented exit code
             code = exit_code_for(exc)
-            if not isinstance(exc, (SnapshotError, ValueError, LookupError, OSError)) and code is ExitCode.PROVIDER_ERROR:
+            expected = isinstance(exc, (SnapshotError, ValueError, LookupError, OSError))
+            if not expected and code is ExitCode.PROVIDER_ERROR:  # a bug or an SDK surprise: keep the traceback
                 click.echo(traceback.format_exc(), err=True)
             _fail(ctx, str(exc) or type(exc).__name__, code)
 

@@ -158,7 +158,8 @@ def test_provider_config_files(volume: Path, tmp_path: Path) -> None:
 
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("method: hardlink\nfsync: [unclosed\n")
-    assert f"{bad_yaml}:" in _run("snapshot", "list", "--volume", str(volume), "--provider-config", str(bad_yaml)).stderr
+    bad = _run("snapshot", "list", "--volume", str(volume), "--provider-config", str(bad_yaml))
+    assert bad.exit_code == ExitCode.USAGE and f"{bad_yaml}:" in bad.stderr
 
     not_mapping = tmp_path / "list.yaml"
     not_mapping.write_text("- method\n")

@@ -202,6 +202,7 @@ def test_verify_reports_changed_missing_and_extra(provider: LocalSnapshotProvide
     (snapdir / "clips" / "0002").chmod(0o755)
     (snapdir / "clips" / "0002" / "20.jpg").unlink()
     _write(snapdir / "clips" / "0002" / "intruder.txt", "x")
+    snapdir.chmod(0o755)
 
     result = provider.verify(snap)
     assert not result.ok
@@ -211,6 +212,7 @@ def test_verify_reports_changed_missing_and_extra(provider: LocalSnapshotProvide
     assert "missing: clips/0002/20.jpg" in result.problems
     assert "extra: clips/0002/intruder.txt" in result.problems
     assert any(p.startswith("writable: clips/0002") for p in result.problems)
+    assert "writable: . (snapshot entries must be read-only)" in result.problems
 
 
 def test_verify_detects_edited_manifest(provider: LocalSnapshotProvider, volume: Path) -> None:
@@ -491,7 +493,8 @@ def test_manifest_lines_are_the_json_they_claim_to_be() -> None:
     ]
     for entry in entries:
         value = entry.target if entry.type == "symlink" else entry.sha256
-        assert entry.canonical() == json.dumps([entry.type, odd, entry.mode, entry.size, value], separators=(",", ":")) + "\n"
+        expected = json.dumps([entry.type, odd, entry.mode, entry.size, value], separators=(",", ":")) + "\n"
+        assert entry.canonical() == expected
         assert ManifestEntry.from_json(entry.to_json()) == entry
     assert json.loads(entries[0].to_json()) == {
         "path": odd, "type": "file", "mode": "0444", "size": 7, "sha256": "ab" * 32, "stat": [12, 34],

@@ -22,8 +22,9 @@ How files are captured (never a byte copy):
 
 Repeated snapshots are cheap: a file whose inode, size and mtime equal those recorded by the volume's latest
 snapshot (and which, for hard links, is still read-only as that snapshot left it) reuses the recorded sha256 instead
-of being read again; a previous manifest that does not match its own digest is not trusted. This is the quick check git and rsync use: an in-place rewrite that restores size *and* mtime is
-not noticed by ``create`` — only by ``verify``.
+of being read again; a previous manifest that does not match its own digest is not trusted. This is the quick check
+git and rsync use: an in-place rewrite that restores size *and* mtime is not noticed by ``create`` — only by
+``verify``.
 
 Atomicity: a snapshot is built in ``.snapshot/.tmp-<name>-<random>/`` (held with ``flock`` while it is built), its
 manifest is fsynced, its directories are made read-only, the filesystem is synced (one ``syncfs``; an fsync per
@@ -630,9 +631,9 @@ class LocalSnapshotProvider:
         problems: list[str] = []
         if manifest_digest(entries) != header.digest:
             problems.append(f"manifest: entries do not match the recorded digest {header.digest} (manifest edited?)")
-        actual: dict[str, os.stat_result] = {}
-        for rel, st in _walk_lstat(snapdir):
-            actual[rel] = st
+        if snapdir.lstat().st_mode & _WRITE_BITS:
+            problems.append("writable: . (snapshot entries must be read-only)")
+        actual = dict(_walk_lstat(snapdir))
         actual.pop(MANIFEST_NAME, None)
         checked = 0
         for entry in entries:
