@@ -112,5 +112,7 @@ class TrainConfig(BaseModel):
                 value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
             elif isinstance(value, list):
                 value = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"  # as MLproject params spell them
             out[key] = "" if value is None else str(value)
         return out

@@ -27,6 +27,14 @@ class DecodeError(ValueError):
     """Inputs that cannot be decoded (wrong shapes, NaNs, values that are not probabilities, rows off the image)."""
 
 
+def auto_smooth(map_w: int, src_w: int = 1280, line_width: float = 15.0) -> int:
+    """The box-filter size that suits a probability map ``map_w`` wide: the largest odd size not wider than a lane
+    marking drawn ``line_width`` source pixels wide (the training targets' width). A wider filter dilutes a thin lane
+    below the threshold at small input sizes; 9, the SCNN default, is right for 800-wide maps."""
+    width = max(1, round(line_width * map_w / src_w))
+    return width if width % 2 else max(1, width - 1)
+
+
 class DecodeConfig(BaseModel):
     """Post-processing parameters (defaults: the usual SCNN TuSimple settings)."""
 

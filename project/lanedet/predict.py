@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD
-from lanedet.decode import decode_lanes
+from lanedet.decode import auto_smooth, decode_lanes
 
 TUSIMPLE_HW = (720, 1280)
 TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
@@ -81,6 +81,7 @@ class LanePredictor:
                     src_hw=(frame.height, frame.width),
                     exist_thr=self.exist_threshold,
                     prob_thr=self.prob_threshold,
+                    smooth=auto_smooth(probs.shape[-1]),
                 )
             )
         return out

@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader
 
 from lanedet.config import TrainConfig, parse_hw
 from lanedet.data.tusimple import TuSimpleDataset
-from lanedet.decode import decode_batch
-from lanedet.distributed import global_rank
+from lanedet.decode import auto_smooth, decode_batch
+from lanedet.distributed import fail_fast, global_rank, world_size
 from lanedet.metric import evaluate_frame
 from lanedet.models import SCNNLoss, build_model, poly_lr_lambda
 from lanedet.predict import TUSIMPLE_HW, LanePredictor, draw_lanes, load_frame
@@ -136,6 +136,7 @@ class LaneDetModule(pl.LightningModule):
             src_hw=TUSIMPLE_HW,
             exist_thr=self.hparams.exist_threshold,
             prob_thr=self.hparams.prob_threshold,
+            smooth=auto_smooth(seg.shape[-1]),
         )
         for index, label, pred in zip(batch["index"].tolist(), labels, preds):
             acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
@@ -204,11 +205,12 @@ class ThroughputCallback(pl.Callback):
 
 
 # ------------------------------------------------------------------------------------------------ orchestration
-def build_strategy(cfg: TrainConfig) -> Any:
-    """Map the ``strategy`` param to a Lightning strategy; MPI-launched DDP uses Lightning's MPIEnvironment."""
-    from lanedet.strategies import build_strategy as _build
+def distribution(cfg: TrainConfig) -> dict[str, Any]:
+    """Trainer ``strategy``/``devices``/``num_nodes`` for the ``strategy`` param, agreeing with the launcher's world
+    (mpirun → DDP over MPIEnvironment, horovodrun → Horovod; see :mod:`lanedet.strategies`)."""
+    from lanedet.strategies import trainer_distribution
 
-    return _build(cfg.strategy)
+    return trainer_distribution(cfg.strategy, cfg.devices)
 
 
 @contextmanager
@@ -288,7 +290,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(True)
     is_rank0 = global_rank() == 0
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    strategy = build_strategy(cfg)
+    placement = distribution(cfg)
     result: dict[str, Any] = {}
 
     with _mlflow_run(cfg, is_rank0) as run:
@@ -297,13 +299,15 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         logger: Any = False
         if run is not None:
             run_id = run.info.run_id
-            mlflow.log_params(cfg.mlflow_params())
+            # `mlflow run` already logged the params it was given (as typed); add the resolved rest.
+            logged = mlflow.get_run(run_id).data.params
+            mlflow.log_params({k: v for k, v in cfg.mlflow_params().items() if k not in logged})
             # -- provenance for `mlflow-anf reproduce` (mlflow_anf.provenance): code version, image, seeds,
             # -- package versions; MLFLOW_ANF_DIRTY_TREE=refuse stops here on uncommitted code
             from mlflow_anf.provenance import log_provenance
 
             log_provenance(run_id, entry_point="train", code_path=__file__, provider_options=cfg.snapshot_options)
-            mlflow.set_tags({"lanedet.entry_point": "train", "mlflow_anf.world_size": os.environ.get("WORLD_SIZE", "")})
+            mlflow.set_tags({"lanedet.entry_point": "train", "mlflow_anf.world_size": str(world_size())})
             if cfg.enable_snapshot:
                 data_volume, _ = _volumes(cfg)
                 snap = _snapshot(cfg, "data", data_volume, run_id)
@@ -326,8 +330,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
             accelerator=cfg.accelerator,
-            devices=int(cfg.devices) if cfg.devices.lstrip("-").isdigit() else cfg.devices,
-            strategy=strategy,
+            **placement,  # strategy, devices, num_nodes
             precision=cfg.precision,
             logger=logger,
             callbacks=[ThroughputCallback()],
@@ -397,7 +400,8 @@ def train_command(**values: Any) -> None:
     if not cfg.data_dir.is_dir():
         raise click.UsageError(f"--data-dir: {cfg.data_dir} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = run_training(cfg)
+    with fail_fast():  # an exception on any rank ends the whole job instead of leaving the others hanging
+        result = run_training(cfg)
     if "run_id" in result:
         metrics = result.get("metrics", {})
         summary = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("test_", "val_"))}

@@ -288,9 +288,9 @@ def build_targets(
             pts = [((x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5) for x, y in run]
             if len(pts) > 1:
                 draw.line(pts, fill=cls, width=width, joint="curve")
-            if width > 2:  # round caps, as cv2.line draws them
-                for u, v in (pts[0], pts[-1]):
-                    draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=cls)
+            if width > 2:  # a round cap at the near end only: a cap above the far end would paint rows the
+                u, v = pts[-1]  # label leaves empty, and the metric counts a point there as wrong
+                draw.ellipse((u - radius, v - radius, u + radius, v + radius), fill=cls)
             elif len(pts) == 1:
                 draw.point(pts, fill=cls)
     return np.asarray(canvas, dtype=np.uint8), exist

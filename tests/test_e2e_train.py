@@ -1,0 +1,93 @@
+"""End to end: a tiny `mlflow run . -e train` on a few synthetic frames, then everything a user sees on the run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path) -> Path:
+    from lanedet.data.prepare import prepare
+    from lanedet.synth import generate
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate(root / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
+    prepare(root / "download", root / "tusimple")
+    return root / "tusimple"
+
+
+def _mlflow_env(tracking_uri: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # sample system metrics every second so that even this short run records some
+    env.update(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tusimple_fixtures: Path) -> None:
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
+
+    tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "outputs"
+    cmd = [
+        sys.executable, "-m", "mlflow", "run", str(REPO_ROOT), "-e", "train", "--env-manager", "local",
+        "--experiment-name", "e2e",
+        "-P", f"data_dir={tiny_data}", "-P", f"output_dir={out}", "-P", "epochs=1", "-P", "batch_size=4",
+        "-P", "val_batch_size=4", "-P", "backbone=resnet18", "-P", "input_size=64x128", "-P", "num_workers=0",
+        "-P", f"overlay_images={tusimple_fixtures / '520.jpg'}",
+    ]
+    proc = subprocess.run(cmd, env=_mlflow_env(tracking_uri), capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_fp", "val_fn", "throughput",
+                "test_accuracy", "test_fp", "test_fn"):
+        assert key in run.data.metrics, key
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    assert any(k.startswith("system/") for k in run.data.metrics), "system metrics missing"
+    for key in ("data_dir", "epochs", "batch_size", "backbone", "input_size", "lr", "seed", "use_val",
+                "enable_snapshot", "num_workers", "val_batch_size"):
+        assert key in run.data.params, key
+    tags = run.data.tags
+    assert tags["mlflow_anf.data.provider"] == "local" and tags["mlflow_anf.model.provider"] == "local"
+    assert tags["mlflow_anf.data.digest"] and tags["mlflow_anf.model.digest"]
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.source_type == "mlflow_anf_snapshot"
+
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "overlays")]
+    assert any("520" in p for p in artifacts) and len(artifacts) >= 2
+
+    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    import torch
+
+    seg, exist = model(torch.zeros(1, 3, 64, 128))
+    assert seg.shape == (1, 5, 64, 128) and exist.shape == (1, 4)
+
+    # the data snapshot is a read-only point-in-time copy under the volume's .snapshot/
+    snap_dir = tiny_data / ".snapshot" / tags["mlflow_anf.data.name"]
+    assert (snap_dir / "label_data_0313.json").exists()
+
+
+def test_bad_param_fails_with_the_field_name(tiny_data: Path, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "lanedet.cli", "train", "--data-dir", str(tiny_data), "--input-size", "100x100"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_mlflow_env(f"sqlite:///{tmp_path}/m.db"))
+    assert proc.returncode == 2
+    assert "--input-size" in proc.stderr and "multiples of 8" in proc.stderr
