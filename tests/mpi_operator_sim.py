@@ -718,8 +718,15 @@ def _mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An initialised (migrated) sqlite store, made once: copying it is much faster than migrating again."""
     from mlflow.tracking import MlflowClient
 
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    # test modules import this fixture, so each gets its own copy of it: share the file through the session's
+    # base temp directory instead
+    folder = tmp_path_factory.getbasetemp() / "mlflow-template"
+    path = folder / "mlflow.db"
+    if not path.exists():
+        folder.mkdir(exist_ok=True)
+        staging = folder / "staging.db"
+        MlflowClient(f"sqlite:///{staging}").search_experiments()
+        staging.replace(path)
     return path
 
 

@@ -93,6 +93,24 @@ def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, An
     return command, name, work_dir, ep
 
 
+def _in_store(tracking_uri: str, fn: Any, *args: Any) -> Any:
+    """Call an MLflow helper that writes to the *global* tracking store against *tracking_uri* (what MLflow handed
+    the backend; the same store when called by ``mlflow run``, where nothing changes)."""
+    import mlflow
+
+    if not tracking_uri or mlflow.get_tracking_uri() == tracking_uri:
+        return fn(*args)
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(tracking_uri):
+            return fn(*args)
+    finally:  # restoring an unset URI unsets the variable too: put back what the caller had
+        if env_before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -129,8 +147,6 @@ class MPIJobBackend(AbstractBackend):
         except BackendConfigError as exc:
             raise ExecutionException(str(exc)) from None
 
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
         command, project_name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
         self._warn_double_snapshots(config, ep, params)
 
@@ -141,14 +157,16 @@ class MPIJobBackend(AbstractBackend):
             raise ExecutionException(f"mpijob backend: {exc}") from None
 
         client = self._tracking_client or MlflowClient(tracking_uri)
-        with _use_tracking_uri(tracking_uri):  # MLflow's helper writes to the global store: make it ours
-            active_run = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
+        active_run = _in_store(tracking_uri, get_or_create_run, None, project_uri, experiment_id, work_dir, version,
+                               entry_point, params)
         run_id = active_run.info.run_id
         name = job_name_for(config, project_name, run_id)
         req = JobRequest(run_id=run_id, experiment_id=str(active_run.info.experiment_id), tracking_uri=pod_uri,
                          command=command, entry_point=entry_point, project_name=project_name)
         manifest = render_mpijob(config, req, name)
         try:
+            # MLflow tags the backend only after run() returns, which it does not when waiting ends in failure
+            client.set_tag(run_id, "mlflow.project.backend", "mpijob")
             client.set_tag(run_id, TAG_PREFIX + "mpijob", f"{config.namespace}/{name}")
             client.set_tag(run_id, TAG_PREFIX + "image", config.image)
             client.set_tag(run_id, TAG_PREFIX + "config", json.dumps(config.public_dict(), sort_keys=True)[:5000])
