@@ -267,3 +267,29 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
     assert info.data.tags["mlflow_anf.launcher.exit_code"] == "3"
     assert "ANF quota exceeded" in info.data.tags["mlflow_anf.launcher.error"]
     assert "mlflow_anf.model.name" not in info.data.tags
+
+
+def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+                                              mlflow_store, sim_project, mpi_operator):
+    import os
+    import signal
+    import threading
+    import time
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pods = k8s_objects.list("Pod", NS, "training.kubeflow.org/job-role=launcher")
+            if pods and (pods[0].get("status") or {}).get("phase") == "Running":
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in `mlflow run` does
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, wait=True)
+    with pytest.raises(KeyboardInterrupt):
+        submit(cfg, mlflow_store, sim_project, sleep=30)
+    assert owned_objects(k8s_objects) == {kind: [] for kind in KINDS_OWNED}
+    mpi_operator.wait_idle()
+    [run] = mlflow_store.client().search_runs([mlflow_store.experiment_id])
+    assert run.info.status == "KILLED"

@@ -196,7 +196,13 @@ class MPIJobBackend(AbstractBackend):
             cancel_timeout=config.cancel_timeout_seconds, retry=kube.retry, out=self._out,
         )
         if config.wait or config.follow_logs:
-            if not submitted.wait(follow_logs=config.follow_logs):
+            try:
+                ok = submitted.wait(follow_logs=config.follow_logs)
+            except KeyboardInterrupt:  # Ctrl-C in `mlflow run`: take the job down with us, like MLflow's local runs
+                self._say(f"interrupted: cancelling MPIJob {config.namespace}/{name}")
+                submitted.cancel()
+                raise
+            if not ok:
                 raise ExecutionException(f"Run (ID '{run_id}') failed: MPIJob {config.namespace}/{name} "
                                          f"ended {submitted.get_status()}")
         return submitted
