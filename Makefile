@@ -34,6 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	if [ "$(WITH_HOROVOD)" != 0 ]; then PY=$(PY) scripts/install_horovod.sh; fi  # optional: WITH_HOROVOD=0 skips it
 	touch $@
 
 test: setup

@@ -11,6 +11,7 @@
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
+case "$PY" in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # absolute: the build cds
 VERSION=0.28.1
 CACHE_ROOT=${HOROVOD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mlflow-anf/wheels}
 
@@ -28,6 +29,11 @@ mkdir -p "$cache"
 
 wheel=$(ls "$cache"/horovod-"$VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
+    command -v "${CXX:-c++}" >/dev/null || {
+        echo "install_horovod.sh: building horovod needs a C++17 compiler (${CXX:-c++} not found; e.g. apt-get install g++)," \
+             "or skip it with WITH_HOROVOD=0 (strategy=ddp works without horovod)" >&2
+        exit 1
+    }
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     echo "building horovod $VERSION for $torch_tag (once; cached in $cache) ..."
@@ -45,9 +51,8 @@ if [ -z "$wheel" ]; then
         HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS="-j$(nproc)" \
             "$PY" -m pip wheel -q --no-build-isolation --no-deps -w "$work/dist" .
     )
-    cp "$work"/dist/horovod-*.whl "$cache/.tmp-wheel" 
     name=$(basename "$work"/dist/horovod-*.whl)
-    mv "$cache/.tmp-wheel" "$cache/$name"
+    cp "$work/dist/$name" "$cache/.tmp-$name" && mv "$cache/.tmp-$name" "$cache/$name"  # never a half wheel
     wheel="$cache/$name"
 fi
 "$PY" -m pip install -q --no-deps "$wheel"
