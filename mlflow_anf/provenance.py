@@ -22,6 +22,7 @@ Layout: :func:`collect_provenance` and the helpers it uses know nothing of MLflo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -34,7 +35,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -580,13 +581,28 @@ def log_provenance(
     return record
 
 
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow draws a progress bar for every download; one small JSON file does not need one."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def load_provenance(run_id: str, client: MlflowClient | None = None) -> Provenance | None:
     """The provenance run *run_id* logged, or ``None`` when it logged none."""
     client = _client(client)
     names = {a.path for a in client.list_artifacts(run_id, ARTIFACT_DIR)}
     if ARTIFACT_PATH not in names:
         return None
-    with tempfile.TemporaryDirectory(prefix="mlflow-anf-provenance-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mlflow-anf-provenance-") as tmp, _no_progress_bar():
         local = client.download_artifacts(run_id, ARTIFACT_PATH, tmp)
         text = Path(local).read_text(encoding="utf-8")
     try:

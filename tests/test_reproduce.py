@@ -1,0 +1,588 @@
+"""`mlflow-anf reproduce` and `mlflow-anf diff` end to end, with no mocks of our own code.
+
+* local: a tiny real SCNN training (deterministic) is reproduced from its data snapshot after the original data
+  directory was changed and emptied - identical final metrics, same data digest, runs linked;
+* local, with a stub entry point that does what `lanedet train` does with MLflow (provenance, data and model
+  snapshots) in a fraction of the time: missing snapshot, dirty / changed / vanished code;
+* Kubernetes: the mpijob backend against the API emulator and the simulated MPI operator - the data snapshot is
+  restored as a new PVC with a ``dataSource``, the MPIJob is resubmitted mounting it, the runs are linked; a gone
+  image (a local registry answers 404) or a gone VolumeSnapshot is refused before anything is created;
+* diff: tables and JSON, from runs written to a real sqlite store.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from mlflow_anf.cli import main
+from mlflow_anf.provenance import Provenance, code_version, load_provenance, log_provenance
+from mlflow_anf.reproduce import (
+    TAG_REPRODUCED_BY,
+    TAG_REPRODUCES,
+    TAG_REWRITTEN,
+    RunRecord,
+    compare_runs,
+    entry_point_params,
+    parse_image_ref,
+    pin_image,
+    rewrite_params,
+)
+from mlflow_anf.snapshots import get_provider
+from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, snapshot_and_log
+from tests.conftest import REPO_ROOT
+from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, pvc_binder, snapshot_controller  # noqa: F401
+from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+NS = "lane"
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env,
+                          check=True).stdout.strip()
+
+
+def commit_all(repo: Path, message: str = "snapshot") -> str:
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def cli(*args: str) -> Any:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result
+
+
+@pytest.fixture
+def tracking(mlflow_store: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:  # noqa: F811
+    """A fresh sqlite store, also seen by entry-point subprocesses; `python` is this interpreter."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store.uri)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_store.uri)
+    try:
+        yield MlflowClient(mlflow_store.uri)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pure parts
+
+def record(run_id: str, **kw: Any) -> RunRecord:
+    return RunRecord(run_id=run_id, experiment_id="1", **kw)
+
+
+def ref(volume: str, digest: str | None, role: str = "data", provider: str = "local") -> SnapshotRef:
+    return SnapshotRef(role=role, provider=provider, volume=volume, name="s1", snapshot_id="s1",
+                       ref=f"{provider}:{volume}@s1", digest=digest)
+
+
+def test_compare_runs_rewritten_params_timing_metrics_and_verdict() -> None:
+    a = record("a", params={"data_dir": "/d", "lr": "0.1", "seed": "1"},
+               metrics={"loss": 0.5, "acc": math.nan, "throughput": 10.0, "system/cpu": 3.0, "old": 1.0},
+               snapshots={"data": ref("/d", "sha256:aa")})
+    b = record("b", params={"data_dir": "/r/data", "lr": "0.1", "seed": "1"},
+               metrics={"loss": 0.5, "acc": math.nan, "throughput": 12.0, "system/cpu": 9.0, "old": 1.0},
+               snapshots={"data": ref("/r/data", "sha256:aa")},
+               tags={TAG_REPRODUCES: "a", TAG_REWRITTEN: json.dumps({"data_dir": {"from": "/d", "to": "/r/data"}})})
+    d = compare_runs(a, b)
+    rows = {r.key: r.status for r in d.params}
+    assert rows == {"data_dir": "rewritten", "lr": "same", "seed": "same"}
+    metrics = {m.key: (m.status, m.timing) for m in d.metrics}
+    assert metrics["acc"] == ("same", False)  # NaN == NaN for reproducibility
+    assert metrics["throughput"] == ("differs", True) and metrics["system/cpu"] == ("differs", True)
+    assert d.summary.params and d.summary.metrics and d.summary.data is True and d.summary.code is None
+    assert d.summary.reproduced and d.b.reproduces == "a"
+
+    c = record("c", params={"data_dir": "/d", "lr": "0.2"}, metrics={"loss": 0.25, "new": 1.0},
+               snapshots={"data": ref("/d", "sha256:bb")})
+    d2 = compare_runs(a, c)
+    assert {r.key: r.status for r in d2.params} == {"data_dir": "same", "lr": "differs", "seed": "only_a"}
+    m2 = {m.key: m for m in d2.metrics}
+    assert (m2["loss"].status, m2["loss"].delta) == ("differs", -0.25)
+    assert m2["old"].status == "only_a" and m2["new"].status == "only_b"
+    assert not d2.summary.params and d2.summary.data is False and not d2.summary.reproduced
+
+
+def test_entry_point_params_undo_mlflow_quoting_and_spell_extras_as_options() -> None:
+    declared = {"data_dir": None, "pvc_name": "", "note": ""}
+    params = {"data_dir": "/d", "pvc_name": "''", "note": "'two words'", "weight_decay": "0.1", "momentum": "0.9",
+              "model.lr": "1"}
+    project, dropped = entry_point_params(record("a", params=params, tags={"mlflow.source.type": "PROJECT"}), declared)
+    assert project == {"data_dir": "/d", "pvc_name": "", "note": "two words", "momentum": "0.9"}
+    assert dropped == ["model.lr (not an option name)", "weight_decay (logged by the code itself)"]
+    direct, _ = entry_point_params(record("a", params=params, tags={"mlflow.source.type": "LOCAL"}), declared)
+    assert direct["weight-decay"] == "0.1" and direct["momentum"] == "0.9"
+
+
+def test_path_params_are_rewritten_relative_to_the_recorded_cwd(tmp_path: Path) -> None:
+    from mlflow_anf.reproduce import _same_path
+
+    params = {"data_dir": "data", "out": str(tmp_path / "out"), "lr": "0.1", "uri": "s3://b/data"}
+    new, changed = rewrite_params(params, [(lambda v: _same_path(v, str(tmp_path / "data"), tmp_path), "/new")])
+    assert new == {"data_dir": "/new", "out": str(tmp_path / "out"), "lr": "0.1", "uri": "s3://b/data"}
+    assert changed == {"data_dir": {"from": "data", "to": "/new"}}
+
+
+def test_image_references() -> None:
+    digest = "sha256:" + "0" * 64
+    assert parse_image_ref("ubuntu") == ("registry-1.docker.io", "library/ubuntu", "latest")
+    assert parse_image_ref("org/app:1.2") == ("registry-1.docker.io", "org/app", "1.2")
+    assert parse_image_ref(f"127.0.0.1:5000/lanedet:0.1@{digest}") == ("127.0.0.1:5000", "lanedet", digest)
+    assert parse_image_ref("acr.azurecr.io/team/lanedet:2") == ("acr.azurecr.io", "team/lanedet", "2")
+    assert pin_image("reg.io/a:1", digest) == f"reg.io/a:1@{digest}"
+    assert pin_image(f"reg.io/a@{digest}", "sha256:" + "1" * 64) == f"reg.io/a@{digest}"
+    assert pin_image("reg.io/a:1", None) == "reg.io/a:1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a stub project that does with MLflow what `lanedet train` does: provenance, data snapshot, outputs, model snapshot
+
+STUB_MLPROJECT = """\
+name: stub
+entry_points:
+  train:
+    parameters:
+      data_dir: {type: string}
+      output_dir: {type: string, default: outputs}
+      seed: {type: float, default: 1}
+    command: "python train.py --data-dir {data_dir} --output-dir {output_dir} --seed {seed}"
+"""
+
+STUB_TRAIN = '''\
+"""Train on every byte of the data: the score changes with any change to the data or the seed."""
+import argparse, hashlib, os, pathlib
+import mlflow
+from mlflow_anf.provenance import log_provenance
+from mlflow_anf.tracking import snapshot_and_log
+
+p = argparse.ArgumentParser()
+p.add_argument("--data-dir"); p.add_argument("--output-dir"); p.add_argument("--seed", type=float)
+a = p.parse_args()
+with mlflow.start_run() as run:
+    log_provenance(run.info.run_id, entry_point="train", code_path=__file__)
+    snapshot_and_log("local", a.data_dir, "data")
+    h = hashlib.sha256()
+    for path in sorted(pathlib.Path(a.data_dir).rglob("*")):
+        if ".snapshot" not in path.parts and path.is_file():
+            h.update(path.relative_to(a.data_dir).as_posix().encode() + path.read_bytes())
+    score = int(h.hexdigest()[:8], 16) / 2**32 + a.seed
+    out = pathlib.Path(a.output_dir); out.mkdir(parents=True, exist_ok=True)
+    (out / "model.txt").write_text(repr(score))
+    snapshot_and_log("local", str(out), "model")
+    mlflow.log_metric("score", score)
+    mlflow.log_metric("throughput", float(os.getpid()))
+'''
+
+
+@pytest.fixture
+def stub_project(tmp_path: Path) -> Path:
+    project = tmp_path / "stub"
+    project.mkdir()
+    (project / "MLproject").write_text(STUB_MLPROJECT)
+    (project / "train.py").write_text(STUB_TRAIN)
+    (project / ".gitignore").write_text("__pycache__/\n")
+    commit_all(project)
+    return project
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    (data / "clips" / "a").mkdir(parents=True)
+    (data / "clips" / "a" / "20.jpg").write_bytes(os.urandom(4096))
+    (data / "label_data_0313.json").write_text('{"lanes": [[1, 2]]}\n')
+    return data
+
+
+def source_run(client: MlflowClient, project: Path, data: Path, out: Path, experiment_id: str) -> str:
+    """The record a stub training leaves, written in-process (params as MLflow's project runner logs them)."""
+    run = client.create_run(experiment_id, tags={"mlflow.source.type": "PROJECT", "mlflow.source.name": str(project),
+                                                 "mlflow.project.entryPoint": "train"})
+    run_id = run.info.run_id
+    for key, value in {"data_dir": str(data), "output_dir": str(out), "seed": "1"}.items():
+        client.log_param(run_id, key, value)
+    log_provenance(run_id, code_path=project / "train.py", client=client, environ={})
+    snapshot_and_log("local", str(data), "data", run_id=run_id, client=client)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.txt").write_text("0.5")
+    snapshot_and_log("local", str(out), "model", run_id=run_id, client=client)
+    client.log_metric(run_id, "score", 0.5)
+    client.set_terminated(run_id)
+    return run_id
+
+
+def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    out = tmp_path / "out"
+    submitted = mlflow.projects.run(str(stub_project), "train", parameters={"data_dir": str(data_dir),
+                                    "output_dir": str(out)}, experiment_id=mlflow_store.experiment_id,
+                                    env_manager="local")
+    source = submitted.run_id
+    original = tracking.get_run(source)
+    # the live data changes after the run: a file replaced, another deleted
+    (data_dir / "label_data_0313.json").unlink()
+    (data_dir / "label_data_0313.json").write_text("changed\n")
+    shutil.rmtree(data_dir / "clips")
+
+    workdir = tmp_path / "repro"
+    result = cli("reproduce", source, "--workdir", str(workdir), "--output", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    new = report["run_id"]
+    assert report["identical"] is True and report["code"] == "same" and report["status"] == "FINISHED"
+    assert report["restored"]["volume"] == str(workdir / "data")
+    assert report["rewritten"] == {"data_dir": {"from": str(data_dir), "to": str(workdir / "data")},
+                                   "output_dir": {"from": str(out), "to": str(workdir / "outputs")}}
+    run = tracking.get_run(new)
+    assert run.data.metrics["score"] == original.data.metrics["score"]
+    assert run.data.tags[TAG_REPRODUCES] == source
+    assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new
+    assert run.data.tags["mlflow_anf.reproduce.identical"] == "true"
+    assert run.data.tags["mlflow_anf.data.digest"] == original.data.tags["mlflow_anf.data.digest"]
+    assert run.data.tags["mlflow_anf.data.volume"] == str(workdir / "data")
+    assert run.data.params["data_dir"] == str(workdir / "data") and run.data.params["seed"] == "1"
+    assert (out / "model.txt").exists() and (workdir / "outputs" / "model.txt").exists()
+
+    # an override is recorded, shows up in diff, and a second reproduction is appended to the back-link
+    result = cli("reproduce", source, "--workdir", str(tmp_path / "repro2"), "-P", "seed=2")
+    assert result.exit_code == 1, result.output  # finished, but the metric differs: reported, not hidden
+    assert "metrics DIFFER: score" in result.output
+    second = tracking.get_run(source).data.tags[TAG_REPRODUCED_BY].split(",")
+    assert second[0] == new and len(second) == 2
+    assert json.loads(tracking.get_run(second[1]).data.tags["mlflow_anf.reproduce.overrides"]) == {"seed": "2"}
+    diff = json.loads(cli("diff", source, second[1], "-o", "json").stdout)
+    assert {r["key"]: r["status"] for r in diff["params"]}["seed"] == "differs"
+    assert diff["summary"]["metrics"] is False and diff["summary"]["data"] is True
+
+
+def test_missing_snapshot_is_refused_with_exit_3_and_nothing_created(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    source = source_run(tracking, stub_project, data_dir, tmp_path / "out", mlflow_store.experiment_id)
+    snap = get_run_snapshots(source, tracking)["data"]
+    get_provider("local").delete(snap.volume, snap.name)
+    workdir = tmp_path / "repro"
+    result = cli("reproduce", source, "--workdir", str(workdir))
+    assert result.exit_code == 3, result.output
+    assert f"data snapshot {snap.ref} of the run is gone" in result.stderr
+    assert not workdir.exists()
+    shutil.rmtree(data_dir)  # the whole volume, snapshots and all
+    result = cli("reproduce", source, "--workdir", str(workdir), "-o", "json")
+    assert result.exit_code == 3 and json.loads(result.stdout)["exit_code"] == 3
+    assert "is not an existing directory" in result.stderr
+    assert [r.info.run_id for r in tracking.search_runs([mlflow_store.experiment_id])] == [source]
+    assert cli("reproduce", "0" * 32).exit_code == 3  # no such run
+
+
+def test_changed_dirty_and_vanished_code(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    # the run ran uncommitted code: recorded loudly (dirty=true) with the digest of exactly that tree
+    (stub_project / "train.py").write_text(STUB_TRAIN.replace("+ a.seed", "+ a.seed * 1.0"))
+    source = source_run(tracking, stub_project, data_dir, tmp_path / "out", mlflow_store.experiment_id)
+    prov = load_provenance(source, tracking)
+    assert isinstance(prov, Provenance) and prov.code.dirty and prov.code.dirty_files == [" M train.py"]
+    assert tracking.get_run(source).data.tags["mlflow_anf.code.dirty"] == "true"
+
+    # the tree moved on: refused, nothing created
+    (stub_project / "extra.py").write_text("")
+    result = cli("reproduce", source, "--workdir", str(tmp_path / "r1"))
+    assert result.exit_code == 2, result.output
+    assert "(dirty, digest" in result.stderr and "--allow-code-change" in result.stderr
+    assert not (tmp_path / "r1").exists()
+
+    # the same uncommitted tree again: the content digest says it is the same code, so it runs
+    (stub_project / "extra.py").unlink()
+    result = cli("reproduce", source, "--workdir", str(tmp_path / "r2"), "-o", "json")
+    assert result.exit_code == 1, result.output  # the stub's score (0.5 recorded by hand) is recomputed
+    report = json.loads(result.stdout)
+    assert report["code"] == "same" and report["status"] == "FINISHED"
+    assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.code.digest"] == prov.code.digest
+
+    # history rewritten (and the code moved on): the recorded commit is gone from the repository
+    shutil.rmtree(stub_project / ".git")
+    (stub_project / "train.py").write_text(STUB_TRAIN)
+    commit_all(stub_project, "new history")
+    result = cli("reproduce", source, "--workdir", str(tmp_path / "r3"))
+    assert result.exit_code == 3, result.output
+    assert f"commit {prov.code.commit} of run {source} is not in the repository" in result.stderr
+    # explicitly allowed: runs the current code and says so on the new run
+    result = cli("reproduce", source, "--workdir", str(tmp_path / "r4"), "--allow-code-change", "-o", "json")
+    report = json.loads(result.stdout)
+    assert "code" in report, result.output
+    assert report["code"].startswith("changed (allowed)")
+    assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.reproduce.code"].startswith("changed")
+
+
+def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_project: Path,  # noqa: F811
+                             data_dir: Path, tmp_path: Path) -> None:
+    a = source_run(tracking, stub_project, data_dir, tmp_path / "out-a", mlflow_store.experiment_id)
+    (data_dir / "more.txt").write_text("more data")
+    b = source_run(tracking, stub_project, data_dir, tmp_path / "out-b", mlflow_store.experiment_id)
+    tracking.log_param(b, "extra", "x")
+    tracking.log_metric(b, "score", 0.75)
+
+    table = cli("diff", a, b)
+    assert table.exit_code == 0, table.output
+    text = table.stdout
+    assert f"A  {a}" in text and f"B  {b}" in text
+    assert "*  output_dir" in text and ">  extra" in text
+    assert "*  data.digest" in text and "score" in text and "+0.25" in text
+    assert "summary: params DIFFERENT, code same, data DIFFERENT, metrics DIFFERENT -> NOT reproduced" in text
+    assert "seed" not in text and "seed" in cli("diff", a, b, "--all").stdout  # identical rows only with --all
+
+    data = json.loads(cli("diff", a, b, "--output", "json").stdout)
+    assert set(data) == {"a", "b", "params", "code", "image", "data", "packages", "metrics", "summary"}
+    code = {r["key"]: r for r in data["code"]}
+    assert code["commit"]["status"] == "same" and code["commit"]["a"] == git(stub_project, "rev-parse", "HEAD")
+    score = next(m for m in data["metrics"] if m["key"] == "score")
+    assert (score["a"], score["b"], score["status"]) == (0.5, 0.75, "differs")
+    assert data["summary"] == {"params": False, "code": True, "data": False, "metrics": False, "reproduced": False}
+    assert cli("diff", a, b, "--exit-code").exit_code == 1
+    assert cli("diff", a, a, "--exit-code").exit_code == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the real thing: a tiny deterministic SCNN training, reproduced bit for bit
+
+@pytest.mark.slow
+def test_lanedet_training_reproduces_bit_identically(
+    tracking: MlflowClient, mlflow_store: Any, tmp_path: Path, tusimple_fixtures: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lanedet.data.prepare import prepare
+    from lanedet.synth import generate
+
+    generate(tmp_path / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
+    data = tmp_path / "tusimple"
+    prepare(tmp_path / "download", data)
+    # the project as a clean checkout of its own (the shared tree changes under concurrent work)
+    project = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "project" / "lanedet", project / "project" / "lanedet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("MLproject", "conda.yaml", ".gitignore"):
+        shutil.copy(REPO_ROOT / name, project / name)
+    commit = commit_all(project)
+    monkeypatch.setenv("PYTHONPATH", str(project / "project"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mlflow_store.experiment_id)
+
+    out = tmp_path / "outputs"
+    cmd = [sys.executable, "-m", "lanedet.cli", "train", "--data-dir", str(data), "--output-dir", str(out),
+           "--epochs", "1", "--batch-size", "4", "--val-batch-size", "4", "--backbone", "resnet18",
+           "--input-size", "64x128", "--num-workers", "0", "--deterministic", "true", "--seed", "7",
+           "--overlays", "0", "--log-model", "false"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (source,) = [r.info.run_id for r in tracking.search_runs([mlflow_store.experiment_id])]
+    original = tracking.get_run(source)
+    assert original.data.tags["mlflow_anf.code.commit"] == commit
+    assert original.data.tags["mlflow_anf.code.dirty"] == "false"
+    assert load_provenance(source, tracking).code.digest == code_version(project).digest
+
+    # the original data directory is changed and emptied in between: it must not matter
+    (data / "label_data_0313.json").unlink()
+    (data / "label_data_0313.json").write_text("")
+    for child in data.iterdir():
+        if child.name != ".snapshot":
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+    workdir = tmp_path / "repro"
+    result = cli("reproduce", source, "--workdir", str(workdir), "-o", "json")
+    assert result.exit_code == 0, result.output[-3000:]
+    report = json.loads(result.stdout)
+    assert report["identical"] is True and report["code"] == "same"
+    new = tracking.get_run(report["run_id"])
+    model_metrics = {k: v for k, v in original.data.metrics.items() if k.startswith(("train_", "val_", "test_"))}
+    assert {"train_loss", "val_accuracy", "test_accuracy", "test_loss"} <= set(model_metrics)
+    assert {k: new.data.metrics[k] for k in model_metrics} == model_metrics  # bit for bit
+    assert new.data.tags["mlflow_anf.data.digest"] == original.data.tags["mlflow_anf.data.digest"]
+    moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
+    assert new.data.params == {**original.data.params, **moved}  # the same params, on the restored copy
+    assert new.data.tags[TAG_REPRODUCES] == source
+
+    diff = json.loads(cli("diff", source, report["run_id"], "-o", "json").stdout)
+    assert diff["summary"] == {"params": True, "code": True, "data": True, "metrics": True, "reproduced": True}
+    assert {r["key"] for r in diff["params"] if r["status"] == "rewritten"} == {"data_dir", "output_dir"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kubernetes: mpijob backend + csi snapshots against the API emulator and the simulated MPI operator
+
+MPI_MLPROJECT = """\
+name: sim-lanedet
+entry_points:
+  train:
+    parameters:
+      data_dir: {type: string, default: /mnt/tusimple}
+      seed: {type: float, default: 1}
+    command: "python mpi_train.py --data-dir {data_dir} --seed {seed}"
+"""
+
+MPI_TRAIN = '''\
+"""Stand-in for `lanedet train` under mpirun: rank 0 records provenance and a seed-determined score."""
+import argparse, os
+p = argparse.ArgumentParser(); p.add_argument("--data-dir"); p.add_argument("--seed", type=float)
+a = p.parse_args()
+if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 0:
+    from mlflow import MlflowClient
+    from mlflow_anf.provenance import log_provenance
+    client = MlflowClient()
+    run_id = os.environ["MLFLOW_RUN_ID"]
+    log_provenance(run_id, entry_point="train", code_path=__file__, client=client)
+    client.log_metric(run_id, "score", a.seed / 3)
+print("trained on", a.data_dir, flush=True)
+'''
+
+
+class _Registry(http.server.BaseHTTPRequestHandler):
+    """An OCI registry that has exactly the manifests in ``server.present`` (reference -> digest)."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server API
+        reference = self.path.rsplit("/manifests/", 1)[-1]
+        digest = self.server.present.get(reference)  # type: ignore[attr-defined]
+        self.send_response(200 if digest else 404)
+        if digest:
+            self.send_header("Docker-Content-Digest", digest)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def registry() -> Iterator[Any]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    server.present = {}  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def cluster(k8s_objects: Any, snapshot_controller: Any, pvc_binder: Any) -> Any:  # noqa: F811
+    k8s_objects.namespace(NS)
+    k8s_objects.storage_class()
+    k8s_objects.snapshot_class(default=True)
+    k8s_objects.pvc("tusimple-data", NS, size="100Gi")
+    return k8s_objects
+
+
+@pytest.fixture
+def mpi_project(tmp_path: Path) -> Path:
+    project = tmp_path / "mpi-project"
+    project.mkdir()
+    (project / "MLproject").write_text(MPI_MLPROJECT)
+    (project / "mpi_train.py").write_text(MPI_TRAIN)
+    return project
+
+
+def backend_config(kubeconfig: Path, store: Any, project: Path, image: str) -> dict[str, Any]:
+    return {
+        "namespace": NS, "kubeconfig": str(kubeconfig), "image": image, "processes": 2, "gpus_per_process": 0,
+        "launcher": "mpirun", "mpi_implementation": "MPICH", "tracking_uri": store.uri, "project_dir": str(project),
+        "data_pvc": "tusimple-data", "data_mount_path": "/mnt", "poll_interval_seconds": 0.05,
+        "submit_timeout_seconds": 10, "api_backoff_seconds": 0.01, "snapshot": {"data": True},
+    }
+
+
+def test_mpijob_run_is_reproduced_from_a_restored_pvc(
+    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,  # noqa: F811
+    mpi_operator: Any, mpi_project: Path, registry: Any,  # noqa: F811
+) -> None:
+    digest = "sha256:" + "c" * 64
+    registry.present[digest] = digest
+    image = f"127.0.0.1:{registry.server_port}/lanedet:0.1.0@{digest}"
+    cfg = backend_config(kubeconfig_path, mlflow_store, mpi_project, image)
+    original = mlflow.projects.run(str(mpi_project), "train", parameters={"seed": "2"}, backend="mpijob",
+                                   backend_config={**cfg, "wait": True}, experiment_id=mlflow_store.experiment_id,
+                                   env_manager="local")
+    source = original.run_id
+    src = tracking.get_run(source)
+    assert src.info.status == "FINISHED" and src.data.tags["mlflow_anf.image.digest"] == digest
+    snapshot = src.data.tags["mlflow_anf.data.name"]
+
+    result = cli("reproduce", source, "--wait", "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    new_run_id, new_pvc = report["run_id"], report["restored"]["volume"].split("/")[1]
+    assert report["identical"] is True and report["backend"] == "mpijob"
+    assert report["rewritten"] == {"backend_config.data_pvc": {"from": "tusimple-data", "to": new_pvc}}
+    assert report["image"] == f"{image} (present, {digest})"
+
+    # the restored PVC is filled by the CSI driver from the run's VolumeSnapshot
+    pvc = cluster.get("PersistentVolumeClaim", NS, new_pvc)
+    assert pvc["spec"]["dataSource"] == {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+                                         "name": snapshot}
+    # the resubmitted MPIJob mounts it, with the same image, command and params
+    jobs = {j["metadata"]["labels"]["mlflow-anf.io/run-id"]: j for j in cluster.list("MPIJob", NS)}
+    worker = jobs[new_run_id]["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
+    assert worker["volumes"][0]["persistentVolumeClaim"]["claimName"] == new_pvc
+    assert worker["containers"][0]["image"] == image
+    old_launcher = jobs[source]["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    new_launcher = jobs[new_run_id]["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
+    assert new_launcher["args"] == old_launcher["args"]
+
+    new = tracking.get_run(new_run_id)
+    assert new.info.status == "FINISHED" and new.data.metrics["score"] == src.data.metrics["score"]
+    assert new.data.tags[TAG_REPRODUCES] == source and tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
+    assert new.data.tags["mlflow_anf.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
+    assert new.data.params["seed"] == "2"
+
+
+def test_mpijob_gone_image_or_snapshot_is_refused_before_anything_is_created(
+    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,  # noqa: F811
+    mpi_project: Path, registry: Any,
+) -> None:
+    from mlflow_anf.backend.config import load_backend_config
+    from mlflow_anf.backend.plugin import csi_provider
+
+    image = f"127.0.0.1:{registry.server_port}/lanedet:0.1.0"
+    cfg = backend_config(kubeconfig_path, mlflow_store, mpi_project, image)
+    run_id = tracking.create_run(mlflow_store.experiment_id, tags={
+        "mlflow.project.entryPoint": "train", "mlflow.source.name": str(mpi_project),
+        "mlflow.project.backend": "mpijob", "mlflow_anf.backend.mpijob": f"{NS}/sim-lanedet-12345678",
+        "mlflow_anf.backend.image": image, "mlflow_anf.backend.config": json.dumps(cfg),
+    }).info.run_id
+    snap = snapshot_and_log(csi_provider(load_backend_config(cfg)), f"{NS}/tusimple-data", "data", run_id=run_id,
+                            client=tracking)
+    pvcs_before = [p["metadata"]["name"] for p in cluster.list("PersistentVolumeClaim", NS)]
+
+    result = cli("reproduce", run_id)  # the registry no longer has the tag
+    assert result.exit_code == 3, result.output
+    assert f"image: {image} of run {run_id} is gone from its registry" in result.stderr
+
+    registry.present["0.1.0"] = "sha256:" + "d" * 64
+    cluster.delete("VolumeSnapshot", NS, snap.name, force=True)
+    result = cli("reproduce", run_id)
+    assert result.exit_code == 3, result.output
+    assert f"data snapshot csi:{NS}/tusimple-data@{snap.name} of the run is gone" in result.stderr
+    assert [p["metadata"]["name"] for p in cluster.list("PersistentVolumeClaim", NS)] == pvcs_before
+    assert cluster.list("MPIJob", NS) == []
