@@ -1,0 +1,494 @@
+"""Read artifacts back from *inside a snapshot*: the ``snapshot://`` MLflow artifact repository (read-only).
+
+A run that snapshotted its output directory can point at a file or directory in that snapshot with a URI that
+any MLflow API taking an artifact URI accepts (``mlflow.pytorch.load_model``, ``mlflow.artifacts.download_artifacts``,
+``mlflow.register_model``), and that keeps working after the live copy was overwritten or deleted::
+
+    snapshot://<provider>/<snapshot>/<path>?volume=<quoted volume>[&digest=<digest>][&dir=<storage name>]
+
+* ``<provider>`` — the snapshot provider (``local``, ``csi``, ``anf``, or a registered third-party one);
+* ``<snapshot>`` — the snapshot's name as its provider reports it (:attr:`Snapshot.name`);
+* ``<path>`` — a relative POSIX path inside the snapshot (empty: the whole snapshot; the URI then ends in ``/``);
+* ``volume`` — the provider's volume id, percent-quoted (local: the directory; csi: ``namespace/pvc``;
+  anf: ``pool/volume``);
+* ``digest`` — the snapshot's content digest where the provider computes one (local); a snapshot of that name
+  with different content (deleted and re-created) is refused;
+* ``dir`` — the snapshot's directory name under ``.snapshot/`` when it differs from its name (csi: the storage
+  side's name, the last part of the VolumeSnapshotContent's ``snapshotHandle``; NetApp Trident names it
+  ``snapshot-<uid>``).
+
+The repository reads a local directory inside the snapshot: ``<root>/.snapshot/<dir>/<path>``, where ``<root>`` is
+the mount point given for the volume in the environment variable ``MLFLOW_ANF_SNAPSHOT_MOUNTS``
+(``[provider:]volume=/mount/point`` entries separated by commas; read when a repository is created) or, for the
+local provider only, the volume directory itself. Azure NetApp Files (and ONTAP) show a volume's snapshots
+read-only there on every NFS client when the volume's snapshot directory is visible; the local provider lays its
+snapshots out the same way. A volume that is not mounted gets an error saying how to mount it or restore the
+snapshot (``mlflow-anf snapshot restore``).
+
+Every write (``log_artifact``, ``log_artifacts``, ``delete_artifacts``, and whatever MLflow builds on them) raises
+:class:`SnapshotReadOnlyError`: a snapshot never changes. Registered as the ``snapshot`` scheme through the
+``mlflow.artifact_repository`` entry point. The URI helpers (:func:`snapshot_artifact_uri`,
+:func:`parse_snapshot_uri`, :func:`parse_mounts`) call no MLflow API, but importing this adapter module imports
+MLflow's artifact-repository base class: import it lazily from code that must stay free of MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import quote, unquote, urlsplit
+
+from mlflow.entities.file_info import FileInfo
+from mlflow.store.artifact.artifact_repo import ArtifactRepository
+from pydantic import BaseModel, ConfigDict
+
+from mlflow_anf.snapshots.base import (
+    InvalidSnapshotName,
+    Snapshot,
+    SnapshotError,
+    SnapshotNotFound,
+    SnapshotVerificationError,
+    validate_snapshot_name,
+)
+from mlflow_anf.snapshots.local import MANIFEST_NAME, SNAPSHOT_DIR, LocalSnapshotProvider
+
+SCHEME = "snapshot"
+MOUNTS_ENV = "MLFLOW_ANF_SNAPSHOT_MOUNTS"
+
+_PROVIDER_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# A directory name under .snapshot/: ANF and ONTAP names (letters, digits, '-', '_', '.') and DNS-1123 names.
+_DIR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+_DIGEST_RE = re.compile(r"^[A-Za-z0-9.+-]+:[A-Za-z0-9]+$")
+_QUERY_KEYS = ("volume", "digest", "dir")
+
+
+class InvalidSnapshotUri(SnapshotError, ValueError):
+    """A ``snapshot://`` URI (or a part given to build one) that is malformed; the message names the part."""
+
+
+class SnapshotReadOnlyError(SnapshotError, PermissionError):
+    """A write was attempted through a ``snapshot://`` repository."""
+
+
+class SnapshotNotMounted(SnapshotError):
+    """The snapshot's volume is not reachable as a directory on this machine."""
+
+
+class SnapshotArtifactNotFound(SnapshotNotFound):
+    """The snapshot exists but holds nothing at the requested path."""
+
+
+# ------------------------------------------------------------------------------------------------ URI value object
+def _check_path(path: str, what: str) -> tuple[str, ...]:
+    """Split a relative POSIX path into segments; refuse traversal, absolute paths and characters a URI mangles."""
+    if not isinstance(path, str):
+        raise InvalidSnapshotUri(f"{what}: must be a string, got {type(path).__name__}")
+    if path.startswith("/"):
+        raise InvalidSnapshotUri(f"{what}: {path!r} is absolute; give a path relative to the snapshot root")
+    segments = tuple(s for s in path.split("/") if s)  # a trailing or doubled '/' is harmless
+    for seg in segments:
+        if seg in (".", ".."):
+            raise InvalidSnapshotUri(f"{what}: {path!r} contains {seg!r}; paths must stay inside the snapshot")
+        bad = next((c for c in seg if c in "\\?#" or ord(c) < 0x20 or ord(c) == 0x7F), None)
+        if bad is not None:
+            raise InvalidSnapshotUri(f"{what}: {path!r} contains the character {bad!r}, not allowed in a snapshot path")
+    return segments
+
+
+def _check_dir_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _DIR_NAME_RE.match(name):
+        raise InvalidSnapshotUri(
+            f"{what}: {name!r} is not a valid snapshot name (letters, digits, '-', '_' and '.', starting with a "
+            "letter or digit)"
+        )
+    return name
+
+
+def _check_snapshot_name(provider: str, name: str, what: str) -> str:
+    if provider == "local":  # the local provider only ever creates DNS-1123 names
+        try:
+            return validate_snapshot_name(name, what)
+        except InvalidSnapshotName as exc:
+            raise InvalidSnapshotUri(str(exc)) from None
+    return _check_dir_name(name, what)
+
+
+@dataclass(frozen=True)
+class SnapshotLocation:
+    """A parsed ``snapshot://`` URI. ``snapshot`` is ``None`` only for a bare volume URI (the parent MLflow splits
+    off ``snapshot://<provider>/<snapshot>``); then the first segment of every artifact path names the snapshot."""
+
+    provider: str
+    volume: str
+    snapshot: str | None = None
+    path: str = ""
+    digest: str | None = None
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provider, str) or not _PROVIDER_RE.match(self.provider):
+            raise InvalidSnapshotUri(
+                f"provider: {self.provider!r} is not a provider name (lower-case letter, then letters, digits, "
+                "'-' or '_')"
+            )
+        if not isinstance(self.volume, str) or not self.volume.strip() or "\x00" in self.volume:
+            raise InvalidSnapshotUri("volume: a non-empty volume id is required")
+        if self.provider == "local" and not self.volume.startswith("/"):
+            raise InvalidSnapshotUri(f"volume: {self.volume!r} must be an absolute directory for the local provider")
+        if self.snapshot is not None:
+            _check_snapshot_name(self.provider, self.snapshot, "snapshot")
+        elif self.path:
+            raise InvalidSnapshotUri("path: a path needs a snapshot name before it")
+        object.__setattr__(self, "path", "/".join(_check_path(self.path, "path")))
+        if self.dir is not None:
+            _check_dir_name(self.dir, "dir")
+        if self.digest is not None and not (isinstance(self.digest, str) and _DIGEST_RE.match(self.digest)):
+            raise InvalidSnapshotUri(f"digest: {self.digest!r} is not '<algorithm>:<hex>'")
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """Snapshot name (when given) followed by the path's segments."""
+        head = (self.snapshot,) if self.snapshot is not None else ()
+        return head + tuple(s for s in self.path.split("/") if s)
+
+    def uri(self) -> str:
+        """The canonical URI; a whole-snapshot URI ends in ``/`` so MLflow's parent/basename split keeps the name."""
+        query = "volume=" + quote(self.volume, safe="")
+        if self.digest:
+            query += "&digest=" + quote(self.digest, safe=":")
+        if self.dir:
+            query += "&dir=" + quote(self.dir, safe="")
+        if self.snapshot is None:
+            return f"{SCHEME}://{self.provider}/?{query}"
+        path = f"{self.snapshot}/{self.path}" if self.path else f"{self.snapshot}/"
+        return f"{SCHEME}://{self.provider}/{path}?{query}"
+
+
+def _storage_dir(snapshot: Snapshot) -> str | None:
+    """The snapshot's directory under ``.snapshot/`` when it is not the snapshot's name (csi)."""
+    if snapshot.provider != "csi":
+        return None
+    handle = snapshot.details.get("snapshot_handle")
+    if not handle:
+        raise InvalidSnapshotUri(
+            f"snapshot {snapshot.ref}: details.snapshot_handle is missing (is the VolumeSnapshot ready?); without it "
+            "the snapshot's directory on the volume is unknown"
+        )
+    leaf = str(handle).rstrip("/").rsplit("/", 1)[-1]
+    return None if leaf == snapshot.name else _check_dir_name(leaf, "details.snapshot_handle")
+
+
+def snapshot_artifact_uri(snapshot: Snapshot, path: str = "") -> str:
+    """The ``snapshot://`` URI of *path* (relative, POSIX; ``""`` = the whole snapshot) inside *snapshot*."""
+    return SnapshotLocation(
+        provider=snapshot.provider,
+        volume=snapshot.volume,
+        snapshot=snapshot.name,
+        path=path,
+        digest=snapshot.digest,
+        dir=_storage_dir(snapshot),
+    ).uri()
+
+
+def _parse_query(query: str, where: str) -> dict[str, str]:
+    """``key=value&...`` with percent-decoding only (a ``+`` stays a ``+``); unknown or repeated keys are errors."""
+    out: dict[str, str] = {}
+    for item in query.split("&") if query else []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidSnapshotUri(f"{where}: query string: {item!r} is not 'key=value'")
+        if key not in _QUERY_KEYS:
+            raise InvalidSnapshotUri(f"{where}: unknown query parameter {key!r} (known: {', '.join(_QUERY_KEYS)})")
+        if key in out:
+            raise InvalidSnapshotUri(f"{where}: query parameter {key!r} is given more than once")
+        try:
+            out[key] = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidSnapshotUri(f"{where}: query parameter {key!r} is not percent-quoted UTF-8") from None
+    return out
+
+
+def parse_snapshot_uri(uri: str) -> SnapshotLocation:
+    """Parse a ``snapshot://`` URI; :class:`InvalidSnapshotUri` names the part that is wrong."""
+    if not isinstance(uri, str):
+        raise InvalidSnapshotUri(f"snapshot URI: must be a string, got {type(uri).__name__}")
+    where = f"snapshot URI {uri!r}"
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise InvalidSnapshotUri(f"{where}: {exc}") from None
+    if parts.scheme != SCHEME:
+        got = f"{parts.scheme}://" if parts.scheme else "none"
+        raise InvalidSnapshotUri(f"{where}: scheme must be '{SCHEME}://', got {got}")
+    if parts.fragment or uri.endswith("#"):
+        raise InvalidSnapshotUri(f"{where}: a fragment ('#...') is not allowed")
+    if not parts.netloc:
+        raise InvalidSnapshotUri(
+            f"{where}: provider missing; expected {SCHEME}://<provider>/<snapshot>/<path>?volume=..."
+        )
+    if not _PROVIDER_RE.match(parts.netloc):
+        raise InvalidSnapshotUri(f"{where}: provider {parts.netloc!r} is not a provider name (e.g. local, csi, anf)")
+    query = _parse_query(parts.query, where)
+    if not query.get("volume"):
+        raise InvalidSnapshotUri(
+            f"{where}: query parameter 'volume' (the snapshot's volume id, percent-quoted) is missing"
+        )
+    segments = tuple(s for s in parts.path.split("/") if s)
+    snapshot, rest = (segments[0], "/".join(segments[1:])) if segments else (None, "")
+    try:
+        return SnapshotLocation(
+            provider=parts.netloc,
+            volume=query["volume"],
+            snapshot=snapshot,
+            path=rest,
+            digest=query.get("digest"),
+            dir=query.get("dir"),
+        )
+    except InvalidSnapshotUri as exc:
+        raise InvalidSnapshotUri(f"{where}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------------- mounts
+class SnapshotMount(BaseModel):
+    """One entry of ``MLFLOW_ANF_SNAPSHOT_MOUNTS``: volume (of one provider, or of any) → its mount point here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str | None = None
+    volume: str
+    path: Path
+
+
+def parse_mounts(value: str | None, source: str = MOUNTS_ENV) -> list[SnapshotMount]:
+    """Parse ``[provider:]volume=/mount/point,...``; errors name *source* and the entry."""
+    mounts: list[SnapshotMount] = []
+    seen: set[tuple[str | None, str]] = set()
+    for index, raw in enumerate((value or "").split(","), start=1):
+        entry = raw.strip()
+        if not entry:
+            continue
+        key, sep, mount = entry.partition("=")
+        key, mount = key.strip(), mount.strip()
+        if not sep or not key or not mount:
+            raise SnapshotError(f"{source}: entry {index} {entry!r} is not '[provider:]volume=/mount/point'")
+        provider: str | None = None
+        head, colon, tail = key.partition(":")
+        if colon and _PROVIDER_RE.match(head):
+            provider, key = head, tail
+            if not key:
+                raise SnapshotError(f"{source}: entry {index} {entry!r} names no volume after {head + ':'!r}")
+        if not mount.startswith("/"):
+            raise SnapshotError(f"{source}: entry {index} {entry!r}: the mount point must be an absolute path")
+        if (provider, key) in seen:
+            raise SnapshotError(f"{source}: entry {index} maps volume {key!r} a second time")
+        seen.add((provider, key))
+        mounts.append(SnapshotMount(provider=provider, volume=key, path=Path(mount)))
+    return mounts
+
+
+def find_mount(mounts: list[SnapshotMount], provider: str, volume: str) -> SnapshotMount | None:
+    """The entry for *volume* of *provider*: a provider-qualified entry first, then an unqualified one."""
+    for wanted in (provider, None):
+        for mount in mounts:
+            if mount.provider == wanted and mount.volume == volume:
+                return mount
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- repository
+def _within(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
+class SnapshotArtifactRepository(ArtifactRepository):
+    """Read-only MLflow artifact repository over a directory inside a snapshot (see the module docstring)."""
+
+    def __init__(
+        self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None
+    ) -> None:
+        self.location = parse_snapshot_uri(artifact_uri)
+        self._mounts = parse_mounts(os.environ.get(MOUNTS_ENV))
+        self._roots: dict[str, Path] = {}
+        self._volume_root = self._find_volume_root()
+        if self.location.snapshot is not None:
+            self._snapshot_root(self.location.snapshot)  # fail here, before MLflow starts a download
+        super().__init__(artifact_uri, tracking_uri, registry_uri)
+
+    # ---- locating the snapshot
+    def _how_to_reach(self, name: str) -> str:
+        loc = self.location
+        return (
+            f"mount volume {loc.volume!r} on this machine and name its mount point in {MOUNTS_ENV} "
+            f"(e.g. {MOUNTS_ENV}='{loc.provider}:{loc.volume}=/mnt/point'; the snapshot must be visible at "
+            f"/mnt/point/{SNAPSHOT_DIR}/{self._dir_name(name)}/ — on Azure NetApp Files the volume's snapshot "
+            "directory must not be hidden), or restore the snapshot to a new volume and read it there: "
+            f"mlflow-anf snapshot restore --provider {loc.provider} --volume {loc.volume} {name} --target <new volume> "
+            "(or --run-id <run id> --role <role> instead of --volume and the name)"
+        )
+
+    def _find_volume_root(self) -> Path:
+        loc = self.location
+        mount = find_mount(self._mounts, loc.provider, loc.volume)
+        if mount is not None:
+            root = mount.path
+            if not root.is_dir():
+                raise SnapshotNotMounted(
+                    f"{MOUNTS_ENV}: mount point {root} of volume {loc.volume!r} is not a directory on this machine"
+                )
+            return root
+        if loc.provider == "local":
+            return Path(loc.volume)
+        raise SnapshotNotMounted(
+            f"{loc.uri()}: no mount point is known for {loc.provider} volume {loc.volume!r}; "
+            + self._how_to_reach(loc.snapshot or "<snapshot>")
+        )
+
+    def _dir_name(self, name: str) -> str:
+        return self.location.dir if self.location.dir is not None else name
+
+    def _snapshot_root(self, name: str) -> Path:
+        """The snapshot's read-only directory (resolved), checked to exist (and, for local, to match the digest)."""
+        cached = self._roots.get(name)
+        if cached is not None:
+            return cached
+        loc = self.location
+        _check_snapshot_name(loc.provider, name, "snapshot")
+        snapdir = self._volume_root / SNAPSHOT_DIR / self._dir_name(name)
+        if loc.provider == "local":
+            record = LocalSnapshotProvider().get(str(self._volume_root), self._dir_name(name))
+            if loc.digest is not None and record.digest != loc.digest:
+                raise SnapshotVerificationError(
+                    f"snapshot {record.ref}: its digest {record.digest} differs from {loc.digest} in the URI "
+                    "(the name was reused for another snapshot); the snapshot this URI pinned is gone"
+                )
+        elif not snapdir.is_dir():
+            if not (self._volume_root / SNAPSHOT_DIR).is_dir():
+                raise SnapshotNotFound(
+                    f"snapshot {name!r}: {self._volume_root / SNAPSHOT_DIR} does not exist; is {self._volume_root} "
+                    f"the mount point of {loc.provider} volume {loc.volume!r}, with its snapshot directory visible? "
+                    + self._how_to_reach(name)
+                )
+            raise SnapshotNotFound(
+                f"snapshot {name!r} of {loc.provider} volume {loc.volume!r} not found at {snapdir} "
+                "(deleted, or not ready yet?)"
+            )
+        root = snapdir.resolve()
+        self._roots[name] = root
+        return root
+
+    # ---- paths
+    def _rel(self, artifact_path: str | None) -> tuple[str, ...]:
+        return _check_path(artifact_path or "", "artifact path")
+
+    def _resolve(self, artifact_path: str | None) -> tuple[Path, Path, tuple[str, ...]]:
+        """``(snapshot root, local path, segments under the root)`` of *artifact_path*; the path must exist."""
+        segments = self.location.segments + self._rel(artifact_path)
+        if not segments:
+            raise InvalidSnapshotUri(
+                f"{self.artifact_uri}: names no snapshot; use {SCHEME}://<provider>/<snapshot>/<path>?volume=..."
+            )
+        root = self._snapshot_root(segments[0])
+        inner = segments[1:]
+        where = f"{'/'.join(segments)} in {self.location.provider}:{self.location.volume}"
+        inner_path = "/".join(inner) or "."
+        if self.location.provider == "local" and inner == (MANIFEST_NAME,):
+            raise SnapshotArtifactNotFound(f"{where}: the snapshot manifest is not an artifact")
+        local = root.joinpath(*inner)
+        if not os.path.lexists(local):
+            raise SnapshotArtifactNotFound(f"{where}: no artifact {inner_path!r} in snapshot {segments[0]!r}")
+        if not _within(root, local.resolve()):  # a symlink captured in the snapshot must not lead back to live data
+            raise InvalidSnapshotUri(f"{where}: leads out of the snapshot (to {local.resolve()}) through a symlink")
+        return root, local, inner
+
+    def get_local_path(self, artifact_path: str) -> str:
+        """The artifact's read-only path inside the snapshot (no copy); it lives as long as the snapshot."""
+        return str(self._resolve(artifact_path)[1])
+
+    def _is_directory(self, artifact_path: str) -> bool:
+        return self._resolve(artifact_path)[1].is_dir()
+
+    # ---- reading
+    def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
+        """Entries directly under *path* (a file lists as ``[]``), as paths relative to this repository's root."""
+        _root, local, inner = self._resolve(path)
+        if not local.is_dir():
+            return []
+        prefix = "/".join(self._rel(path))
+        hide_manifest = self.location.provider == "local" and not inner
+        infos = []
+        with os.scandir(local) as it:
+            for entry in it:
+                if hide_manifest and entry.name == MANIFEST_NAME:
+                    continue
+                rel = f"{prefix}/{entry.name}" if prefix else entry.name
+                try:
+                    st = entry.stat()  # follows a symlink, as reading it would
+                except OSError:
+                    infos.append(FileInfo(rel, False, None))  # dangling: reading it reports why
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                infos.append(FileInfo(rel, is_dir, None if is_dir else st.st_size))
+        return sorted(infos, key=lambda f: f.path)
+
+    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
+        """Copy *artifact_path* (file or directory) out of the snapshot; see :meth:`get_local_path` for no copy."""
+        self._resolve(artifact_path)  # a clear error for a missing path, before MLflow's per-file machinery
+        return super().download_artifacts(artifact_path, dst_path)
+
+    def _download_file(self, remote_file_path: str, local_path: str) -> None:
+        _root, src, inner = self._resolve(remote_file_path)
+        if not src.is_file():
+            raise SnapshotArtifactNotFound(f"{'/'.join(inner)!r} in snapshot {self.artifact_uri} is not a regular file")
+        dst = Path(local_path)
+        tmp = dst.with_name(f".{dst.name}.part-{secrets.token_hex(4)}")
+        try:
+            shutil.copyfile(src, tmp)  # content only: snapshot files are read-only, the copy need not be
+            st = src.stat()
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    # ---- writing: never
+    def _read_only(self, operation: str) -> NoReturn:
+        raise SnapshotReadOnlyError(
+            f"{operation}: {self.artifact_uri} is inside a snapshot, which is read-only; log new artifacts to the "
+            "run's own artifact store (mlflow.log_artifact) or restore the snapshot to a writable volume "
+            "(mlflow-anf snapshot restore)"
+        )
+
+    def log_artifact(self, local_file: str, artifact_path: str | None = None) -> NoReturn:
+        self._read_only("log_artifact")
+
+    def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> NoReturn:
+        self._read_only("log_artifacts")
+
+    def _log_artifact_async(self, filename: str, artifact_path: str | None = None, artifact: Any = None) -> NoReturn:
+        self._read_only("log_artifact")
+
+    def delete_artifacts(self, artifact_path: str | None = None) -> NoReturn:
+        self._read_only("delete_artifacts")
+
+
+__all__ = [
+    "MOUNTS_ENV",
+    "SCHEME",
+    "InvalidSnapshotUri",
+    "SnapshotArtifactNotFound",
+    "SnapshotArtifactRepository",
+    "SnapshotLocation",
+    "SnapshotMount",
+    "SnapshotNotMounted",
+    "SnapshotReadOnlyError",
+    "find_mount",
+    "parse_mounts",
+    "parse_snapshot_uri",
+    "snapshot_artifact_uri",
+]
