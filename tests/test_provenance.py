@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -40,6 +41,7 @@ from mlflow_anf.provenance import (
     seeds_from,
     tree_digest,
 )
+from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -206,19 +208,23 @@ def test_truncated_backend_config_tag_is_named() -> None:
 
 
 # ---- MLflow adapter ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+@pytest.fixture
+def tracking(mlflow_store: Any) -> Iterator[MlflowClient]:  # noqa: F811 - a fresh store, artifacts under tmp
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_tracking_uri(mlflow_store.uri)
     try:
-        yield MlflowClient()
+        yield MlflowClient(mlflow_store.uri)
     finally:
         mlflow.set_tracking_uri(previous)
 
 
-def test_log_and_load_round_trip(tracking: MlflowClient, repo: Path) -> None:
-    run_id = tracking.create_run("0", tags={"mlflow.project.entryPoint": "main"}).info.run_id
+@pytest.fixture
+def experiment(mlflow_store: Any) -> str:  # noqa: F811
+    return mlflow_store.experiment_id
+
+
+def test_log_and_load_round_trip(tracking: MlflowClient, experiment: str, repo: Path) -> None:
+    run_id = tracking.create_run(experiment, tags={"mlflow.project.entryPoint": "main"}).info.run_id
     tracking.log_param(run_id, "seed", "5")
     assert load_provenance(run_id, tracking) is None
     logged = log_provenance(run_id, code_path=repo / "pkg" / "train.py", client=tracking, environ={})
@@ -232,8 +238,9 @@ def test_log_and_load_round_trip(tracking: MlflowClient, repo: Path) -> None:
     assert [a.path for a in tracking.list_artifacts(run_id, "mlflow_anf")] == [ARTIFACT_PATH]
 
 
-def test_run_id_from_the_environment_and_refusal_logs_nothing(tracking: MlflowClient, repo: Path) -> None:
-    run_id = tracking.create_run("0").info.run_id
+def test_run_id_from_the_environment_and_refusal_logs_nothing(tracking: MlflowClient, experiment: str,
+                                                              repo: Path) -> None:
+    run_id = tracking.create_run(experiment).info.run_id
     (repo / "pkg" / "util.py").write_text("X = 9\n")
     env = {"MLFLOW_RUN_ID": run_id, ENV_DIRTY_POLICY: "refuse"}
     with pytest.raises(DirtyTreeError):
@@ -246,8 +253,9 @@ def test_run_id_from_the_environment_and_refusal_logs_nothing(tracking: MlflowCl
         log_provenance(code_path=repo, client=tracking, environ={})
 
 
-def test_unreadable_provenance_artifact_names_the_field(tracking: MlflowClient, tmp_path: Path) -> None:
-    run_id = tracking.create_run("0").info.run_id
+def test_unreadable_provenance_artifact_names_the_field(tracking: MlflowClient, experiment: str,
+                                                        tmp_path: Path) -> None:
+    run_id = tracking.create_run(experiment).info.run_id
     bad = tmp_path / "provenance.json"
     bad.write_text(json.dumps({"created": "2026-01-01T00:00:00Z", "code": {"kind": "svn", "root": "/x"}}))
     tracking.log_artifact(run_id, str(bad), "mlflow_anf")

@@ -217,6 +217,17 @@ def data_dir(tmp_path: Path) -> Path:
     return data
 
 
+def stub_score(data: Path, seed: float) -> float:
+    """What STUB_TRAIN computes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted(data.rglob("*")):
+        if ".snapshot" not in path.parts and path.is_file():
+            h.update(path.relative_to(data).as_posix().encode() + path.read_bytes())
+    return int(h.hexdigest()[:8], 16) / 2**32 + seed
+
+
 def source_run(client: MlflowClient, project: Path, data: Path, out: Path, experiment_id: str) -> str:
     """The record a stub training leaves, written in-process (params as MLflow's project runner logs them)."""
     run = client.create_run(experiment_id, tags={"mlflow.source.type": "PROJECT", "mlflow.source.name": str(project),
@@ -227,9 +238,10 @@ def source_run(client: MlflowClient, project: Path, data: Path, out: Path, exper
     log_provenance(run_id, code_path=project / "train.py", client=client, environ={})
     snapshot_and_log("local", str(data), "data", run_id=run_id, client=client)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "model.txt").write_text("0.5")
+    score = stub_score(data, 1.0)
+    (out / "model.txt").write_text(repr(score))
     snapshot_and_log("local", str(out), "model", run_id=run_id, client=client)
-    client.log_metric(run_id, "score", 0.5)
+    client.log_metric(run_id, "score", score)
     client.set_terminated(run_id)
     return run_id
 
@@ -318,9 +330,9 @@ def test_changed_dirty_and_vanished_code(
     # the same uncommitted tree again: the content digest says it is the same code, so it runs
     (stub_project / "extra.py").unlink()
     result = cli("reproduce", source, "--workdir", str(tmp_path / "r2"), "-o", "json")
-    assert result.exit_code == 1, result.output  # the stub's score (0.5 recorded by hand) is recomputed
+    assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["code"] == "same" and report["status"] == "FINISHED"
+    assert report["code"] == "same" and report["status"] == "FINISHED" and report["identical"] is True
     assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.code.digest"] == prov.code.digest
 
     # history rewritten (and the code moved on): the recorded commit is gone from the repository
@@ -338,6 +350,47 @@ def test_changed_dirty_and_vanished_code(
     assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.reproduce.code"].startswith("changed")
 
 
+def test_restore_only_then_reproduce_on_the_restored_volume(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    source = source_run(tracking, stub_project, data_dir, tmp_path / "out", mlflow_store.experiment_id)
+    mount = tmp_path / "mnt" / "tusimple"
+    result = cli("reproduce", source, "--restore-only", "--target", str(mount), "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["status"] == "RESTORED" and report["run_id"] is None
+    assert report["restored"]["volume"] == str(mount)
+    assert (mount / "clips" / "a" / "20.jpg").read_bytes() == (data_dir / "clips" / "a" / "20.jpg").read_bytes()
+    assert len(tracking.search_runs([mlflow_store.experiment_id])) == 1
+
+    shutil.rmtree(data_dir)  # snapshot and all: the restored copy is what the reproduction uses
+    result = cli("reproduce", source, "--restored", str(mount), "--workdir", str(tmp_path / "w"), "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["identical"] is True and report["rewritten"]["data_dir"]["to"] == str(mount)
+    assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.reproduce.restored"] == str(mount)
+
+
+@pytest.mark.parametrize("provider, volume, hint", [
+    ("anf", "pool1/tusimple", "--restore-only"),
+    ("csi", "lane/tusimple-data", "--backend mpijob"),
+])
+def test_volumes_a_local_run_cannot_mount_are_refused_with_the_way_out(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, tmp_path: Path,  # noqa: F811
+    provider: str, volume: str, hint: str,
+) -> None:
+    run_id = tracking.create_run(mlflow_store.experiment_id, tags={"mlflow.project.entryPoint": "train"}).info.run_id
+    tracking.log_param(run_id, "data_dir", "/mnt/tusimple")
+    log_provenance(run_id, code_path=stub_project, client=tracking, environ={})
+    snap = SnapshotRef(role="data", provider=provider, volume=volume, name="s1", snapshot_id="id-1",
+                       ref=f"{provider}:{volume}@s1")
+    for key, value in snap.tags().items():
+        tracking.set_tag(run_id, key, value)
+    result = cli("reproduce", run_id, "--workdir", str(tmp_path / "w"))
+    assert result.exit_code == 2, result.output
+    assert hint in result.stderr and not (tmp_path / "w").exists()
+
+
 def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_project: Path,  # noqa: F811
                              data_dir: Path, tmp_path: Path) -> None:
     a = source_run(tracking, stub_project, data_dir, tmp_path / "out-a", mlflow_store.experiment_id)
@@ -345,13 +398,14 @@ def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_pro
     b = source_run(tracking, stub_project, data_dir, tmp_path / "out-b", mlflow_store.experiment_id)
     tracking.log_param(b, "extra", "x")
     tracking.log_metric(b, "score", 0.75)
+    score_a = tracking.get_run(a).data.metrics["score"]
 
     table = cli("diff", a, b)
     assert table.exit_code == 0, table.output
     text = table.stdout
     assert f"A  {a}" in text and f"B  {b}" in text
     assert "*  output_dir" in text and ">  extra" in text
-    assert "*  data.digest" in text and "score" in text and "+0.25" in text
+    assert "*  data.digest" in text and "score" in text and f"{0.75 - score_a:+.3g}" in text
     assert "summary: params DIFFERENT, code same, data DIFFERENT, metrics DIFFERENT -> NOT reproduced" in text
     assert "seed" not in text and "seed" in cli("diff", a, b, "--all").stdout  # identical rows only with --all
 
@@ -360,7 +414,7 @@ def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_pro
     code = {r["key"]: r for r in data["code"]}
     assert code["commit"]["status"] == "same" and code["commit"]["a"] == git(stub_project, "rev-parse", "HEAD")
     score = next(m for m in data["metrics"] if m["key"] == "score")
-    assert (score["a"], score["b"], score["status"]) == (0.5, 0.75, "differs")
+    assert (score["a"], score["b"], score["status"]) == (score_a, 0.75, "differs")
     assert data["summary"] == {"params": False, "code": True, "data": False, "metrics": False, "reproduced": False}
     assert cli("diff", a, b, "--exit-code").exit_code == 1
     assert cli("diff", a, a, "--exit-code").exit_code == 0
