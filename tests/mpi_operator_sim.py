@@ -192,6 +192,8 @@ class MPIOperatorSim(Controller):
         self.jobs: dict[tuple[str, str], _JobState] = {}
         self.logs: dict[tuple[str, str], _PodLog] = {}
         self.runner_errors: list[BaseException] = []
+        self.drop_log_streams = 0  # abort this many followed log streams after their first chunk
+        self.followed_logs = 0  # followed log streams served so far
 
     # ---- configuration ----------------------------------------------------------------------------------------
     def behave(self, pattern: str, **kwargs: Any) -> JobBehaviour:
@@ -635,6 +637,11 @@ class MPIOperatorSim(Controller):
         if request.params.get("follow") not in ("true", "1"):
             return kmock.Response(status=200, payload=render(log.snapshot()) or b"")
 
+        self.followed_logs += 1
+        drop = self.drop_log_streams > 0
+        if drop:
+            self.drop_log_streams -= 1
+
         async def stream() -> Any:
             sent = 0
             yield b""
@@ -643,6 +650,12 @@ class MPIOperatorSim(Controller):
                 if lines:
                     sent += len(lines)
                     yield render(lines)
+                    if drop:  # a dropped connection mid-body, like a kubelet or proxy restart
+                        await asyncio.sleep(0.01)
+                        transport = request._raw_request.transport if request._raw_request else None
+                        if transport is not None:
+                            transport.abort()
+                        return
                 elif log.done or self.api is None or self.api.get_object(
                         self.api.type_for("Pod"), namespace, pod) is None:
                     return
@@ -725,14 +738,18 @@ def _mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not path.exists():
         folder.mkdir(exist_ok=True)
         staging = folder / "staging.db"
-        MlflowClient(f"sqlite:///{staging}").search_experiments()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+            MlflowClient(f"sqlite:///{staging}").search_experiments()
         staging.replace(path)
     return path
 
 
 @pytest.fixture
-def mlflow_store(_mlflow_db_template: Path, tmp_path: Path) -> MlflowStore:
+def mlflow_store(_mlflow_db_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowStore:
     import shutil
+
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from tests (and their subprocesses)
 
     root = tmp_path / "mlflow"
     root.mkdir()

@@ -257,3 +257,12 @@ def _c(ctype: str, status: str = "True", reason: str = "") -> dict[str, str]:
 ])
 def test_status_from_conditions(conditions: Any, expected: str) -> None:
     assert status_from_conditions(conditions)[0] == expected
+
+
+def test_log_timestamps_sort_by_time() -> None:
+    from mlflow_anf.backend.submitted_run import _ts_key
+
+    stamps = ["2026-01-01T00:00:05Z", "2026-01-01T00:00:05.5Z", "2026-01-01T00:00:05.50001Z",
+              "2026-01-01T00:00:05.500010001Z", "2026-01-01T00:00:06.1Z"]
+    assert sorted(stamps, key=_ts_key) == stamps
+    assert sorted(stamps, key=_ts_key) != sorted(stamps)  # plain string order gets it wrong

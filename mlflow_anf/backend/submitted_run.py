@@ -182,7 +182,8 @@ class MPIJobSubmittedRun(SubmittedRun):
     def stream_logs(self, out: TextIO | None = None, follow: bool = True) -> None:
         """Write the launcher's log to *out* (default: stdout); with *follow*, until the launcher ends.
 
-        A dropped log connection is reopened; lines already written are skipped (by their timestamps).
+        A log stream that ends while the launcher still runs (a dropped connection) is reopened; lines already
+        written are skipped by their timestamps.
         """
         out = out or self._out or sys.stdout
         last_ts = ""
@@ -197,22 +198,37 @@ class MPIJobSubmittedRun(SubmittedRun):
                                   timestamps=True, _preload_content=False,
                                   op=f"read log of pod {self.namespace}/{pod_name}")
                 for raw in _iter_lines(resp):
-                    ts, _, text = raw.partition(" ")
+                    stamp, _, text = raw.partition(" ")
+                    ts = _ts_key(stamp)
                     if last_ts and ts <= last_ts:
                         continue
                     last_ts = ts
                     out.write(text + "\n")
                     out.flush()
-                return
             except KubeApiError as exc:
-                if exc.not_found or not follow:
+                if exc.not_found:
                     return
-                attempts += 1
-            except Exception:  # noqa: BLE001 - a dropped stream mid-body; reopen it
-                attempts += 1
+            except Exception as exc:  # noqa: BLE001 - a stream dropped mid-body; reopen it below
+                log.debug("log stream of %s/%s dropped: %s", self.namespace, pod_name, exc)
+            finished = self._pod_finished(pod_name) if follow else True
+            log.debug("log stream of %s/%s ended (pod finished: %s)", self.namespace, pod_name, finished)
+            if finished:
+                return
+            attempts += 1
             if attempts >= self._retry.max_attempts:
+                log.warning("giving up following the log of %s/%s after %d attempts", self.namespace, pod_name,
+                            attempts)
                 return
             self._sleep(self._retry.backoff(attempts))
+
+    def _pod_finished(self, pod_name: str) -> bool:
+        """True when the pod is gone or its containers have ended (its log is complete)."""
+        try:
+            resp = self._call(self._core().read_namespaced_pod, pod_name, self.namespace, _preload_content=False,
+                              op=f"get pod {self.namespace}/{pod_name}")
+        except KubeApiError as exc:
+            return exc.not_found
+        return (_json(resp).get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
     # --- internals ------------------------------------------------------------------------------------------
     def _custom(self) -> Any:
@@ -391,6 +407,14 @@ def _json(resp: Any) -> dict[str, Any]:
     if isinstance(data, bytes):
         data = data.decode("utf-8", "replace")
     return json.loads(data) if data else {}
+
+
+def _ts_key(stamp: str) -> str:
+    """A kubelet log timestamp (RFC 3339 with up to 9 fractional digits, trailing zeros dropped) as a string that
+    sorts like the time it names."""
+    body = stamp[:-1] if stamp.endswith("Z") else stamp
+    base, _, frac = body.partition(".")
+    return f"{base}.{frac.ljust(9, '0')}"
 
 
 def _iter_lines(resp: Any) -> Iterable[str]:
