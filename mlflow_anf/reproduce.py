@@ -81,6 +81,7 @@ TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_RUN_NAME = "mlflow.runName"
 TAG_MAX = 8000  # MLflow's tag value limit
+MPIJOB_ARTIFACT = "mlflow_anf/mpijob.yaml"  # the manifest the mpijob backend logs on its runs
 
 #: metrics that measure time or the machine, not the model: never expected to be identical
 TIMING_METRICS = ("system/*", "throughput", "*throughput*", "*_time", "*_time_*", "*duration*", "*_per_s*",
@@ -544,7 +545,8 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
     return out
 
 
-def _declared_params(project_dir: Path, entry_point: str) -> dict[str, Any]:
+def _load_entry_point(project_dir: Path, entry_point: str) -> Any:
+    """MLflow's ``EntryPoint`` object of *entry_point* in the project at *project_dir*."""
     from mlflow.exceptions import MlflowException
     from mlflow.projects._project_spec import load_project
 
@@ -555,7 +557,25 @@ def _declared_params(project_dir: Path, entry_point: str) -> dict[str, Any]:
         raise ReproduceError(f"entry point {entry_point!r}: {exc.message} (project {project_dir})") from None
     if ep is None:
         raise ReproduceError(f"entry point {entry_point!r}: not runnable in project {project_dir}")
-    return {name: p.default for name, p in ep.parameters.items()}
+    return ep
+
+
+def recorded_command(client: MlflowClient, run_id: str) -> str | None:
+    """The entry-point command the ``mpijob`` backend ran for *run_id* (from its ``mlflow_anf/mpijob.yaml``)."""
+    import yaml
+
+    if MPIJOB_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, MPIJOB_ARTIFACT.rsplit("/", 1)[0])}:
+        return None
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mlflow-anf-") as tmp:
+        manifest = yaml.safe_load(Path(client.download_artifacts(run_id, MPIJOB_ARTIFACT, tmp)).read_text())
+    try:
+        containers = manifest["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
+        args = list(containers[0]["args"])
+    except (KeyError, IndexError, TypeError):
+        return None
+    return args[args.index("--") + 1] if "--" in args[:-1] else None
 
 
 # ----------------------------------------------------------------------------------------------------- image
@@ -756,6 +776,7 @@ class _Reproduction:
         self.current: CodeVersion | None = None
         self.params: dict[str, str] = {}
         self.target: str | None = None
+        self.ep: Any = None  # MLflow's EntryPoint, loaded by check()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         self.workdir = (opts.workdir or Path.cwd() / "reproductions" / f"{rec.run_id[:8]}-{stamp}").resolve()
         self.result = ReproduceResult(source_run_id=rec.run_id, entry_point=self.entry_point, backend=self.backend,
@@ -769,17 +790,18 @@ class _Reproduction:
                                  f"{', '.join(SUPPORTED_BACKENDS)})")
         self.project_dir = resolve_project_dir(rec, opts.project_dir)
         self.result.project_dir = str(self.project_dir)
-        declared = _declared_params(self.project_dir, self.entry_point)
+        self.ep = _load_entry_point(self.project_dir, self.entry_point)
         if ref is None and (opts.restore_only or not opts.restored):
             raise SourceGone(f"run {rec.run_id}: no data snapshot recorded (tags mlflow_anf.data.*); nothing to "
                              "restore - pass --restored VOLUME to name the data to run on")
+        self.params, dropped = entry_point_params(rec, {n: p.default for n, p in self.ep.parameters.items()})
+        if dropped:
+            self.result.notes.append("not passed: " + ", ".join(dropped))
         if self.backend == "local":
             self._check_local()
         else:
             self._check_backend()
-        self.params, dropped = entry_point_params(rec, declared)
-        if dropped:
-            self.result.notes.append("not passed: " + ", ".join(dropped))
+            self._check_command()
         if ref is not None and not opts.restored:
             target = restore_target(ref, opts, self.workdir)
             if ref.provider == "local" and Path(target).exists():
@@ -826,6 +848,21 @@ class _Reproduction:
                 raise ReproduceError(f"backend config: namespace {config.get('namespace')!r} differs from the "
                                      f"snapshot's {namespace!r}; a PVC restores only in its snapshot's namespace")
         self.backend_config = config
+
+    def _check_command(self) -> None:
+        """The image runs the code, but the local MLproject makes the command: it must make the same one."""
+        recorded = recorded_command(self.client, self.rec.run_id)
+        if recorded is None:
+            self.result.notes.append(f"the run logged no {MPIJOB_ARTIFACT}: its command could not be compared")
+            return
+        now = self.ep.compute_command(self.params, None)
+        if now == recorded:
+            return
+        message = (f"entry point command: run {self.rec.run_id} ran `{recorded}`; the MLproject at "
+                   f"{self.project_dir} now gives `{now}`")
+        if not self.opts.allow_code_change:
+            raise CodeMismatch(f"{message}\nuse the project version the run used, or pass --allow-code-change")
+        self.result.notes.append(message)
 
     # ---- 2. restore --------------------------------------------------------------------------------------------
     def restore(self) -> str:
@@ -886,12 +923,17 @@ class _Reproduction:
     def launch_local(self) -> None:
         """Create the run (tagged and linked), run the entry point in it, compare it with its source."""
         import mlflow
+        from mlflow.entities import Param
         from mlflow.exceptions import ExecutionException
 
         rec, result, client = self.rec, self.result, self.client
         assert self.current is not None
         experiment_id = self.opts.experiment_id or rec.experiment_id
         new_run_id = _create_local_run(client, rec, experiment_id, self.project_dir, self.entry_point, self.current)
+        if rec.tags.get(TAG_SOURCE_TYPE) == "PROJECT":
+            # log them as MLflow's project runner did on the source run, so both runs spell them alike
+            final, extra = self.ep.compute_parameters(self.params, storage_dir=None)
+            client.log_batch(new_run_id, params=[Param(k, v) for k, v in {**final, **extra}.items()])
         result.run_id = new_run_id
         _link(client, rec, new_run_id, self._link_tags())
         self.say(f"reproducing run {rec.run_id} as run {new_run_id} (entry point {self.entry_point}, local backend)")

@@ -276,7 +276,8 @@ def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
     assert run.data.tags["mlflow_anf.reproduce.identical"] == "true"
     assert run.data.tags["mlflow_anf.data.digest"] == original.data.tags["mlflow_anf.data.digest"]
     assert run.data.tags["mlflow_anf.data.volume"] == str(workdir / "data")
-    assert run.data.params["data_dir"] == str(workdir / "data") and run.data.params["seed"] == "1"
+    moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
+    assert run.data.params == {**original.data.params, **moved}  # logged as MLflow's runner logged the source's
     assert (out / "model.txt").exists() and (workdir / "outputs" / "model.txt").exists()
 
     # an override is recorded, shows up in diff, and a second reproduction is appended to the back-link
@@ -609,6 +610,14 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert new.data.tags[TAG_REPRODUCES] == source and tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
     assert new.data.tags["mlflow_anf.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
     assert new.data.params["seed"] == "2"
+
+    # the local MLproject makes the command the image runs: a changed one is refused before anything is created
+    (mpi_project / "MLproject").write_text(MPI_MLPROJECT.replace("--seed {seed}", "--seed {seed} --fast"))
+    pvcs = cluster.list("PersistentVolumeClaim", NS)
+    result = cli("reproduce", source)
+    assert result.exit_code == 2, result.output
+    assert "python mpi_train.py --data-dir /mnt/tusimple --seed 2 --fast" in result.stderr
+    assert cluster.list("PersistentVolumeClaim", NS) == pvcs
 
 
 def test_mpijob_gone_image_or_snapshot_is_refused_before_anything_is_created(
