@@ -1,7 +1,8 @@
 """MLflow adapter: record on a run which snapshots it used, and find (and restore) them again.
 
 Per role (``data``, ``model``, ...) a run carries the tags ``mlflow_anf.<role>.<field>`` for the fields
-``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created``. A ``data`` snapshot is also
+``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created`` (and ``artifact_uri`` where
+a path inside the snapshot was given). A ``data`` snapshot is also
 logged as a dataset input (source :class:`~mlflow_anf.dataset_source.SnapshotDatasetSource`, context ``training``)
 so the MLflow UI's Datasets column shows it. MLflow is imported inside the functions only.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -29,6 +31,8 @@ from mlflow_anf.snapshots.base import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import DatasetInput
+
+log = logging.getLogger(__name__)
 
 TAG_PREFIX = "mlflow_anf"
 TAG_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created")
@@ -150,15 +154,33 @@ def _run_id(run_id: str | None) -> str:
 
 
 def log_snapshot(
-    snapshot: Snapshot, role: str | SnapshotRole, run_id: str | None = None, client: MlflowClient | None = None
+    snapshot: Snapshot,
+    role: str | SnapshotRole,
+    run_id: str | None = None,
+    client: MlflowClient | None = None,
+    *,
+    artifact_path: str | None = None,
 ) -> SnapshotRef:
-    """Tag run *run_id* (default: the active run) with *snapshot* under *role*; role ``data`` also logs a dataset."""
+    """Tag run *run_id* (default: the active run) with *snapshot* under *role*; role ``data`` also logs a dataset.
+
+    With *artifact_path* (a path inside the snapshot, e.g. ``model``), the tag ``mlflow_anf.<role>.artifact_uri``
+    records a ``snapshot://`` URI that MLflow can read from, e.g. ``mlflow.pytorch.load_model(uri)``, long after the
+    live copy changed. It is left out for snapshots that cannot be addressed yet (a csi snapshot without a handle).
+    """
     from mlflow.entities import RunTag
 
     ref = SnapshotRef.from_snapshot(snapshot, role)
     client = _client(client)
     run_id = _run_id(run_id)
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in ref.tags().items()])
+    tags = ref.tags()
+    if artifact_path is not None:
+        from mlflow_anf.artifact_repo import InvalidSnapshotUri, snapshot_artifact_uri
+
+        try:
+            tags[tag_key(ref.role, "artifact_uri")] = snapshot_artifact_uri(snapshot, artifact_path)
+        except InvalidSnapshotUri as exc:
+            log.warning("no artifact URI for snapshot %s: %s", snapshot.ref, exc)
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
     if ref.role == SnapshotRole.DATA.value:
         client.log_inputs(run_id, datasets=[snapshot_dataset_input(snapshot)])
     return ref
@@ -173,6 +195,7 @@ def snapshot_and_log(
     *,
     name: str | None = None,
     client: MlflowClient | None = None,
+    artifact_path: str | None = None,
 ) -> Snapshot:
     """Snapshot *volume* labelled with the run, experiment and role, then :func:`log_snapshot` it.
 
@@ -194,7 +217,7 @@ def snapshot_and_log(
     }
     snapshot = provider.create(volume, name, labels=all_labels)
     try:
-        log_snapshot(snapshot, role, run_id=run_id, client=client)
+        log_snapshot(snapshot, role, run_id=run_id, client=client, artifact_path=artifact_path)
     except Exception as exc:
         raise SnapshotError(
             f"snapshot {snapshot.ref} was created but logging it to run {run_id} failed: {exc}; "

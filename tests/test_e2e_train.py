@@ -81,6 +81,13 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     seg, exist = model(torch.zeros(1, 3, 64, 128))
     assert seg.shape == (1, 5, 64, 128) and exist.shape == (1, 4)
 
+    # the model is readable from inside its snapshot even after the live copy is gone
+    import shutil
+
+    shutil.rmtree(out / "model")
+    pinned = mlflow.pytorch.load_model(tags["mlflow_anf.model.artifact_uri"])
+    assert torch.equal(pinned(torch.zeros(1, 3, 64, 128))[0], seg)
+
     # the data snapshot is a read-only point-in-time copy under the volume's .snapshot/
     snap_dir = tiny_data / ".snapshot" / tags["mlflow_anf.data.name"]
     assert (snap_dir / "label_data_0313.json").exists()

@@ -225,14 +225,14 @@ def _mlflow_run(cfg: TrainConfig, is_rank0: bool) -> Iterator[Any]:
         yield run
 
 
-def _snapshot(cfg: TrainConfig, role: str, volume: str | None, run_id: str) -> Any:
+def _snapshot(cfg: TrainConfig, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
     from mlflow_anf.snapshots import get_provider
     from mlflow_anf.tracking import snapshot_and_log
 
     if not volume:
         raise ValueError(f"pvc_name: the {cfg.snapshot_provider} provider needs the data volume name (PVC_NAME)")
     provider = get_provider(cfg.snapshot_provider, **cfg.snapshot_options)
-    return snapshot_and_log(provider, volume, role, run_id=run_id)
+    return snapshot_and_log(provider, volume, role, run_id=run_id, artifact_path=artifact_path)
 
 
 def _volumes(cfg: TrainConfig) -> tuple[str | None, str | None]:
@@ -370,7 +370,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
                 _log_overlays(module, dm, cfg)
             if cfg.enable_snapshot:
                 _, model_volume = _volumes(cfg)
-                snap = _snapshot(cfg, "model", model_volume, result["run_id"])
+                # the model inside the snapshot is loadable from the run's mlflow_anf.model.artifact_uri tag
+                inside = "model" if cfg.snapshot_provider == "local" else cfg.snapshot_options.get("model_path")
+                snap = _snapshot(cfg, "model", model_volume, result["run_id"], artifact_path=inside)
                 log.info("model snapshot %s", snap.ref)
     return result
 
