@@ -72,7 +72,9 @@ def _check_abs_path(value: str) -> str:
 
 def _check_dns_subdomain(value: str) -> str:
     if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
-        raise ValueError(f"{value!r} is not a valid Kubernetes object name (DNS-1123: lower-case letters, digits, '-', '.')")
+        raise ValueError(
+            f"{value!r} is not a valid Kubernetes object name (DNS-1123: lower-case letters, digits, '-', '.')"
+        )
     return value
 
 
@@ -81,7 +83,9 @@ def _check_labels(values: Mapping[str, str]) -> dict[str, str]:
         if len(key) > 316 or not _QUALIFIED_NAME.match(key):
             raise ValueError(f"{key!r} is not a valid label key")
         if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
-            raise ValueError(f"value {val!r} of {key!r} is not a valid label value (<= 63 chars, alphanumeric, '-', '_', '.')")
+            raise ValueError(
+                f"value {val!r} of {key!r} is not a valid label value (<= 63 chars, alphanumeric, '-', '_', '.')"
+            )
     return dict(values)
 
 
@@ -171,9 +175,11 @@ class MPIJobBackendConfig(_Strict):
 
     # where
     namespace: str = Field(description="namespace of the MPIJob (Run:AI: runai-<project>)")
-    kubeconfig: str | None = Field(default=None, description="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     kube_context: str | None = None
-    job_name: str | None = Field(default=None, description="MPIJob name prefix (default: the MLproject name); '-<run id[:8]>' is appended")
+    job_name: str | None = Field(
+        default=None, description="MPIJob name prefix (default: the MLproject name); '-<run id[:8]>' is appended")
 
     # what
     image: str = Field(description="prebuilt training image holding the project; pin a digest (image@sha256:...)")
@@ -195,7 +201,8 @@ class MPIJobBackendConfig(_Strict):
     # storage
     data_pvc: str | None = Field(default=None, description="ReadWriteMany PVC with the dataset, mounted on every pod")
     data_mount_path: str = "/mnt"
-    shm_size: str | None = Field(default="8Gi", description="size of a memory-backed /dev/shm (runai --large-shm); null: none")
+    shm_size: str | None = Field(
+        default="8Gi", description="size of a memory-backed /dev/shm (runai --large-shm); null: none")
 
     # environment
     env: dict[PlainEnvName, str] = Field(default_factory=dict, description="plain environment variables (no secrets)")
@@ -220,16 +227,19 @@ class MPIJobBackendConfig(_Strict):
     clean_pod_policy: Literal["None", "Running", "All"] = "Running"
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     active_deadline_seconds: int | None = Field(default=None, gt=0)
-    backoff_limit: int = Field(default=0, ge=0, le=100, description="launcher retries (each retry reruns the entry point)")
+    backoff_limit: int = Field(
+        default=0, ge=0, le=100, description="launcher retries (each retry reruns the entry point)")
 
     # snapshots and client behaviour
     snapshot: SnapshotSettings = Field(default_factory=SnapshotSettings)
     wait: bool = Field(default=False, description="block in `mlflow run` until the job ends")
     follow_logs: bool = Field(default=False, description="stream the launcher log while waiting (implies wait)")
-    submit_timeout_seconds: float = Field(default=300, gt=0, description="fail when no Created condition appears in time")
+    submit_timeout_seconds: float = Field(
+        default=300, gt=0, description="fail when no Created condition appears in time")
     poll_interval_seconds: float = Field(default=5, gt=0, le=300)
     cancel_timeout_seconds: float = Field(default=300, gt=0)
-    api_max_attempts: int = Field(default=5, ge=1, le=20, description="attempts per Kubernetes API call (429/5xx/reset)")
+    api_max_attempts: int = Field(
+        default=5, ge=1, le=20, description="attempts per Kubernetes API call (429/5xx/reset)")
     api_backoff_seconds: float = Field(default=0.5, ge=0, le=60, description="first retry delay; doubles after")
 
     # --- field validators -------------------------------------------------------------------------------------
@@ -330,7 +340,8 @@ class MPIJobBackendConfig(_Strict):
     def _combinations(self) -> MPIJobBackendConfig:
         problems: list[tuple[str, str]] = []
         if self.processes % self.slots_per_worker:
-            problems.append(("processes", f"{self.processes} is not a multiple of slots_per_worker={self.slots_per_worker}"))
+            problems.append(("processes", f"{self.processes} is not a multiple of "
+                                          f"slots_per_worker={self.slots_per_worker}"))
         if self.scheduler == "runai":
             if not self.runai_project:
                 problems.append(("runai_project", "required when scheduler is 'runai'"))
@@ -465,7 +476,8 @@ def _read_source(value: Mapping[str, Any] | str | Path) -> tuple[Any, str]:
         return dict(value), "backend config"
     text: str
     source: str
-    if isinstance(value, Path) or (isinstance(value, str) and value.strip()[:1] not in ("{", "[") and value.endswith(".json")):
+    looks_like_path = isinstance(value, str) and value.strip()[:1] not in ("{", "[") and value.endswith(".json")
+    if isinstance(value, Path) or looks_like_path:
         path = Path(value)
         source = str(path)
         try:
@@ -481,7 +493,8 @@ def _read_source(value: Mapping[str, Any] | str | Path) -> tuple[Any, str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        where = f"{source}:{exc.lineno}:{exc.colno}" if source.endswith(".json") else f"line {exc.lineno} column {exc.colno}"
+        where = (f"{source}:{exc.lineno}:{exc.colno}" if source.endswith(".json")
+                 else f"line {exc.lineno} column {exc.colno}")
         raise BackendConfigError([f"{where}: invalid JSON: {exc.msg}"], source) from None
     return data, source
 

@@ -32,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlflow_anf.backend.render import LAUNCHER_LOG_ARTIFACT, SECRET_ENV_LIST
 
+__all__ = ["LaunchedProcess", "LauncherError", "LauncherOptions", "build_command", "main", "parse_args",
+           "read_hostfile", "run_launcher"]
+
 HOSTFILE_ENV = {
     "OpenMPI": "OMPI_MCA_orte_default_hostfile",
     "Intel": "I_MPI_HYDRA_HOST_FILE",
@@ -337,7 +340,3 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["LaunchedProcess", "LauncherError", "LauncherOptions", "build_command", "main", "parse_args", "read_hostfile",
-           "run_launcher"]
