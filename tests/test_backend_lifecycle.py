@@ -162,8 +162,11 @@ def test_cancel_deletes_in_foreground_and_leaves_nothing(k8s_server, k8s_objects
     before = owned_objects(k8s_objects)
     assert before["Pod"] and before["Job"] and before["ConfigMap"] and before["Secret"] and before["Service"]
     mark = k8s_server.mark()
+    # the submitter's least-privilege Role may not list Secrets: cancel checks everything else
+    k8s_server.fail_next(f"/api/v1/namespaces/{NS}/secrets", method="GET", status=403, count=100)
     run.cancel()
     assert owned_objects(k8s_objects) == {kind: [] for kind in KINDS_OWNED}
+    assert any(r.plural == "secrets" and r.status == 403 for r in k8s_server.requests(mark))
     deletes = [r for r in k8s_server.requests(mark) if r.method == "DELETE"]
     assert [(r.plural, r.name) for r in deletes] == [("mpijobs", run.name)]
     bodies = k8s_server.call(lambda: [r.data for r in k8s_server._api()._requests
