@@ -79,7 +79,6 @@ TAG_LEGACY_ENTRY_POINT = "lanedet.entry_point"
 TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
-TAG_RUN_NAME = "mlflow.runName"
 TAG_MAX = 8000  # MLflow's tag value limit
 MPIJOB_ARTIFACT = "mlflow_anf/mpijob.yaml"  # the manifest the mpijob backend logs on its runs
 
@@ -472,9 +471,14 @@ def check_code(rec: RunRecord, project_dir: Path, allow_change: bool) -> tuple[s
     )
     if allow_change:
         return f"changed (allowed): {message}", current
-    hint = f"check out {commit} (git -C {project_dir} checkout {commit[:12]}) or " if commit else ""
+    hint = ""
+    if commit and current.commit != commit:
+        hint += f"check out {commit[:12]} (git -C {project_dir} checkout {commit[:12]}), "
     if dirty == "true":
-        hint += "restore the uncommitted changes the run had (its provenance lists them), or "
+        hint += "restore the uncommitted changes the run had (its provenance lists them), "
+    elif current.dirty:
+        hint += f"set the project's uncommitted changes aside (git -C {project_dir} stash -u), "
+    hint = f"{hint}or " if hint else ""
     raise CodeMismatch(f"{message}\n{hint}pass --allow-code-change to run the current code (recorded)")
 
 
@@ -840,7 +844,7 @@ class _Reproduction:
                                  "pass them with --backend-config")
         self.result.code = "in the image"
         config = _check_image(rec, config, opts, self.image_checker, self.result, self.say)
-        _validate_backend_config(config)
+        _validate_backend_config(config, self.client)
         ref = self.data_ref
         if ref is not None and ref.provider == "csi" and not opts.restored:
             namespace = ref.volume.rpartition("/")[0]
@@ -1021,10 +1025,8 @@ def _tracking_uri_of(client: MlflowClient) -> Iterator[None]:
     """Run MLflow's fluent project API against the store *client* talks to."""
     import mlflow
 
-    uri = getattr(client, "_tracking_client", None)
-    wanted = getattr(uri, "tracking_uri", None) or mlflow.get_tracking_uri()
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(wanted)
+    mlflow.set_tracking_uri(_client_tracking_uri(client))
     try:
         yield
     finally:
@@ -1062,10 +1064,18 @@ def _check_image(rec: RunRecord, config: dict[str, Any], opts: ReproduceOptions,
     return config
 
 
-def _validate_backend_config(config: Mapping[str, Any]) -> None:
+def _validate_backend_config(config: Mapping[str, Any], client: MlflowClient) -> None:
+    """What the backend checks when it is called, checked before anything is restored."""
     from mlflow_anf.backend.config import BackendConfigError, load_backend_config
+    from mlflow_anf.backend.plugin import pod_tracking_uri
 
     try:
-        load_backend_config(dict(config))
+        pod_tracking_uri(load_backend_config(dict(config)), _client_tracking_uri(client))
     except BackendConfigError as exc:
         raise ReproduceError(f"backend config of the reproduction: {exc}") from None
+
+
+def _client_tracking_uri(client: MlflowClient) -> str:
+    import mlflow
+
+    return getattr(getattr(client, "_tracking_client", None), "tracking_uri", None) or mlflow.get_tracking_uri()

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +45,7 @@ from mlflow_anf.reproduce import (
 from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, snapshot_and_log
 from tests.conftest import REPO_ROOT
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, pvc_binder, snapshot_controller  # noqa: F401
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401
+from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401 - fixtures
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -607,7 +605,8 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
 
     new = tracking.get_run(new_run_id)
     assert new.info.status == "FINISHED" and new.data.metrics["score"] == src.data.metrics["score"]
-    assert new.data.tags[TAG_REPRODUCES] == source and tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
+    assert new.data.tags[TAG_REPRODUCES] == source
+    assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
     assert new.data.tags["mlflow_anf.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
     assert new.data.params["seed"] == "2"
 
