@@ -212,14 +212,15 @@ def short_digest(digest: str | None, chars: int = 12) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ redaction
-# Keys whose values *name* a Kubernetes Secret (a reference, needed to resubmit a job), not a secret value.
-_REFERENCE_KEYS = frozenset({"secret", "secret_env", "secretKeyRef", "secretRef", "image_pull_secrets",
-                             "imagePullSecrets", "secretName"})
+# Keys that match the pattern but hold no secret: names of Kubernetes Secrets (references a resubmitted job
+# needs) and the anf provider's ``credential`` option, which chooses a credential *type* (default, environment...).
+_NOT_SECRET_KEYS = frozenset({"secret", "secret_env", "secretKeyRef", "secretRef", "image_pull_secrets",
+                              "imagePullSecrets", "secretName", "credential"})
 
 
 def is_secret_key(key: str) -> bool:
     """Whether a value stored under *key* may be a credential (``*token*``, ``*password*``, ...)."""
-    return key not in _REFERENCE_KEYS and bool(_SECRET_KEY.search(key))
+    return key not in _NOT_SECRET_KEYS and bool(_SECRET_KEY.search(key))
 
 
 def redact(value: Any) -> Any:

@@ -43,7 +43,7 @@ from mlflow_anf.reproduce import (
     rewrite_params,
 )
 from mlflow_anf.snapshots import get_provider
-from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, snapshot_and_log
+from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
 from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401 - fixtures
 
@@ -368,6 +368,55 @@ def test_restore_only_then_reproduce_on_the_restored_volume(
     report = json.loads(result.stdout)
     assert report["identical"] is True and report["rewritten"]["data_dir"]["to"] == str(mount)
     assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.reproduce.restored"] == str(mount)
+
+
+def test_anf_snapshot_restores_to_a_new_volume_then_runs_where_it_is_mounted(
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The anf provider through the real Azure SDK against the ARM/AAD emulator, with the options the run recorded
+    (the client secret lives in the environment, never in the record)."""
+    from tests.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
+
+    with ArmEmulator() as emu:
+        seed_ml_estate(emu)
+        emu.client_secret = "CANARY-secret-reproduce"
+        monkeypatch.setenv("AZURE_TENANT_ID", emu.tenant_id)
+        monkeypatch.setenv("AZURE_CLIENT_ID", emu.client_id)
+        monkeypatch.setenv("AZURE_CLIENT_SECRET", emu.client_secret)
+        options = {"subscription_id": emu.subscription_id, "resource_group": RG, "account": ACCOUNT,
+                   "pool": "premium", "base_url": emu.base_url, "ca_bundle": str(emu.ca_file),
+                   "credential": "environment", "authority": emu.base_url, "disable_instance_discovery": True,
+                   "polling_interval_s": 0.01, "retry_total": 1, "retry_backoff_factor": 0.01}
+        run_id = tracking.create_run(mlflow_store.experiment_id, tags={
+            "mlflow.project.entryPoint": "train", "mlflow.source.type": "PROJECT"}).info.run_id
+        for key, value in {"data_dir": "/mnt/anf/data", "output_dir": str(tmp_path / "out"), "seed": "1"}.items():
+            tracking.log_param(run_id, key, value)
+        log_provenance(run_id, code_path=stub_project, provider_options=options, client=tracking, environ={})
+        # (snapshot_and_log would label it; ANF snapshots take no labels - see the report)
+        snap = get_provider("anf", **options).create("data", "golden")
+        log_snapshot(snap, "data", run_id=run_id, client=tracking)
+        tracking.log_metric(run_id, "score", stub_score(data_dir, 1.0))
+
+        # step 1: a new ANF volume from the snapshot (to be mounted where the training runs)
+        result = cli("reproduce", run_id, "--restore-only", "-o", "json")
+        assert result.exit_code == 0, result.output
+        restored = json.loads(result.stdout)["restored"]
+        pool, volume = restored["volume"].split("/")
+        assert restored["source"] == "anf:premium/data@golden" and pool == "premium"
+        new = emu.volume(RG, ACCOUNT, pool, volume)
+        assert new["properties"]["snapshotId"] == snap.id and new["properties"]["creationToken"] == volume
+        assert "CANARY-secret" not in json.dumps(load_provenance(run_id, tracking).model_dump(mode="json"))
+
+    # step 2: run on it where it is mounted (here: a copy of its content)
+    mount = tmp_path / "mnt" / volume
+    shutil.copytree(data_dir, mount)
+    result = cli("reproduce", run_id, "--restored", f"{pool}/{volume}", "-P", f"data_dir={mount}",
+                 "-P", f"output_dir={tmp_path / 'out2'}", "--workdir", str(tmp_path / "w"), "-o", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["identical"] is True and report["overrides"]["data_dir"] == str(mount)
+    assert tracking.get_run(report["run_id"]).data.tags["mlflow_anf.reproduce.restored"] == f"{pool}/{volume}"
 
 
 @pytest.mark.parametrize("provider, volume, hint", [
