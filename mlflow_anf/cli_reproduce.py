@@ -14,7 +14,13 @@ from typing import Any
 
 import click
 
-from mlflow_anf.cli import EXIT_CODES_HELP, ExitCode, _fail, _parse_pairs, _set_output, load_provider_config
+from mlflow_anf.cli import ExitCode, _fail, _parse_pairs, _set_output, load_provider_config
+
+REPRODUCE_EXIT_HELP = (
+    "Exit codes: 0 reproduced (or submitted), 1 finished but its metrics or data differ from the run's, 2 refused "
+    "(code changed, bad option), 3 the run, snapshot, code version or image is gone, 4 the reproduction failed."
+)
+DIFF_EXIT_HELP = "Exit codes: 0 ok (with --exit-code: the runs match), 1 they differ (--exit-code), 3 a run is gone."
 
 _METRIC_FMT = "{:.10g}"
 
@@ -140,7 +146,7 @@ def _json_or_file(value: str | None, option: str) -> dict[str, Any]:
     return data
 
 
-@click.command("reproduce", epilog=EXIT_CODES_HELP)
+@click.command("reproduce", epilog=REPRODUCE_EXIT_HELP)
 @click.argument("run_id")
 @click.option("-P", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a param (repeatable; recorded on the new run).")
@@ -199,7 +205,7 @@ def reproduce(
         ctx.exit(int(ExitCode.VERIFY_FAILED))
 
 
-@click.command("diff", epilog=EXIT_CODES_HELP)
+@click.command("diff", epilog=DIFF_EXIT_HELP)
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--all", "show_all", is_flag=True, help="Also show identical rows and timing/system metrics.")

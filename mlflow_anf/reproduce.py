@@ -675,9 +675,10 @@ def _provider_for(ref: SnapshotRef, rec: RunRecord, opts: ReproduceOptions, back
 
         return csi_provider(load_backend_config(dict(backend_config)))
     recorded = rec.provenance.provider_options if rec.provenance else {}
-    if any(v == "***" for v in recorded.values()):
-        raise ReproduceError(f"provider {ref.provider!r}: the recorded options had secrets (not recorded); pass them "
-                             "with --option/--provider-config")
+    redacted = _redacted_keys(recorded)
+    if redacted:
+        raise ReproduceError(f"provider {ref.provider!r}: option(s) {', '.join(redacted)} were not recorded "
+                             "(secret-looking); pass the options with --option/--provider-config")
     return get_provider(ref.provider, **recorded)
 
 
