@@ -7,6 +7,7 @@ the container's env; it starts the entry point on 2 processes with MPICH's ``mpi
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubecon
     assert info.data.params["epochs"] == "3"
     assert info.data.tags["mlflow_anf.launcher.exit_code"] == "0"
     assert info.data.tags["mlflow_anf.backend.mpijob"] == f"{NS}/{run.name}"
+    recorded = json.loads(read_artifact(mlflow_store, run.run_id, "mlflow_anf/backend-config.json", tmp_path))
+    assert recorded == json.loads(info.data.tags["mlflow_anf.backend.config"])
+    assert recorded["processes"] == 2 and recorded["namespace"] == NS
     log = read_artifact(mlflow_store, run.run_id, "launcher.log", tmp_path)
     for rank in (0, 1):
         assert f"rank {rank}/2 training 3 epochs on /mnt/tusimple run={run.run_id}" in log

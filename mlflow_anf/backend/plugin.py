@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "mlflow_anf.backend."
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+_MAX_TAG_CHARS = 5000  # MLflow's smallest tag value limit across its stores
 
 
 def pod_tracking_uri(config: MPIJobBackendConfig, client_uri: str) -> str:
@@ -169,7 +170,11 @@ class MPIJobBackend(AbstractBackend):
             client.set_tag(run_id, "mlflow.project.backend", "mpijob")
             client.set_tag(run_id, TAG_PREFIX + "mpijob", f"{config.namespace}/{name}")
             client.set_tag(run_id, TAG_PREFIX + "image", config.image)
-            client.set_tag(run_id, TAG_PREFIX + "config", json.dumps(config.public_dict(), sort_keys=True)[:5000])
+            public = json.dumps(config.public_dict(), sort_keys=True)
+            client.log_text(run_id, public, "mlflow_anf/backend-config.json")
+            # whole JSON or nothing in the tag (a truncated one would not parse); the artifact always has it
+            if len(public) <= _MAX_TAG_CHARS:
+                client.set_tag(run_id, TAG_PREFIX + "config", public)
             client.log_dict(run_id, manifest, "mlflow_anf/mpijob.yaml")
             if config.snapshot.data:
                 from mlflow_anf.tracking import snapshot_and_log
