@@ -12,6 +12,11 @@ pytest_plugins = ["tests.k8s_emulator"]  # Kubernetes API emulator fixtures (k8s
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests run offline: MLflow must not try to send usage telemetry (inherited by subprocesses too).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def _fixtures_dir() -> Path:
     env = os.environ.get("MLFLOW_ANF_FIXTURES")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
