@@ -436,17 +436,20 @@ def backend_config_from_tags(tags: Mapping[str, str]) -> dict[str, Any] | None:
     Raises :class:`ProvenanceError` when the tag is not a JSON object (e.g. cut at MLflow's tag length limit).
     """
     raw = tags.get(TAG_BACKEND_CONFIG)
-    if not raw:
-        return None
+    return parse_backend_config(raw, f"tag {TAG_BACKEND_CONFIG}") if raw else None
+
+
+def parse_backend_config(text: str, source: str) -> dict[str, Any]:
+    """A recorded backend config (JSON object) with secret-looking values redacted; errors name *source*."""
     try:
-        data = json.loads(raw)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProvenanceError(
-            f"tag {TAG_BACKEND_CONFIG}: not valid JSON ({exc.msg} at column {exc.colno}; {len(raw)} characters "
+            f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; {len(text)} characters "
             "- cut at the tag length limit?); pass the backend config explicitly"
         ) from None
     if not isinstance(data, dict):
-        raise ProvenanceError(f"tag {TAG_BACKEND_CONFIG}: expected a JSON object, got {type(data).__name__}")
+        raise ProvenanceError(f"{source}: expected a JSON object, got {type(data).__name__}")
     return redact(data)
 
 

@@ -57,6 +57,7 @@ from mlflow_anf.provenance import (
     commit_exists,
     find_project_root,
     image_info,
+    parse_backend_config,
     short_digest,
 )
 
@@ -81,6 +82,7 @@ TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_MAX = 8000  # MLflow's tag value limit
 MPIJOB_ARTIFACT = "mlflow_anf/mpijob.yaml"  # the manifest the mpijob backend logs on its runs
+BACKEND_CONFIG_ARTIFACT = "mlflow_anf/backend-config.json"  # its config (also a tag when it fits)
 
 #: metrics that measure time or the machine, not the model: never expected to be identical
 TIMING_METRICS = ("system/*", "throughput", "*throughput*", "*_time", "*_time_*", "*duration*", "*_per_s*",
@@ -564,16 +566,34 @@ def _load_entry_point(project_dir: Path, entry_point: str) -> Any:
     return ep
 
 
+def _artifact_text(client: MlflowClient, run_id: str, path: str) -> str | None:
+    """The text of artifact *path* of run *run_id*, or ``None`` when the run has no such artifact."""
+    import tempfile
+
+    folder = path.rsplit("/", 1)[0] if "/" in path else None
+    if path not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="mlflow-anf-") as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
+
+
+def recorded_backend_config(client: MlflowClient, rec: RunRecord) -> dict[str, Any] | None:
+    """The backend config the ``mpijob`` backend recorded: its tag, else its ``mlflow_anf/backend-config.json``."""
+    from_tag = backend_config_from_tags(rec.tags)
+    if from_tag is not None:
+        return from_tag
+    text = _artifact_text(client, rec.run_id, BACKEND_CONFIG_ARTIFACT)
+    return None if text is None else parse_backend_config(text, f"artifact {BACKEND_CONFIG_ARTIFACT}")
+
+
 def recorded_command(client: MlflowClient, run_id: str) -> str | None:
     """The entry-point command the ``mpijob`` backend ran for *run_id* (from its ``mlflow_anf/mpijob.yaml``)."""
     import yaml
 
-    if MPIJOB_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, MPIJOB_ARTIFACT.rsplit("/", 1)[0])}:
+    text = _artifact_text(client, run_id, MPIJOB_ARTIFACT)
+    if text is None:
         return None
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mlflow-anf-") as tmp:
-        manifest = yaml.safe_load(Path(client.download_artifacts(run_id, MPIJOB_ARTIFACT, tmp)).read_text())
+    manifest = yaml.safe_load(text)
     try:
         containers = manifest["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"]
         args = list(containers[0]["args"])
@@ -831,13 +851,14 @@ class _Reproduction:
     def _check_backend(self) -> None:
         rec, opts = self.rec, self.opts
         try:
-            recorded = backend_config_from_tags(rec.tags)
+            recorded = recorded_backend_config(self.client, rec)
         except ProvenanceError as exc:
             if not opts.backend_config:
                 raise ReproduceError(str(exc)) from None
             recorded = None
         if recorded is None and not opts.backend_config:
-            raise ReproduceError(f"run {rec.run_id}: no backend config recorded; pass --backend-config")
+            raise ReproduceError(f"run {rec.run_id}: no backend config recorded (tag mlflow_anf.backend.config, "
+                                 f"artifact {BACKEND_CONFIG_ARTIFACT}); pass --backend-config")
         config = _deep_merge(recorded or {}, opts.backend_config)
         redacted = _redacted_keys(config)
         if redacted:
