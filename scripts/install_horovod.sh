@@ -2,12 +2,13 @@
 # Install Horovod 0.28.1 (its last release) into a venv, built against the installed torch.
 #
 # 0.28.1 does not compile against torch >= 2.1, whose headers need C++17; its CMake files ask for C++14. We build
-# the PyPI sdist with that one setting changed (both CMakeLists.txt files), with Gloo (no MPI library needed: the
-# MPI operator's launcher still starts it through mpirun/horovodrun), and cache the wheel per torch version so the
-# ~5 minute build happens once per machine.
+# the PyPI sdist with that one setting changed (both CMakeLists.txt files), with Gloo and no MPI library (start it
+# with horovodrun, which is what the MPIJob launcher uses by default), and cache the wheel per torch version and
+# variant so the ~5 minute build happens once per machine. `make setup` runs this last (WITH_HOROVOD=0 skips it).
 #
-#   PY=.venv/bin/python scripts/install_horovod.sh        # CPU/Gloo build (CI, laptops)
+#   PY=.venv/bin/python scripts/install_horovod.sh           # CPU/Gloo build (CI, laptops)
 #   HOROVOD_GPU_OPERATIONS=NCCL scripts/install_horovod.sh   # GPU images (see docker/Dockerfile)
+#   HOROVOD_WITHOUT_MPI=0 scripts/install_horovod.sh         # also MPI, so that plain `mpirun` can start Horovod
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -21,7 +22,9 @@ if "$PY" -c "import horovod.torch" 2>/dev/null; then
 fi
 
 torch_tag=$("$PY" -c "import sys, torch; print(f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}')")
-cache="$CACHE_ROOT/horovod-$VERSION-$torch_tag${HOROVOD_GPU_OPERATIONS:+-${HOROVOD_GPU_OPERATIONS,,}}"
+variant="${HOROVOD_GPU_OPERATIONS:+-${HOROVOD_GPU_OPERATIONS,,}}"
+[ "${HOROVOD_WITHOUT_MPI:-1}" = 1 ] || variant="$variant-mpi"
+cache="$CACHE_ROOT/horovod-$VERSION-$torch_tag$variant"
 mkdir -p "$cache"
 
 # Horovod's runtime dependencies (the wheel is installed with --no-deps).

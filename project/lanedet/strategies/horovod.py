@@ -5,8 +5,8 @@ over a single-device run, and why:
 
 - ``hvd.init()``; rank, size, local rank and node rank come from Horovod (:class:`HorovodEnvironment`).
 - Each process pins one device: ``cuda:<local rank>`` on GPU machines, the CPU otherwise.
-- Parameters, buffers and optimizer state are broadcast from rank 0 before the first step, so every rank starts from
-  the same weights even if they were initialised (or restored) differently.
+- Parameters, buffers, optimizer and LR-scheduler state are broadcast from rank 0 before the first step, so every
+  rank starts from the same weights and hyper-parameters even if they were initialised differently.
 - Optimizers are wrapped in ``hvd.DistributedOptimizer`` with named parameters: gradients are averaged across ranks
   while the backward pass is still running, so N processes with batch b step exactly like one with batch N·b.
   Gradient accumulation (``Trainer(accumulate_grad_batches=k)``) maps to ``backward_passes_per_step=k``: only the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
@@ -183,7 +184,8 @@ class HorovodStrategy(ParallelStrategy):
             raise RuntimeError(
                 f"strategy=horovod: mpirun started {launched} processes but horovod sees {hvd.size()} "
                 f"(this horovod build has MPI support: {bool(hvd.mpi_built())}); start it with "
-                f"`horovodrun -np {launched} --gloo ...` or rebuild horovod with HOROVOD_WITH_MPI=1"
+                f"`horovodrun -np {launched} --gloo ...`, or rebuild horovod with MPI (pip uninstall horovod, then "
+                "HOROVOD_WITHOUT_MPI=0 scripts/install_horovod.sh)"
             )
         super().__init__(
             accelerator=accelerator,
@@ -195,7 +197,6 @@ class HorovodStrategy(ParallelStrategy):
         self._hvd = hvd
         self.scale_lr = scale_lr
         self._exit_stack: ExitStack | None = None
-        self._failed = False
         self._applied_layer_sync: LayerSync | None = None
         rank_zero_only.rank = utils_rank_zero_only.rank = self.global_rank
 
@@ -246,6 +247,10 @@ class HorovodStrategy(ParallelStrategy):
             return
         for optimizer in self.optimizers:
             self._broadcast_optimizer_state(optimizer)
+        for config in self.lr_scheduler_configs:
+            state = self.broadcast(config.scheduler.state_dict() if self.is_global_zero else None, src=0)
+            if not self.is_global_zero:
+                config.scheduler.load_state_dict(state)
         self._wrap_optimizers(trainer.accumulate_grad_batches)
 
     def _scale_learning_rates(self, factor: int) -> None:
@@ -329,6 +334,7 @@ class HorovodStrategy(ParallelStrategy):
         def closure_then_synchronize() -> Any:
             result = closure()
             if _is_distributed_optimizer(raw):
+                _wait_for_allreduces(self._hvd, raw)
                 raw.synchronize()
             return result
 
@@ -389,9 +395,6 @@ class HorovodStrategy(ParallelStrategy):
         return value
 
     # ------------------------------------------------------------------------------------------------- teardown
-    def on_exception(self, exception: BaseException) -> None:
-        self._failed = True
-
     def teardown(self) -> None:
         if self._exit_stack is not None:
             self._exit_stack.close()
@@ -403,6 +406,27 @@ class HorovodStrategy(ParallelStrategy):
         # No barrier or hvd.join() here: after a failure, joining would let the healthy ranks' pending allreduces
         # complete with zeros from this rank instead of failing.
         super().teardown()
+
+
+def _wait_for_allreduces(hvd: ModuleType, optimizer: Optimizer, interval: float = 2e-4) -> None:
+    """Sleep until the gradient allreduces already started by the backward hooks are done.
+
+    ``optimizer.synchronize()`` waits for them in a C++ loop of 100 ns sleeps: a core spinning in the kernel for as
+    long as the slowest rank needs. Where processes share cores (CPU training, 1 thread per process) that spin takes
+    CPU from the ranks still computing; waiting here first gives it back. Reads Horovod's private handle table, and
+    falls back to Horovod's own wait if that changes.
+    """
+    handles = getattr(optimizer, "_handles", None)
+    if not isinstance(handles, dict):
+        return
+    try:
+        pending = [h for h, _ in handles.values() if isinstance(h, int)]
+        while pending:
+            pending = [h for h in pending if not hvd.poll(h)]
+            if pending:
+                time.sleep(interval)
+    except (TypeError, ValueError, RuntimeError):  # unexpected handle layout or a failed op: synchronize() reports
+        return
 
 
 def _op_name(reduce_op: Any) -> str:
