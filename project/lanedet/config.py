@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Backbone = Literal["vgg16_bn", "resnet18", "resnet34"]
+Backbone = Literal["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 Strategy = Literal["auto", "ddp", "horovod"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
 

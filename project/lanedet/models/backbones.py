@@ -118,15 +118,20 @@ class ResNet(Backbone):
     ignored_prefixes = ("fc.",)
     _BLOCKS: ClassVar[dict[int, tuple[int, int, int, int]]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
-    def __init__(self, depth: Literal[18, 34] = 18, output_stride: Literal[8, 32] = 8) -> None:
+    def __init__(self, depth: Literal[18, 34] = 18, output_stride: Literal[8, 32] = 8, stages: Literal[2, 4] = 4) -> None:
         super().__init__()
         if depth not in self._BLOCKS:
             raise ValueError(f"depth: must be one of {sorted(self._BLOCKS)}, got {depth!r}")
         if output_stride not in (8, 32):
             raise ValueError(f"output_stride: must be 8 or 32, got {output_stride!r}")
+        if stages not in (2, 4):
+            raise ValueError(f"stages: must be 2 or 4, got {stages!r}")
+        if stages == 2 and output_stride != 8:
+            raise ValueError("stages=2 ends after layer2, whose output stride is 8")
         self.depth = depth
         self.output_stride = output_stride
-        self.out_channels = 512
+        self.stages = stages
+        self.out_channels = 512 if stages == 4 else 128
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -136,8 +141,10 @@ class ResNet(Backbone):
         blocks = self._BLOCKS[depth]
         self.layer1 = self._make_layer(64, blocks[0], stride=1)
         self.layer2 = self._make_layer(128, blocks[1], stride=2)
-        self.layer3 = self._make_layer(256, blocks[2], stride=2, dilate=dilate)
-        self.layer4 = self._make_layer(512, blocks[3], stride=2, dilate=dilate)
+        # stages=2 stops after layer2 (stride 8 without dilation): about a tenth of the dilated network's work,
+        # for CPU training; a torchvision file still loads, its layer3/layer4 tensors are reported as unused.
+        self.layer3 = self._make_layer(256, blocks[2], stride=2, dilate=dilate) if stages == 4 else None
+        self.layer4 = self._make_layer(512, blocks[3], stride=2, dilate=dilate) if stages == 4 else None
         _init_weights(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, dilate: bool = False) -> nn.Sequential:
@@ -156,8 +163,10 @@ class ResNet(Backbone):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer2(self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x))))))
+        if self.layer3 is None or self.layer4 is None:
+            return x
+        return self.layer4(self.layer3(x))
 
 
 def _init_weights(module: nn.Module) -> None:

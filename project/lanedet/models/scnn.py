@@ -36,12 +36,12 @@ __all__ = [
     "message_passing_reference",
 ]
 
-BackboneName = Literal["vgg16_bn", "resnet18", "resnet34"]
+BackboneName = Literal["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 
 # Width of the first head conv (backbone -> head_width -> 128). 1024 is the paper's; the ResNet heads are narrower
 # because their dilated layer4 already costs more than the VGG conv5 stage, and a 3x3 conv 512->1024 at stride 8
 # alone is ~11 GMAC at 288x512.
-HEAD_WIDTH: dict[str, int] = {"vgg16_bn": 1024, "resnet18": 256, "resnet34": 256}
+HEAD_WIDTH: dict[str, int] = {"vgg16_bn": 1024, "resnet18": 256, "resnet34": 256, "resnet18_lite": 128}
 
 # Message-passing directions in SCNN's order: (name, pass along H (True) or W, reverse)
 _DIRECTIONS: tuple[tuple[str, bool, bool], ...] = (
@@ -310,6 +310,8 @@ def build_model(
     net: Backbone
     if cfg.backbone == "vgg16_bn":
         net = VGG16BN(output_stride=8)
+    elif cfg.backbone == "resnet18_lite":  # ResNet-18 up to layer2 (stride 8 undilated): the CPU demo's backbone
+        net = ResNet(depth=18, output_stride=8, stages=2)
     else:
         net = ResNet(depth=18 if cfg.backbone == "resnet18" else 34, output_stride=8)
     model = SCNN(net, num_lanes=cfg.num_lanes, input_hw=cfg.input_hw, head_width=HEAD_WIDTH[cfg.backbone])
