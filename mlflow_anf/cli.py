@@ -49,7 +49,7 @@ EXIT_CODES_HELP = (
 # name -> ("module:attribute" of a click command, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("mlflow_anf.cli:snapshot", "Create, list, show, restore, delete and verify snapshots."),
-    "volume": ("mlflow_anf.cli_volume:volume", "Create and inspect Azure NetApp Files volumes."),
+    "volume": ("mlflow_anf.cli_volume:volume", "Azure NetApp Files volumes: service level, revert, restore, show."),
     "render": ("mlflow_anf.backend.cli:render", "Render the Kubernetes manifests of a training job."),
     "doctor": ("mlflow_anf.backend.cli:doctor", "Check cluster, storage and MLflow set-up."),
     "reproduce": ("mlflow_anf.cli_reproduce:reproduce", "Re-run a logged run from its snapshots."),
@@ -160,7 +160,8 @@ def load_provider_config(path: Path) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            problem = getattr(exc, "problem", None) or exc
+            # only the parser's short description: the full text can quote the offending line, which may hold a secret
+            problem = getattr(exc, "problem", None) or "not valid YAML"
             raise click.BadParameter(f"{where}: {problem}", param_hint="--provider-config") from None
     if data is None:
         data = {}

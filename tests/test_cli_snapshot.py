@@ -214,3 +214,17 @@ def test_create_with_run_logs_to_mlflow_and_restores_from_it(
     missing_run = _run("snapshot", "create", "--volume", str(volume), "--run-id", "f" * 32)
     assert missing_run.exit_code == ExitCode.NOT_FOUND
     assert len(_json(_run("snapshot", "list", "--volume", str(volume), "-o", "json"))) == 1
+
+
+def test_yaml_provider_config_error_does_not_echo_the_line(tmp_path) -> None:
+    """A YAML error reports file:line and the parser's problem, never the offending text (it may hold a secret)."""
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    cfg = tmp_path / "provider.yaml"
+    cfg.write_text("root: /data\ntoken: 'canary-s3cret\n")
+    result = CliRunner().invoke(main, ["snapshot", "list", "--provider-config", str(cfg)])
+    assert result.exit_code == 2
+    assert f"{cfg}:" in result.output
+    assert "canary-s3cret" not in result.output
