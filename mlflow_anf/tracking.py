@@ -215,7 +215,8 @@ def snapshot_and_log(
         LABEL_EXPERIMENT_ID: str(run.info.experiment_id),
         LABEL_ROLE: role,
     }
-    snapshot = provider.create(volume, name, labels=all_labels)
+    # Providers whose snapshots cannot carry labels (anf) are linked to the run by the MLflow tags alone.
+    snapshot = provider.create(volume, name, labels=all_labels if getattr(provider, "supports_labels", True) else None)
     try:
         log_snapshot(snapshot, role, run_id=run_id, client=client, artifact_path=artifact_path)
     except Exception as exc:

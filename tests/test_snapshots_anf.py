@@ -570,3 +570,18 @@ def test_importing_the_modules_loads_no_azure():
     code = ("import sys, mlflow_anf.snapshots.anf, mlflow_anf.cli_volume; "
             "bad = [m for m in sys.modules if m.startswith(('azure', 'msal'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_snapshot_and_log_links_anf_snapshots_by_tags_only(emu, tmp_path):
+    """ANF snapshots carry no labels, so a training run's data snapshot is linked to the run by MLflow tags alone."""
+    import mlflow
+
+    from mlflow_anf.tracking import get_run_snapshots, snapshot_and_log
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    with mlflow.start_run() as run:
+        snap = snapshot_and_log(make(emu), "data", "data", run_id=run.info.run_id, name="run-data")
+    assert snap.labels == {}
+    refs = get_run_snapshots(run.info.run_id)
+    assert refs["data"].provider == "anf" and refs["data"].name == "run-data"
+    assert writes(emu) == [("PUT", "snapshots/run-data")]

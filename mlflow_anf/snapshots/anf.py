@@ -428,6 +428,7 @@ class AnfSnapshotProvider:
     """Snapshots of Azure NetApp Files volumes, plus restore, revert and service-level change."""
 
     name: ClassVar[str] = "anf"
+    supports_labels: ClassVar[bool] = False  # ARM snapshot resources have no tags; MLflow tags keep the link
     Config: ClassVar[type[AnfConfig]] = AnfConfig
 
     def __init__(self, config: AnfConfig | None = None, *, credential: TokenCredential | None = None) -> None:

@@ -99,6 +99,8 @@ class SnapshotProvider(Protocol):
     """What every provider implements. Methods raise :class:`SnapshotError` subclasses with clear messages."""
 
     name: ClassVar[str]
+    #: whether snapshots can carry labels (ANF snapshots cannot: the ARM resource has no tags)
+    supports_labels: ClassVar[bool]
 
     def create(
         self, volume: str, name: str | None = None, *, labels: Mapping[str, str] | None = None

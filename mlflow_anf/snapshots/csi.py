@@ -264,6 +264,7 @@ class CsiSnapshotProvider:
     """Snapshots of PVCs as CSI ``VolumeSnapshot`` objects. See the module docstring."""
 
     name: ClassVar[str] = "csi"
+    supports_labels: ClassVar[bool] = True
     Config: ClassVar[type[CsiConfig]] = CsiConfig
 
     def __init__(

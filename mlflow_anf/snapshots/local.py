@@ -271,6 +271,7 @@ class LocalSnapshotProvider:
     """Snapshots of local directories (see the module docstring for layout, immutability and atomicity)."""
 
     name: ClassVar[str] = "local"
+    supports_labels: ClassVar[bool] = True
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
