@@ -10,6 +10,7 @@ other weights (and, for Horovod, another momentum), so equality also proves the 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,12 +173,17 @@ def _runs(tracking_uri: str) -> list[Any]:
 
 
 @pytest.mark.slow
-def test_two_process_train_logs_one_run_and_one_snapshot_each(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["ddp", "horovod"])
+def test_two_process_train_logs_one_run_and_one_snapshot_each(
+    strategy: str, tiny_data: Path, tmp_path: Path
+) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "outputs"
-    proc = _launch(_train_cmd("horovod", tiny_data, out), _env(MLFLOW_TRACKING_URI=uri), timeout=300)
+    data = tmp_path / "tusimple"  # a copy per run: snapshots are taken inside the data volume
+    shutil.copytree(tiny_data, data)
+    proc = _launch(_train_cmd(strategy, data, out), _env(MLFLOW_TRACKING_URI=uri), timeout=300)
     assert proc.returncode == 0, proc.stdout[-5000:]
 
     runs = _runs(uri)
@@ -185,7 +191,7 @@ def test_two_process_train_logs_one_run_and_one_snapshot_each(tiny_data: Path, t
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow_anf.world_size"] == "2"
-    data_snaps = [p.name for p in (tiny_data / ".snapshot").iterdir()]
+    data_snaps = [p.name for p in (data / ".snapshot").iterdir()]
     model_snaps = [p.name for p in (out / ".snapshot").iterdir()]
     assert len(data_snaps) == 1 and len(model_snaps) == 1
     assert run.data.tags["mlflow_anf.data.name"] == data_snaps[0]
