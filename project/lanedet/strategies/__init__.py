@@ -16,8 +16,6 @@ from typing import Any
 
 from lanedet.distributed import ProcessLayout, launched_by_horovodrun, launched_by_mpi, process_layout
 
-STRATEGIES = ("auto", "ddp", "horovod")
-
 
 def build_strategy(name: str, *, scale_lr: bool = False, env: Mapping[str, str] | None = None) -> Any:
     """A Lightning strategy (object or registered name) for ``name``; see the module docstring."""
