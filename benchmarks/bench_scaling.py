@@ -24,7 +24,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small input, few steps: a smoke run")
     parser.add_argument("--strategies", nargs="+", choices=["ddp", "horovod"], default=["ddp", "horovod"])
-    parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet18_lite", "resnet34", "vgg16_bn"])
+    parser.add_argument("--backbone", default="resnet18",
+                        choices=["resnet18", "resnet18_lite", "resnet34", "vgg16_bn"])
     parser.add_argument("--input-size", default=None, help="HEIGHTxWIDTH (default 128x256; --quick 64x128)")
     parser.add_argument("--batch", type=int, default=4, help="per-process batch size")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; --quick 4)")

@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=["ddp", "horovod"], required=True)
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "16-mixed", "bf16-mixed"])
-    parser.add_argument("--backbone", default="resnet18", choices=["resnet18", "resnet18_lite", "resnet34", "vgg16_bn"])
+    parser.add_argument("--backbone", default="resnet18",
+                        choices=["resnet18", "resnet18_lite", "resnet34", "vgg16_bn"])
     parser.add_argument("--input-size", default="128x256", help="HEIGHTxWIDTH")
     parser.add_argument("--batch", type=int, default=4, help="per-process batch size")
     parser.add_argument("--steps", type=int, default=12, help="timed steps")
