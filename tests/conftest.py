@@ -17,6 +17,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own scratch directory, so that MLflow's default artifact root (``./mlruns`` next to a
+    sqlite store) and anything else written relative to the working directory never lands in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 def _fixtures_dir() -> Path:
     env = os.environ.get("MLFLOW_ANF_FIXTURES")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
