@@ -7,6 +7,10 @@ hand-written backward with one batched weight gradient). The two are timed alter
 both alike; the figure is the median, the minimum is printed too. Also prints the largest differences between the
 two (outputs and gradients: absolute, and relative to the tensor's largest magnitude) and the arithmetic rate.
 
+"floor" is what the same multiply-adds cost with no sequential dependency at all: each direction's convolutions
+as one batched ``conv1d`` over every slice, x3 for forward, input gradient and weight gradient. No exact float32
+implementation can beat it by much on a CPU; ``fast / floor`` says how close the sequential one gets.
+
     .venv/bin/python benchmarks/bench_message_passing.py [--quick] [--batch 4 8] [--threads N] [--device cpu]
 """
 
@@ -42,6 +46,21 @@ def _time(fn, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+def _floor_ms(batch: int, hw: tuple[int, int], device: torch.device, repeats: int) -> float:
+    """Same conv work as one fwd+bwd, without the recurrence: 4 batched conv1d calls, x3."""
+    h, w = hw
+    weight = torch.randn(128, 128, 9, device=device) * 0.02
+    rows = torch.randn((h - 1) * batch, 128, w, device=device)  # down/up: every row but the first
+    cols = torch.randn((w - 1) * batch, 128, h, device=device)  # right/left
+
+    def dense() -> None:
+        for inp in (rows, rows, cols, cols):
+            torch.nn.functional.conv1d(inp, weight, padding=4)
+
+    dense()
+    return 3 * min(_time(dense, device) for _ in range(repeats))
+
+
 def bench(batch: int, repeats: int, device: torch.device, hw: tuple[int, int] = (36, 64)) -> dict[str, float]:
     torch.manual_seed(0)
     mp = MessagePassing(128, 9).to(device)
@@ -70,6 +89,7 @@ def bench(batch: int, repeats: int, device: torch.device, hw: tuple[int, int] = 
     gflop = 2 * 3 * batch * steps * 128 * 128 * 9 / 1e9
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
+        "floor_ms": _floor_ms(batch, hw, device, repeats),
         "fast_ms": med["fast"],
         "ref_ms": med["reference"],
         "fast_min_ms": min(times["fast"]),
@@ -98,7 +118,7 @@ def main() -> None:
     print(f"SCNN message passing, [B, 128, 36, 64] (288x512 at stride 8), k=9, fwd+bwd, device={device}, "
           f"threads={torch.get_num_threads()}, median of {repeats} (min in brackets)")
     header = (f"{'B':>3} | {'reference ms':>18} | {'fast ms':>18} | {'ratio':>6} | {'fwd-only ratio':>14} | "
-              f"{'fast GFLOP/s':>12} | {'max |diff|':>10} | {'max rel diff':>12}")
+              f"{'fast GFLOP/s':>12} | {'floor ms':>8} | {'fast/floor':>10} | {'max |diff|':>10} | {'max rel diff':>12}")
     print(header)
     print("-" * len(header))
     for batch in batches:
@@ -106,7 +126,8 @@ def main() -> None:
         print(
             f"{batch:>3} | {r['ref_ms']:>9.1f} ({r['ref_min_ms']:>6.1f}) | {r['fast_ms']:>9.1f} ({r['fast_min_ms']:>6.1f})"
             f" | {r['ref_ms'] / r['fast_ms']:>5.2f}x | {r['ref_fwd_ms'] / r['fast_fwd_ms']:>13.2f}x"
-            f" | {r['gflops_fast']:>12.0f} | {r['abs_diff']:>10.2e} | {r['rel_diff']:>12.2e}"
+            f" | {r['gflops_fast']:>12.0f} | {r['floor_ms']:>8.1f} | {r['fast_ms'] / r['floor_ms']:>9.2f}x"
+            f" | {r['abs_diff']:>10.2e} | {r['rel_diff']:>12.2e}"
         )
 
 
