@@ -118,13 +118,15 @@ def main() -> None:
     print(f"SCNN message passing, [B, 128, 36, 64] (288x512 at stride 8), k=9, fwd+bwd, device={device}, "
           f"threads={torch.get_num_threads()}, median of {repeats} (min in brackets)")
     header = (f"{'B':>3} | {'reference ms':>18} | {'fast ms':>18} | {'ratio':>6} | {'fwd-only ratio':>14} | "
-              f"{'fast GFLOP/s':>12} | {'floor ms':>8} | {'fast/floor':>10} | {'max |diff|':>10} | {'max rel diff':>12}")
+              f"{'fast GFLOP/s':>12} | {'floor ms':>8} | {'fast/floor':>10} | {'max |diff|':>10} | "
+              f"{'max rel diff':>12}")
     print(header)
     print("-" * len(header))
     for batch in batches:
         r = bench(batch, repeats, device)
         print(
-            f"{batch:>3} | {r['ref_ms']:>9.1f} ({r['ref_min_ms']:>6.1f}) | {r['fast_ms']:>9.1f} ({r['fast_min_ms']:>6.1f})"
+            f"{batch:>3} | {r['ref_ms']:>9.1f} ({r['ref_min_ms']:>6.1f})"
+            f" | {r['fast_ms']:>9.1f} ({r['fast_min_ms']:>6.1f})"
             f" | {r['ref_ms'] / r['fast_ms']:>5.2f}x | {r['ref_fwd_ms'] / r['fast_fwd_ms']:>13.2f}x"
             f" | {r['gflops_fast']:>12.0f} | {r['floor_ms']:>8.1f} | {r['fast_ms'] / r['floor_ms']:>9.2f}x"
             f" | {r['abs_diff']:>10.2e} | {r['rel_diff']:>12.2e}"

@@ -1,7 +1,8 @@
 """SCNN training-step throughput at 288x512: fast message passing vs the reference slice loop, side by side.
 
-For SCNN-VGG16-BN and SCNN-ResNet-18 one training step is forward, :class:`SCNNLoss`, backward and an SGD step
-(momentum 0.9, weight decay 1e-4, as SCNN trains) on random images/targets. The baseline is the *same model* (same
+For SCNN-VGG16-BN, SCNN-ResNet-18 and the CPU demo's SCNN-ResNet-18-lite one training step is forward,
+:class:`SCNNLoss`, backward and an SGD step (momentum 0.9, weight decay 1e-4, as SCNN trains) on random
+images/targets. The baseline is the *same model* (same
 weights) with ``model.message_passing.impl = "reference"``. Steps of the two alternate, so background load hits
 both alike; figures are medians. Also prints each model's forward GMAC per image and the share of message passing,
 which bounds what any message-passing speed-up can do for a whole step.
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 1, 1 timed step per variant")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
-    parser.add_argument("--backbones", nargs="+", default=["vgg16_bn", "resnet18"])
+    parser.add_argument("--backbones", nargs="+", default=["vgg16_bn", "resnet18", "resnet18_lite"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -91,16 +92,18 @@ def main() -> None:
     device = torch.device(args.device)
 
     print(f"SCNN train step at {INPUT_HW[0]}x{INPUT_HW[1]}, batch {batch}, device={device}, "
-          f"threads={torch.get_num_threads()}, median of {steps} steps; baseline = same model, reference message passing")
-    header = (f"{'model':<14} | {'GMAC/img fwd':>12} | {'MP share':>8} | {'reference img/s':>15} | "
+          f"threads={torch.get_num_threads()}, median of {steps} steps; "
+          "baseline = same model, reference message passing")
+    header = (f"{'model':<18} | {'GMAC/img fwd':>12} | {'MP share':>8} | {'reference img/s':>15} | "
               f"{'fast img/s':>10} | {'ref s/step':>10} | {'fast s/step':>11} | {'ratio':>6}")
     print(header)
     print("-" * len(header))
     for backbone in args.backbones:
         r = bench(backbone, batch, steps, device)
         print(
-            f"{'SCNN-' + backbone:<14} | {r['gmac']:>12.1f} | {r['mp_share']:>7.1%} | {batch / r['ref_s']:>15.2f} | "
-            f"{batch / r['fast_s']:>10.2f} | {r['ref_s']:>10.2f} | {r['fast_s']:>11.2f} | {r['ref_s'] / r['fast_s']:>5.2f}x"
+            f"{'SCNN-' + backbone:<18} | {r['gmac']:>12.1f} | {r['mp_share']:>7.1%} | {batch / r['ref_s']:>15.2f} | "
+            f"{batch / r['fast_s']:>10.2f} | {r['ref_s']:>10.2f} | {r['fast_s']:>11.2f}"
+            f" | {r['ref_s'] / r['fast_s']:>5.2f}x"
         )
 
 

@@ -1,4 +1,4 @@
-"""lanedet.models: backbones (torchvision-compatible keys), SCNN, message passing, loss, schedule, pretrained loading."""
+"""lanedet.models: backbones (torchvision-compatible keys), SCNN, message passing, loss, schedule, pretrained files."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from lanedet.models import (
     poly_lr_lambda,
 )
 
-BACKBONES = ["vgg16_bn", "resnet18", "resnet34"]
+BACKBONES = ["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 
 # torchvision's vgg16_bn().features: conv layers at these indices, each followed by BatchNorm (i+1) and ReLU (i+2)
 VGG_CONV_INDICES = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
@@ -80,12 +80,16 @@ def test_output_shapes_at_design_size(backbone: str) -> None:
     assert exist.shape == (1, 4)
 
 
-@pytest.mark.parametrize("backbone", [VGG16BN(), ResNet(18), ResNet(34)], ids=["vgg16_bn", "resnet18", "resnet34"])
-def test_backbones_have_output_stride_8(backbone) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "channels"),
+    [(VGG16BN(), 512), (ResNet(18), 512), (ResNet(34), 512), (ResNet(18, stages=2), 128)],
+    ids=["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"],
+)
+def test_backbones_have_output_stride_8(backbone, channels: int) -> None:
     with torch.no_grad():
         out = backbone.eval()(torch.randn(1, 3, 96, 160))
-    assert backbone.output_stride == 8
-    assert out.shape == (1, 512, 12, 20)
+    assert backbone.output_stride == 8 and backbone.out_channels == channels
+    assert out.shape == (1, channels, 12, 20)
 
 
 def test_stride_32_variants_match_torchvision_geometry() -> None:
@@ -204,6 +208,26 @@ def test_pretrained_accepts_wrapped_state_dict_with_ddp_prefix(tmp_path: Path) -
         assert torch.equal(target(x), source.eval()(x))
 
 
+def test_torchvision_resnet18_file_loads_into_the_lite_backbone(tmp_path: Path) -> None:
+    torch.manual_seed(10)
+    full = ResNet(18)
+    _randomise_bn(full)
+    state = dict(full.state_dict())
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512), torch.randn(1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    model = build_model("resnet18_lite", input_hw=(32, 64), pretrained=path).eval()
+    report = load_pretrained(model, path)
+    assert set(report.ignored) == {k for k in state if k.startswith(("fc.", "layer3.", "layer4."))}
+    assert not report.missing and not report.unexpected
+    x = torch.randn(1, 3, 32, 64)
+    with torch.no_grad():  # the lite backbone is the full one's stem + layer1 + layer2
+        expected = full.eval().layer2(full.layer1(full.maxpool(full.relu(full.bn1(full.conv1(x))))))
+        assert torch.equal(model.backbone(x), expected)
+    with pytest.raises(ValueError, match="stages"):
+        ResNet(18, output_stride=32, stages=2)
+
+
 def test_whole_model_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(3)
     source = build_model("resnet18", input_hw=(32, 64))
@@ -249,7 +273,8 @@ def test_wrong_pretrained_file_lists_missing_and_unexpected_and_changes_nothing(
     state = ResNet(18).state_dict()
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     torch.save(state, path)
-    with pytest.raises(PretrainedError, match=r"layer1.0.conv1.weight: file \(64, 64, 1, 1\) vs module \(64, 64, 3, 3\)"):
+    mismatch = r"layer1.0.conv1.weight: file \(64, 64, 1, 1\) vs module \(64, 64, 3, 3\)"
+    with pytest.raises(PretrainedError, match=mismatch):
         load_pretrained(ResNet(18), path, strict=False)
 
     # strict=False loads what fits and reports the rest (resnet18 file into resnet34: extra blocks stay missing)
@@ -400,7 +425,7 @@ def test_fast_message_passing_under_autocast_runs_in_the_input_dtype() -> None:
     torch.testing.assert_close(y.detach().float(), ref, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("backbone", ["vgg16_bn", "resnet18"])
+@pytest.mark.parametrize("backbone", ["vgg16_bn", "resnet18", "resnet18_lite"])
 def test_gradients_reach_every_parameter(backbone: str) -> None:
     torch.manual_seed(6)
     model = build_model(backbone, input_hw=(32, 64)).train()

@@ -234,7 +234,10 @@ class ExistenceHead(nn.Module):
 
 
 class SCNN(nn.Module):
-    """SCNN on a stride-8 backbone. ``forward(x) -> (seg_logits [B, 1+num_lanes, H, W], exist_logits [B, num_lanes])``."""
+    """SCNN on a stride-8 backbone.
+
+    ``forward(x) -> (seg_logits [B, 1 + num_lanes, H, W], exist_logits [B, num_lanes])``, both raw logits.
+    """
 
     def __init__(
         self,
