@@ -187,3 +187,53 @@ def test_label_targets_decode_back_to_the_label(label_round_trip, prob_thr: floa
     assert result["Accuracy"] >= min_accuracy, result
     assert result["FP"] == 0.0, result
     assert result["FN"] <= 0.005, result  # 1 lane in 200 frames: two labelled lanes drawn over one another
+
+
+# ----------------------------------------------------------------------------------------------- robust lane refit
+def test_refit_lane_rejects_a_jumped_row_and_fills_gaps_without_extrapolating() -> None:
+    import numpy as np
+
+    from lanedet.decode import MISSING, refit_lane
+
+    ys = np.arange(160, 720, 10)
+    truth = np.rint(0.002 * (ys - 160) ** 2 + 0.3 * ys + 200).astype(np.int64)
+    lane = truth.copy()
+    lane[:4] = MISSING  # the lane starts at row 200
+    lane[10] = truth[10] + 180  # one row's peak jumped to the neighbouring marking
+    lane[30] = MISSING  # a gap inside the lane
+    fitted = refit_lane(lane, ys, 2, 1280)
+    assert (fitted[:4] == MISSING).all()  # no extrapolation above the first point
+    assert np.abs(fitted[4:] - truth[4:]).max() <= 1  # outlier replaced, gap filled, curve kept
+
+
+def test_refit_lane_leaves_short_lanes_and_clips_to_the_image() -> None:
+    import numpy as np
+
+    from lanedet.decode import MISSING, refit_lane
+
+    ys = np.arange(160, 720, 10)
+    short = np.full(len(ys), MISSING)
+    short[[40, 41, 42]] = [100, 104, 108]
+    assert (refit_lane(short, ys, 2, 1280) == short).all()
+    steep = np.rint(4.0 * (ys - 160)).astype(np.int64)  # leaves a 1280-wide image half-way down
+    steep[steep >= 1280] = MISSING
+    fitted = refit_lane(steep, ys, 1, 1280)
+    assert ((fitted == MISSING) | ((fitted >= 0) & (fitted < 1280))).all()
+
+
+def test_decode_with_fit_degree_matches_plain_decode_on_clean_maps() -> None:
+    import numpy as np
+
+    from lanedet.decode import decode_lanes
+
+    h, w = 72, 128
+    prob = np.zeros((5, h, w), dtype=np.float32)
+    prob[0] = 1.0
+    for r in range(h):
+        c = 20 + r // 2
+        prob[0, r, c - 1 : c + 2], prob[2, r, c - 1 : c + 2] = 0.0, 1.0
+    rows = list(range(160, 720, 10))
+    plain = decode_lanes(prob, np.array([0, 1, 0, 0.0]), rows, smooth=3)
+    fitted = decode_lanes(prob, np.array([0, 1, 0, 0.0]), rows, smooth=3, fit_degree=1)
+    assert len(plain) == len(fitted) == 1
+    assert max(abs(a - b) for a, b in zip(plain[0], fitted[0]) if a >= 0) <= 10

@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     max_train_frames: int | None = Field(None, ge=1, description="use only the first N training frames")
     exist_threshold: float = Field(0.5, gt=0, lt=1)
     prob_threshold: float = Field(0.3, gt=0, lt=1)
+    lane_fit: int = Field(0, ge=0, le=3, description="decode: 0 = points as found (standard SCNN); 1-3 = robust "
+                          "polynomial of that degree per lane (see lanedet.decode.refit_lane)")
     overlays: int = Field(4, ge=0, le=64, description="validation frames drawn with predictions as artifacts")
     overlay_images: list[Path] = Field(default_factory=list, description="extra frames to draw predictions on")
     log_model: bool = True

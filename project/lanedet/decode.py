@@ -49,6 +49,9 @@ class DecodeConfig(BaseModel):
     smooth: int = Field(9, ge=1, description="odd box-filter size in map pixels applied before the peak search; "
                         "1 = no smoothing")
     min_points: int = Field(2, ge=1, description="lanes with fewer points are dropped")
+    fit_degree: int = Field(0, ge=0, le=3, description="0: the points as found (standard SCNN). 1-3: replace each "
+                            "lane by a robust polynomial x(y) of this degree fitted to its points (outliers "
+                            "rejected), over the rows it spans, which also fills gaps inside it")
 
     @field_validator("src_hw")
     @classmethod
@@ -112,7 +115,9 @@ def _box_rows(maps: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
     return (csum[..., size:] - csum[..., :-size]) / size
 
 
-def _decode_item(lane_prob: np.ndarray, exist: np.ndarray, rows: np.ndarray, cfg: DecodeConfig) -> list[list[int]]:
+def _decode_item(
+    lane_prob: np.ndarray, exist: np.ndarray, rows: np.ndarray, cfg: DecodeConfig, ys: Sequence[float] = ()
+) -> list[list[int]]:
     keep = np.flatnonzero(exist > cfg.exist_thr)
     if len(keep) == 0:
         return []
@@ -128,7 +133,32 @@ def _decode_item(lane_prob: np.ndarray, exist: np.ndarray, rows: np.ndarray, cfg
     src_w = cfg.src_hw[1]
     x_src = np.clip(np.rint((x_map + 0.5) * src_w / width - 0.5), 0, src_w - 1).astype(np.int64)
     lanes = np.where(peak > cfg.prob_thr, x_src, MISSING)
+    if cfg.fit_degree:
+        lanes = np.stack([refit_lane(lane, ys, cfg.fit_degree, src_w) for lane in lanes]) if len(lanes) else lanes
     return [lane.tolist() for lane in lanes if np.count_nonzero(lane != MISSING) >= cfg.min_points]
+
+
+def refit_lane(lane: np.ndarray, ys: np.ndarray, degree: int, src_w: int, iterations: int = 3) -> np.ndarray:
+    """A lane's points replaced by a polynomial ``x(y)`` fitted to them, rejecting points further than
+    ``max(15 px, 3 x median residual)`` from the fit (a row whose peak jumped to a neighbouring marking), evaluated
+    on every row between the first and last kept point. Lanes with fewer than 4 points are returned unchanged."""
+    found = lane != MISSING
+    if np.count_nonzero(found) < 4:
+        return lane
+    ys = np.asarray(ys, dtype=np.float64)
+    xs = lane.astype(np.float64)
+    keep = found.copy()
+    for _ in range(iterations):
+        coef = np.polyfit(ys[keep], xs[keep], min(degree, int(keep.sum()) - 2))
+        residual = np.abs(np.polyval(coef, ys) - xs)
+        nxt = found & (residual < max(15.0, 3.0 * float(np.median(residual[keep]))))
+        if nxt.sum() < 4 or (nxt == keep).all():
+            break
+        keep = nxt
+    coef = np.polyfit(ys[keep], xs[keep], min(degree, int(keep.sum()) - 2))
+    span = (ys >= ys[keep].min()) & (ys <= ys[keep].max())
+    fitted = np.rint(np.polyval(coef, ys))
+    return np.where(span & (fitted >= 0) & (fitted < src_w), fitted, MISSING).astype(np.int64)
 
 
 def decode_batch(
@@ -140,6 +170,7 @@ def decode_batch(
     prob_thr: float = 0.3,
     smooth: int = 9,
     min_points: int = 2,
+    fit_degree: int = 0,
 ) -> list[list[list[int]]]:
     """Decode a batch: ``prob`` [B, 1 + L, H, W] softmax probabilities (channel 0 = background) and ``exist_prob``
     [B, L] (numpy or torch) -> per item, a list of lanes, each one x per h_sample (``-2`` = no point).
@@ -148,7 +179,8 @@ def decode_batch(
     :class:`DecodeConfig`. Raises :class:`DecodeError` for bad inputs and pydantic's ``ValidationError`` for bad
     parameters.
     """
-    cfg = DecodeConfig(src_hw=src_hw, exist_thr=exist_thr, prob_thr=prob_thr, smooth=smooth, min_points=min_points)
+    cfg = DecodeConfig(src_hw=src_hw, exist_thr=exist_thr, prob_thr=prob_thr, smooth=smooth, min_points=min_points,
+                       fit_degree=fit_degree)
     probs = _as_array(prob, "prob")
     exists = _as_array(exist_prob, "exist_prob")
     if probs.ndim != 4 or probs.shape[1] < 2 or min(probs.shape[2:]) < 1:
@@ -165,8 +197,9 @@ def decode_batch(
     shared = None if per_item else _map_rows(h_samples, cfg, map_h)
     out = []
     for b in range(probs.shape[0]):
-        rows = _map_rows(h_samples[b], cfg, map_h) if per_item else shared
-        out.append(_decode_item(probs[b, 1:], exists[b], rows, cfg))
+        ys = h_samples[b] if per_item else h_samples
+        rows = _map_rows(ys, cfg, map_h) if per_item else shared
+        out.append(_decode_item(probs[b, 1:], exists[b], rows, cfg, ys))
     return out
 
 
@@ -179,6 +212,7 @@ def decode_lanes(
     prob_thr: float = 0.3,
     smooth: int = 9,
     min_points: int = 2,
+    fit_degree: int = 0,
 ) -> list[list[int]]:
     """Decode one image: ``prob`` [1 + L, H, W] softmax probabilities at network resolution, ``exist_prob`` [L]
     -> lanes in TuSimple format (x per ``h_samples`` row in ``src_hw`` coordinates, ``-2`` = no point)."""
@@ -189,4 +223,4 @@ def decode_lanes(
     if exists.ndim != 1:
         raise DecodeError(f"exist_prob: expected shape [lanes], got {list(exists.shape)}")
     return decode_batch(probs[None], exists[None], h_samples, src_hw=src_hw, exist_thr=exist_thr,
-                        prob_thr=prob_thr, smooth=smooth, min_points=min_points)[0]
+                        prob_thr=prob_thr, smooth=smooth, min_points=min_points, fit_degree=fit_degree)[0]

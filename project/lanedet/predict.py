@@ -56,12 +56,14 @@ class LanePredictor:
         exist_threshold: float = 0.5,
         prob_threshold: float = 0.3,
         device: str | torch.device = "cpu",
+        lane_fit: int = 0,
     ) -> None:
         self.model = model.eval().to(device)
         self.input_hw = input_hw
         self.exist_threshold = exist_threshold
         self.prob_threshold = prob_threshold
         self.device = torch.device(device)
+        self.lane_fit = lane_fit
 
     def predict(
         self, frames: Sequence[Image.Image], h_samples: Sequence[Sequence[int]] | None = None
@@ -82,6 +84,7 @@ class LanePredictor:
                     exist_thr=self.exist_threshold,
                     prob_thr=self.prob_threshold,
                     smooth=auto_smooth(probs.shape[-1]),
+                    fit_degree=self.lane_fit,
                 )
             )
         return out

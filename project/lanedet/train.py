@@ -95,11 +95,13 @@ class LaneDetModule(pl.LightningModule):
         exist_threshold: float = 0.5,
         prob_threshold: float = 0.3,
         pretrained: str | None = None,
+        lane_fit: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.model = build_model(backbone, input_hw=tuple(input_hw), pretrained=pretrained)
         self.model.input_hw = tuple(input_hw)  # travels with the logged model for inference
+        self.model.lane_fit = lane_fit
         self.criterion = SCNNLoss()
         self._frame_scores: torch.Tensor | None = None  # [N, 4]: acc, fp, fn, times seen
 
@@ -137,6 +139,7 @@ class LaneDetModule(pl.LightningModule):
             exist_thr=self.hparams.exist_threshold,
             prob_thr=self.hparams.prob_threshold,
             smooth=auto_smooth(seg.shape[-1]),
+            fit_degree=self.hparams.lane_fit,
         )
         for index, label, pred in zip(batch["index"].tolist(), labels, preds):
             acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
@@ -257,7 +260,8 @@ def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfi
 
     dataset = dm.val_set or dm.test_set
     predictor = LanePredictor(
-        module.model, cfg.input_size, cfg.exist_threshold, cfg.prob_threshold, device=module.device
+        module.model, cfg.input_size, cfg.exist_threshold, cfg.prob_threshold, device=module.device,
+        lane_fit=cfg.lane_fit,
     )
     items: list[tuple[str, Path, list[int], list[list[int]] | None]] = []
     if dataset is not None:
@@ -340,6 +344,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             exist_threshold=cfg.exist_threshold,
             prob_threshold=cfg.prob_threshold,
             pretrained=str(cfg.pretrained) if cfg.pretrained else None,
+            lane_fit=cfg.lane_fit,
         )
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
@@ -434,12 +439,15 @@ def train_command(**values: Any) -> None:
 @click.option("--input-size", default=None, help="HEIGHTxWIDTH; default: the size the model was trained at")
 @click.option("--exist-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--prob-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True)
+@click.option("--lane-fit", type=click.IntRange(0, 3), default=None,
+              help="0 = points as found; 1-3 = robust polynomial per lane; default: what the model was trained with")
 @click.option("--ignore-run-time", is_flag=True,
               help="score as if every frame ran in 0 ms (the official rule zeroes frames slower than 200 ms, "
                    "which a CPU run always is); the measured time is still written to --output")
 def evaluate_command(
     model_uri: str, data_dir: Path, split: str, output: Path | None, batch_size: int,
-    input_size: str | None, exist_threshold: float, prob_threshold: float, ignore_run_time: bool,
+    input_size: str | None, exist_threshold: float, prob_threshold: float, lane_fit: int | None,
+    ignore_run_time: bool,
 ) -> None:
     """Predict lanes on a split with a trained model and score them with the official metric."""
     import mlflow
@@ -453,7 +461,8 @@ def evaluate_command(
         raise click.UsageError(f"--model-uri: cannot load {model_uri!r}: {exc}") from None
     hw = parse_hw(input_size) if input_size else tuple(getattr(model, "input_hw", (288, 512)))
     dataset = TuSimpleDataset(data_dir, split, input_hw=hw)
-    predictor = LanePredictor(model, hw, exist_threshold, prob_threshold)
+    fit = lane_fit if lane_fit is not None else int(getattr(model, "lane_fit", 0))
+    predictor = LanePredictor(model, hw, exist_threshold, prob_threshold, lane_fit=fit)
     preds, gts = [], []
     for start in range(0, len(dataset.labels), batch_size):
         labels = dataset.labels[start : start + batch_size]

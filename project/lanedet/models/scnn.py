@@ -280,7 +280,10 @@ class SCNN(nn.Module):
             raise ValueError(f"x: expected images [B, 3, H, W], got {tuple(x.shape)}")
         features = self.message_passing(self.head(self.backbone(x)))
         seg_small = self.seg_head(features)
-        seg = F.interpolate(seg_small, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        # align_corners=False keeps each stride-8 cell centred on the input pixels it covers (cell j -> 8j + 3.5),
+        # the pixel-centre convention the targets are drawn in; True would stretch the grid by up to half a cell,
+        # 20 source pixels at a 224-wide input: the TuSimple metric's whole tolerance.
+        seg = F.interpolate(seg_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return seg, self.exist_head(seg_small)
 
 
