@@ -148,8 +148,10 @@ def test_bad_parameters_name_the_field() -> None:
         decode_lanes(prob, exist, H56, prob_thr=1.5)
     with pytest.raises(DecodeError, match="2 lists for a batch of 1"):
         decode_batch(prob[None], exist[None], [H56, H56])
+    with pytest.raises(pydantic.ValidationError, match="fit_degree"):
+        decode_lanes(prob, exist, H56, fit_degree=4)
     assert DecodeConfig().model_dump() == {"src_hw": (720, 1280), "exist_thr": 0.5, "prob_thr": 0.3, "smooth": 9,
-                                          "min_points": 2}
+                                          "min_points": 2, "fit_degree": 0}
 
 
 @pytest.fixture(scope="module")

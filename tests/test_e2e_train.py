@@ -28,8 +28,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path)
 def _mlflow_env(tracking_uri: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(MLFLOW_TRACKING_URI=tracking_uri, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    # sample system metrics every second so that even this short run records some
-    env.update(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1")
+    # sample system metrics every 0.1 s so that even this seconds-long run records some
+    env.update(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.1", MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
@@ -62,7 +62,8 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
                 "test_accuracy", "test_fp", "test_fn"):
         assert key in run.data.metrics, key
     assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
-    assert any(k.startswith("system/") for k in run.data.metrics), "system metrics missing"
+    monitor_lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "system_metrics" in ln]
+    assert any(k.startswith("system/") for k in run.data.metrics), f"system metrics missing: {monitor_lines}"
     for key in ("data_dir", "epochs", "batch_size", "backbone", "input_size", "lr", "seed", "use_val",
                 "enable_snapshot", "num_workers", "val_batch_size"):
         assert key in run.data.params, key
