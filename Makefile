@@ -15,7 +15,7 @@ DEMO_EPOCHS ?= 16
 DEMO_BACKBONE ?= resnet18_lite
 DEMO_INPUT ?= 128x224
 DEMO_BATCH ?= 8
-DEMO_LR ?= 0.03
+DEMO_LR ?= 0.08
 DEMO_LANE_FIT ?= 1
 DEMO_TRACKING_URI ?= sqlite:///$(abspath $(DEMO_DIR))/mlflow.db
 # The two real TuSimple frames of the shared fixtures get prediction overlays too (when present).
