@@ -74,7 +74,7 @@ class LanePredictor:
         probs, exist = predict_probs(self.model, batch)
         out = []
         for i, frame in enumerate(frames):
-            rows = list(h_samples[i]) if h_samples is not None else _default_rows(frame.height)
+            rows = list(h_samples[i]) if h_samples is not None else default_rows(frame.height)
             out.append(
                 decode_lanes(
                     probs[i],
@@ -90,7 +90,8 @@ class LanePredictor:
         return out
 
 
-def _default_rows(height: int) -> list[int]:
+def default_rows(height: int) -> list[int]:
+    """Rows to report lanes on for a frame without labels: TuSimple's 160..710 step 10, scaled to *height*."""
     if height == TUSIMPLE_HW[0]:
         return TUSIMPLE_H_SAMPLES
     start = int(height * 160 / 720)

@@ -29,7 +29,7 @@ from lanedet.decode import auto_smooth, decode_batch
 from lanedet.distributed import fail_fast, global_rank, world_size
 from lanedet.metric import evaluate_frame
 from lanedet.models import SCNNLoss, build_model, poly_lr_lambda
-from lanedet.predict import TUSIMPLE_HW, LanePredictor, draw_lanes, load_frame
+from lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +272,8 @@ def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfi
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, path, h_samples, gt) in enumerate(items):
             frame = load_frame(path)
-            rows = h_samples if h_samples is not None else None
-            lanes = predictor.predict([frame], [rows] if rows else None)[0]
-            rows = rows or list(range(int(frame.height * 160 / 720), frame.height, max(1, frame.height // 72)))
+            rows = h_samples if h_samples is not None else default_rows(frame.height)
+            lanes = predictor.predict([frame], [rows])[0]
             out = Path(tmp) / f"{k:02d}_{name.replace('/', '_')}"
             draw_lanes(frame, lanes, rows, gt).save(out.with_suffix(".jpg"), quality=90)
         mlflow.log_artifacts(tmp, artifact_path="overlays")
