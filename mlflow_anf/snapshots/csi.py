@@ -165,6 +165,18 @@ class CsiConfig(BaseModel):
 # pure renderers
 
 
+def _metadata(
+    name: str, namespace: str, labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """Object metadata with labels/annotations only where given (empty maps are left out, as kubectl does)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return metadata
+
+
 def render_volume_snapshot(
     name: str,
     namespace: str,
@@ -175,11 +187,7 @@ def render_volume_snapshot(
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The ``VolumeSnapshot`` manifest of PVC *pvc* (``snapshot_class=None``: the cluster's default class)."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if labels:
-        metadata["labels"] = dict(labels)
-    if annotations:
-        metadata["annotations"] = dict(annotations)
+    metadata = _metadata(name, namespace, labels, annotations)
     spec: dict[str, Any] = {"source": {"persistentVolumeClaimName": pvc}}
     if snapshot_class:
         spec["volumeSnapshotClassName"] = snapshot_class
@@ -199,11 +207,7 @@ def render_restore_pvc(
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A ``PersistentVolumeClaim`` that the CSI driver fills from VolumeSnapshot *snapshot_name*."""
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
-    if labels:
-        metadata["labels"] = dict(labels)
-    if annotations:
-        metadata["annotations"] = dict(annotations)
+    metadata = _metadata(name, namespace, labels, annotations)
     spec: dict[str, Any] = {
         "accessModes": list(access_modes),
         "resources": {"requests": {"storage": format_quantity(size) if isinstance(size, int) else str(size)}},
