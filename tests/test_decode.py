@@ -151,7 +151,7 @@ def test_bad_parameters_name_the_field() -> None:
     with pytest.raises(pydantic.ValidationError, match="fit_degree"):
         decode_lanes(prob, exist, H56, fit_degree=4)
     assert DecodeConfig().model_dump() == {"src_hw": (720, 1280), "exist_thr": 0.5, "prob_thr": 0.3, "smooth": 9,
-                                          "min_points": 2, "fit_degree": 0}
+                                          "min_points": 2, "fit_degree": 0, "road_fit": False}
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +239,96 @@ def test_decode_with_fit_degree_matches_plain_decode_on_clean_maps() -> None:
     fitted = decode_lanes(prob, np.array([0, 1, 0, 0.0]), rows, smooth=3, fit_degree=1)
     assert len(plain) == len(fitted) == 1
     assert max(abs(a - b) for a, b in zip(plain[0], fitted[0]) if a >= 0) <= 10
+
+
+# ----------------------------------------------------------------------------------------------- joint road-model fit
+def _road_lanes(ys: np.ndarray, y_h: float = 250.0, x_c: float = 660.0, k: float = 900.0,
+                b: tuple[float, ...] = (-2.6, -0.9, 0.8, 2.5), first: float = 280.0) -> np.ndarray:
+    from lanedet.decode import MISSING
+
+    t = np.maximum(ys - y_h, 1e-3)
+    x = np.rint(x_c + np.asarray(b)[:, None] * t[None, :] + k / t[None, :])
+    return np.where((ys >= first) & (x >= 0) & (x < 1280), x, MISSING).astype(np.int64)
+
+
+def test_fit_road_carries_a_lane_through_a_gap_and_off_a_crack() -> None:
+    from lanedet.decode import MISSING, fit_road
+
+    ys = np.arange(160, 720, 10, dtype=np.float64)
+    truth = _road_lanes(ys)
+    found = truth.copy()
+    found[1, 35:45] = MISSING  # the ego-left lane lost in a dash gap near the car ...
+    found[1, 45:50] = truth[1, 45:50] - 60  # ... then its peak follows a crack 60 px to the left
+    found[2, 20:24] += 25  # a few rows of the right lane pulled by a shadow edge
+    fitted = fit_road(found, ys, 1280)
+    assert fitted is not None
+    for lane in range(4):
+        span = truth[lane] != MISSING
+        assert (fitted[lane][~span] == MISSING).all()  # nothing above a lane's first point
+        got = span & (fitted[lane] != MISSING)
+        assert np.abs(fitted[lane][got] - truth[lane][got]).max() <= 2
+    assert np.count_nonzero(fitted[1] != MISSING) == np.count_nonzero(truth[1] != MISSING)  # the gap is filled
+    # a per-lane line cannot do this: the crack rows pull the bottom of the lane away
+    from lanedet.decode import refit_lane
+
+    single = refit_lane(found[1], ys, 1, 1280)
+    assert np.abs(single[45:50] - truth[1, 45:50]).max() > 20
+
+
+def test_fit_road_declines_where_the_model_does_not_hold() -> None:
+    from lanedet.decode import MISSING, fit_road
+
+    ys = np.arange(160, 720, 10, dtype=np.float64)
+    truth = _road_lanes(ys)
+    one = truth.copy()
+    one[1:] = MISSING
+    assert fit_road(one, ys, 1280) is None  # one lane fixes no shared horizon
+    rng = np.random.default_rng(0)
+    noise = np.where(truth != MISSING, rng.integers(0, 1280, truth.shape), MISSING)
+    assert fit_road(noise, ys, 1280) is None  # no road in these points: keep them for the per-lane fallback
+
+
+def test_road_model_reproduces_the_real_labels(tusimple_fixtures: Path) -> None:
+    """The flat-road model is a prior real highway lanes satisfy: refitting the real 0313 labels changes the official
+    score by less than 1 %. (Synthetic frames are drawn from it, so this is the check that matters.)"""
+    from lanedet.data.tusimple import read_labels
+    from lanedet.decode import fit_road
+
+    labels = read_labels(tusimple_fixtures / "label_data_0313.json")[::3]
+    preds = []
+    for label in labels:
+        fitted = fit_road(np.asarray(label.lanes), label.h_samples, 1280)
+        lanes = fitted.tolist() if fitted is not None else label.lanes
+        preds.append({"raw_file": label.raw_file, "lanes": lanes, "run_time": 1.0})
+    result = evaluate(preds, labels)
+    assert result["Accuracy"] >= 0.99 and result["FP"] <= 0.006 and result["FN"] <= 0.006, result
+
+
+def test_road_decode_on_label_masks(label_round_trip) -> None:
+    preds = []
+    for label, prob, exist in label_round_trip:
+        preds.append({"raw_file": label.raw_file, "run_time": 1.0,
+                      "lanes": decode_lanes(prob, exist, label.h_samples, prob_thr=0.5, road_fit=True)})
+    gts = [{"raw_file": label.raw_file, "h_samples": label.h_samples,
+            "lanes": [lane for lane in label.lanes if sum(x >= 0 for x in lane) >= 2]} for label, _, _ in label_round_trip]
+    result = evaluate(preds, gts)
+    assert result["Accuracy"] >= 0.985 and result["FP"] <= 0.01, result
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("1", 1), (2.0, 2), ("3", 3), ("road", "road"), ("Road", "road")])
+def test_lane_fit_settings(value, expected) -> None:
+    from lanedet.config import TrainConfig
+    from lanedet.decode import fit_options, parse_lane_fit
+
+    assert parse_lane_fit(value) == expected
+    assert TrainConfig(data_dir=".", lane_fit=value).mlflow_params()["lane_fit"] == str(expected)
+    assert fit_options(expected) == ({"fit_degree": 1, "road_fit": True} if expected == "road"
+                                     else {"fit_degree": expected, "road_fit": False})
+
+
+@pytest.mark.parametrize("value", ["4", "poly", 1.5, -1, ""])
+def test_bad_lane_fit_names_the_field(value) -> None:
+    from lanedet.config import TrainConfig
+
+    with pytest.raises(pydantic.ValidationError, match="lane_fit: expected 0, 1, 2, 3 or road"):
+        TrainConfig(data_dir=".", lane_fit=value)

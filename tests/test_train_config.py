@@ -14,13 +14,14 @@ def test_mlproject_strings_parse() -> None:
     cfg = TrainConfig(
         data_dir="d", epochs="3", batch_size="4", use_val="false", enable_snapshot="true", input_size="160x288",
         snapshot_options="namespace=ml,snapshot_class=netapp", pvc_name="", pretrained="", max_train_frames="",
-        overlay_images="a.jpg,b.jpg", lr="0.02",
+        overlay_images="a.jpg,b.jpg", lr="0.02", optimizer="adamw", augment="false", lane_fit="road",
     )
     assert cfg.epochs == 3 and cfg.batch_size == 4 and cfg.use_val is False and cfg.enable_snapshot is True
     assert cfg.input_size == (160, 288)
     assert cfg.snapshot_options == {"namespace": "ml", "snapshot_class": "netapp"}
     assert cfg.pvc_name is None and cfg.pretrained is None and cfg.max_train_frames is None
     assert cfg.overlay_images == [Path("a.jpg"), Path("b.jpg")]
+    assert cfg.optimizer == "adamw" and cfg.augment is False and cfg.lane_fit == "road"
 
 
 def test_mlflow_params_are_flat_strings_and_round_trip() -> None:
@@ -50,6 +51,9 @@ def test_mlflow_params_are_flat_strings_and_round_trip() -> None:
         ("snapshot_options", "novalue"),
         ("precision", "8"),
         ("num_workers", "-2"),
+        ("optimizer", "adam"),
+        ("lane_fit", "cubic"),
+        ("augment", "some"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: str) -> None:
@@ -74,3 +78,25 @@ def test_parse_hw_variants() -> None:
 def test_loader_workers_follow_use_workers() -> None:
     assert TrainConfig(data_dir="d", num_workers=3, use_workers=False).loader_workers == 0
     assert TrainConfig(data_dir="d", num_workers=3).loader_workers == 3
+
+
+@pytest.mark.parametrize(("name", "cls"), [("sgd", "SGD"), ("adamw", "AdamW")])
+def test_optimizer_choice_reaches_lightning(name: str, cls: str) -> None:
+    from types import SimpleNamespace
+
+    from lanedet.train import LaneDetModule
+
+    module = LaneDetModule(backbone="resnet18_lite", input_hw=(64, 128), lr=0.004, optimizer=name, momentum=0.8,
+                           weight_decay=1e-3, warmup_epochs=1)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=40, max_epochs=4)  # what configure_optimizers reads
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert type(opt).__name__ == cls
+    group = opt.param_groups[0]
+    assert group["weight_decay"] == 1e-3
+    assert (group["betas"][0] if name == "adamw" else group["momentum"]) == 0.8
+    assert group["lr"] == pytest.approx(0.004 / 10)  # first step of the 10-step warm-up
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.004)

@@ -7,8 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lanedet.decode import LaneFit, parse_lane_fit
+
 Backbone = Literal["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 Strategy = Literal["auto", "ddp", "horovod"]
+Optimizer = Literal["sgd", "adamw"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
 
 
@@ -49,6 +52,9 @@ class TrainConfig(BaseModel):
     backbone: Backbone = "vgg16_bn"
     input_size: tuple[int, int] = Field((288, 512), description="network input HEIGHTxWIDTH")
     pretrained: Path | None = Field(None, description="local torchvision-format backbone weights (.pth)")
+    optimizer: Optimizer = Field("sgd", description="sgd: SCNN's SGD with momentum; adamw: AdamW (beta1 = momentum), "
+                                 "which trains the existence branch in short CPU schedules where SGD leaves it at the "
+                                 "base rate; either way with the poly schedule and warm-up")
     lr: float = Field(0.01, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
@@ -63,8 +69,8 @@ class TrainConfig(BaseModel):
     max_train_frames: int | None = Field(None, ge=1, description="use only the first N training frames")
     exist_threshold: float = Field(0.5, gt=0, lt=1)
     prob_threshold: float = Field(0.3, gt=0, lt=1)
-    lane_fit: int = Field(0, ge=0, le=3, description="decode: 0 = points as found (standard SCNN); 1-3 = robust "
-                          "polynomial of that degree per lane (see lanedet.decode.refit_lane)")
+    lane_fit: LaneFit = Field(0, description="decode: 0 = points as found (standard SCNN); 1-3 = robust polynomial of "
+                              "that degree per lane; road = all lanes jointly on the flat-road model (lanedet.decode)")
     overlays: int = Field(4, ge=0, le=64, description="validation frames drawn with predictions as artifacts")
     overlay_images: list[Path] = Field(default_factory=list, description="extra frames to draw predictions on")
     log_model: bool = True
@@ -78,6 +84,11 @@ class TrainConfig(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
+
+    @field_validator("lane_fit", mode="before")
+    @classmethod
+    def _lane_fit(cls, value: Any) -> Any:
+        return parse_lane_fit(value)
 
     @field_validator("snapshot_options", mode="before")
     @classmethod

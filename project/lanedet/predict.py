@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD
-from lanedet.decode import auto_smooth, decode_lanes
+from lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
 
 TUSIMPLE_HW = (720, 1280)
 TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
@@ -56,7 +56,7 @@ class LanePredictor:
         exist_threshold: float = 0.5,
         prob_threshold: float = 0.3,
         device: str | torch.device = "cpu",
-        lane_fit: int = 0,
+        lane_fit: LaneFit = 0,
     ) -> None:
         self.model = model.eval().to(device)
         self.input_hw = input_hw
@@ -84,7 +84,7 @@ class LanePredictor:
                     exist_thr=self.exist_threshold,
                     prob_thr=self.prob_threshold,
                     smooth=auto_smooth(probs.shape[-1]),
-                    fit_degree=self.lane_fit,
+                    **fit_options(self.lane_fit),
                 )
             )
         return out

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from lanedet.config import TrainConfig, parse_hw
 from lanedet.data.tusimple import TuSimpleDataset
-from lanedet.decode import auto_smooth, decode_batch
+from lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options, parse_lane_fit
 from lanedet.distributed import fail_fast, global_rank, world_size
 from lanedet.metric import evaluate_frame
 from lanedet.models import SCNNLoss, build_model, poly_lr_lambda
@@ -89,13 +89,14 @@ class LaneDetModule(pl.LightningModule):
         backbone: str = "vgg16_bn",
         input_hw: tuple[int, int] = (288, 512),
         lr: float = 0.01,
+        optimizer: str = "sgd",
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         warmup_epochs: float = 1.0,
         exist_threshold: float = 0.5,
         prob_threshold: float = 0.3,
         pretrained: str | None = None,
-        lane_fit: int = 0,
+        lane_fit: LaneFit = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -139,7 +140,7 @@ class LaneDetModule(pl.LightningModule):
             exist_thr=self.hparams.exist_threshold,
             prob_thr=self.hparams.prob_threshold,
             smooth=auto_smooth(seg.shape[-1]),
-            fit_degree=self.hparams.lane_fit,
+            **fit_options(self.hparams.lane_fit),
         )
         for index, label, pred in zip(batch["index"].tolist(), labels, preds):
             acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
@@ -178,9 +179,15 @@ class LaneDetModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
+        optimizer: torch.optim.Optimizer
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(
+                self.model.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
+            )
+        else:
+            optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = min(total - 1, int(hp.warmup_epochs * steps_per_epoch)) if total > 1 else 0
@@ -337,6 +344,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             backbone=cfg.backbone,
             input_hw=cfg.input_size,
             lr=cfg.lr,
+            optimizer=cfg.optimizer,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             warmup_epochs=cfg.warmup_epochs,
@@ -438,14 +446,15 @@ def train_command(**values: Any) -> None:
 @click.option("--input-size", default=None, help="HEIGHTxWIDTH; default: the size the model was trained at")
 @click.option("--exist-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--prob-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True)
-@click.option("--lane-fit", type=click.IntRange(0, 3), default=None,
-              help="0 = points as found; 1-3 = robust polynomial per lane; default: what the model was trained with")
+@click.option("--lane-fit", type=click.Choice(["0", "1", "2", "3", "road"]), default=None,
+              help="0 = points as found; 1-3 = robust polynomial per lane; road = all lanes jointly on the flat-road "
+                   "model; default: what the model was trained with")
 @click.option("--ignore-run-time", is_flag=True,
               help="score as if every frame ran in 0 ms (the official rule zeroes frames slower than 200 ms, "
                    "which a CPU run always is); the measured time is still written to --output")
 def evaluate_command(
     model_uri: str, data_dir: Path, split: str, output: Path | None, batch_size: int,
-    input_size: str | None, exist_threshold: float, prob_threshold: float, lane_fit: int | None,
+    input_size: str | None, exist_threshold: float, prob_threshold: float, lane_fit: str | None,
     ignore_run_time: bool,
 ) -> None:
     """Predict lanes on a split with a trained model and score them with the official metric."""
@@ -460,7 +469,7 @@ def evaluate_command(
         raise click.UsageError(f"--model-uri: cannot load {model_uri!r}: {exc}") from None
     hw = parse_hw(input_size) if input_size else tuple(getattr(model, "input_hw", (288, 512)))
     dataset = TuSimpleDataset(data_dir, split, input_hw=hw)
-    fit = lane_fit if lane_fit is not None else int(getattr(model, "lane_fit", 0))
+    fit = parse_lane_fit(lane_fit if lane_fit is not None else getattr(model, "lane_fit", 0), "--lane-fit")
     predictor = LanePredictor(model, hw, exist_threshold, prob_threshold, lane_fit=fit)
     preds, gts = [], []
     for start in range(0, len(dataset.labels), batch_size):
