@@ -162,7 +162,7 @@ def _decode_item(
     src_w = cfg.src_hw[1]
     x_src = np.clip(np.rint((x_map + 0.5) * src_w / width - 0.5), 0, src_w - 1).astype(np.int64)
     lanes = np.where(peak > cfg.prob_thr, x_src, MISSING)
-    fitted = fit_road(lanes, ys, src_w) if cfg.road_fit else None
+    fitted = fit_road(lanes, ys, src_w, fallback_degree=cfg.fit_degree) if cfg.road_fit else None
     if fitted is not None:
         lanes = fitted
     elif cfg.fit_degree:
@@ -188,67 +188,118 @@ def refit_lane(lane: np.ndarray, ys: np.ndarray, degree: int, src_w: int, iterat
             break
         keep = nxt
     coef = np.polyfit(ys[keep], xs[keep], min(degree, int(keep.sum()) - 2))
-    span = (ys >= ys[keep].min()) & (ys <= ys[keep].max())
+    span = (ys >= ys[found].min()) & (ys <= ys[found].max())
     fitted = np.rint(np.polyval(coef, ys))
     return np.where(span & (fitted >= 0) & (fitted < src_w), fitted, MISSING).astype(np.int64)
 
 
 def fit_road(
-    lanes: np.ndarray, ys: Sequence[float], src_w: int, iterations: int = 4, max_rms: float = 25.0
+    lanes: np.ndarray,
+    ys: Sequence[float],
+    src_w: int,
+    fallback_degree: int = 0,
+    iterations: int = 5,
+    max_rms: float = 25.0,
 ) -> np.ndarray | None:
     """All lanes of a frame refitted jointly to the flat-road model ``x_i(y) = x_c + b_i t + k / t``, ``t = y - y_h``.
 
     A straight or constantly curving road seen by a pinhole camera: every marking shares the horizon row ``y_h``, the
     vanishing column ``x_c`` and the curvature term ``k``; only its lateral offset ``b_i`` is its own (the hyperbola
     lane model; our synthetic frames are drawn from it, and it reproduces the real TuSimple labels of clip 0313 to
-    Accuracy 0.99). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
+    Accuracy 0.997). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
     points are missing or wandered to a crack or a shadow edge. ``y_h`` is found by a 1-D search, the rest by linear
     least squares; points further than ``max(15 px, 3 x median residual)`` from their lane's fit are rejected and the
-    fit repeated. Each lane is evaluated between its first and last kept point.
+    fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection, does not
+    follow the road (a kerb, a merging ramp, a misdetection) and leaves the joint fit, as do lanes with fewer than 4
+    points: those get :func:`refit_lane` of
+    ``fallback_degree`` (0 = unchanged). Each lane is evaluated between its first and last found point (a rejected row
+    loses its x, not the lane's extent).
 
     ``lanes`` [K, R] (``-2`` = no point) at rows ``ys``. Returns the refitted lanes, or None when the model does not
-    apply: fewer than two lanes with 4 points, or an RMS residual above ``max_rms`` pixels (scaled to 1280 wide).
+    apply: fewer than two lanes to fit it to, or an RMS residual above ``max_rms`` pixels (scaled to 1280 wide).
     """
     lanes = np.asarray(lanes, dtype=np.int64)
     ys = np.asarray(ys, dtype=np.float64)
     found = lanes != MISSING
-    fitted_ids = [i for i in range(len(lanes)) if np.count_nonzero(found[i]) >= 4]
-    if len(fitted_ids) < 2:
-        return None
+    counts = found.sum(axis=1)
+    joint = [i for i in range(len(lanes)) if counts[i] >= 4]
     scale = src_w / 1280.0
-    keep = found[fitted_ids].copy()  # [n, R]
-    xs = lanes[fitted_ids].astype(np.float64)
-    n = len(fitted_ids)
+    keep = found.copy()
+    # a whole lane off the road (another vanishing point) drags every lane with it in least squares: leave out the
+    # lane whose absence at least halves the median residual, as long as two remain (a few stray rows of a lane
+    # barely move the median; the rejection below deals with them)
+    while len(joint) > 2:
+        typical = _typical_residual(lanes, keep, joint, ys, scale)
+        trials = [(_typical_residual(lanes, keep, [j for j in joint if j != i], ys, scale), i) for i in joint]
+        best, worst = min(trials)
+        if best > 0.5 * typical or typical < 4.0 * scale:
+            break
+        joint.remove(worst)
     for _ in range(iterations):
-        lane_of, row_of = np.nonzero(keep)
-        y, x = ys[row_of], xs[lane_of, row_of]
-        candidates = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)  # horizon rows
-        t = y[None, :] - candidates[:, None]  # [G, m]
-        design = np.zeros((*t.shape, 2 + n))
-        design[..., 0], design[..., 1] = 1.0, 1.0 / t
-        design[:, np.arange(len(y)), 2 + lane_of] = t
-        gram = np.einsum("gmp,gmq->gpq", design, design) + 1e-9 * np.eye(2 + n)
-        sol = np.linalg.solve(gram, np.einsum("gmp,m->gp", design, x)[..., None])[..., 0]
-        sq = ((np.einsum("gmp,gp->gm", design, sol) - x[None, :]) ** 2).mean(axis=1)
-        best = int(np.argmin(sq))
-        y_h, (x_c, k), b = candidates[best], sol[best, :2], sol[best, 2:]
-        t_all = np.maximum(ys - y_h, 1e-3)
-        model = x_c + b[:, None] * t_all[None, :] + k / t_all[None, :]  # [n, R]
-        residual = np.abs(model - xs)
-        limit = np.array([max(15.0 * scale, 3.0 * float(np.median(residual[i][keep[i]]))) for i in range(n)])
-        nxt = found[fitted_ids] & (residual < limit[:, None])
-        if (nxt.sum(axis=1) < 3).any() or (nxt == keep).all():
+        if len(joint) < 2:
+            return None
+        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale)
+        residual = np.abs(model - lanes)
+        nxt = keep.copy()
+        for i in joint:
+            limit = max(15.0 * scale, 3.0 * float(np.median(residual[i][keep[i]])))
+            nxt[i] = found[i] & (residual[i] < limit)
+        off_road = [i for i in joint if nxt[i].sum() < max(3, counts[i] / 2)]
+        if off_road:
+            joint = [i for i in joint if i not in off_road]
+            continue
+        if (nxt[joint] == keep[joint]).all():
             break
         keep = nxt
-    if float(np.sqrt(sq[best])) > max_rms * scale:
+    else:
+        if len(joint) < 2:
+            return None
+        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale)
+    if rms > max_rms * scale:
         return None
     out = lanes.copy()
-    for j, i in enumerate(fitted_ids):
-        rows = ys[keep[j]]
+    for i in range(len(lanes)):
+        if i not in joint:
+            if fallback_degree and counts[i]:
+                out[i] = refit_lane(lanes[i], ys, fallback_degree, src_w)
+            continue
+        rows = ys[found[i]]  # the lane's extent is where it was found; rejected rows only lose their x
         span = (ys >= rows.min()) & (ys <= rows.max()) & (ys > y_h)
-        x_fit = np.rint(model[j])
+        x_fit = np.rint(model[i])
         out[i] = np.where(span & (x_fit >= 0) & (x_fit < src_w), x_fit, MISSING)
     return out
+
+
+def _typical_residual(lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float) -> float:
+    """Median absolute residual of the kept points of the ``joint`` lanes under their least-squares road model."""
+    model = _road_solve(lanes, keep, joint, ys, scale)[1]
+    rows = keep[joint]
+    return float(np.median(np.abs(model[joint] - lanes[joint])[rows]))
+
+
+def _road_solve(
+    lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float
+) -> tuple[float, np.ndarray, float]:
+    """Least-squares road model on the kept points of the ``joint`` lanes -> (y_h, x of every lane [K, R], RMS)."""
+    n = len(joint)
+    sub = keep[joint]
+    lane_of, row_of = np.nonzero(sub)
+    y = ys[row_of]
+    x = lanes[joint][lane_of, row_of].astype(np.float64)
+    candidates = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)  # horizon rows
+    t = y[None, :] - candidates[:, None]  # [G, m]
+    design = np.zeros((*t.shape, 2 + n))
+    design[..., 0], design[..., 1] = 1.0, 1.0 / t
+    design[:, np.arange(len(y)), 2 + lane_of] = t
+    gram = np.einsum("gmp,gmq->gpq", design, design) + 1e-9 * np.eye(2 + n)
+    sol = np.linalg.solve(gram, np.einsum("gmp,m->gp", design, x)[..., None])[..., 0]
+    sq = ((np.einsum("gmp,gp->gm", design, sol) - x[None, :]) ** 2).mean(axis=1)
+    best = int(np.argmin(sq))
+    y_h, (x_c, k), b = float(candidates[best]), sol[best, :2], sol[best, 2:]
+    t_all = np.maximum(ys - y_h, 1e-3)
+    model = np.zeros(lanes.shape, dtype=np.float64)
+    model[joint] = x_c + b[:, None] * t_all[None, :] + k / t_all[None, :]
+    return y_h, model, float(np.sqrt(sq[best]))
 
 
 def decode_batch(
