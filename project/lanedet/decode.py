@@ -280,20 +280,36 @@ def _typical_residual(lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys:
 def _road_solve(
     lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float
 ) -> tuple[float, np.ndarray, float]:
-    """Least-squares road model on the kept points of the ``joint`` lanes -> (y_h, x of every lane [K, R], RMS)."""
+    """Least-squares road model on the kept points of the ``joint`` lanes -> (y_h, x of every lane [K, R], RMS).
+
+    For every candidate horizon the normal equations of ``(x_c, k, b_1..b_n)`` are built from per-lane sums (the
+    design matrix is block-sparse: ``b_i`` only touches lane ``i``), so the search costs O(candidates x points).
+    """
     n = len(joint)
-    sub = keep[joint]
-    lane_of, row_of = np.nonzero(sub)
+    lane_of, row_of = np.nonzero(keep[joint])
     y = ys[row_of]
     x = lanes[joint][lane_of, row_of].astype(np.float64)
+    onehot = np.zeros((len(y), n))
+    onehot[np.arange(len(y)), lane_of] = 1.0
     candidates = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)  # horizon rows
     t = y[None, :] - candidates[:, None]  # [G, m]
-    design = np.zeros((*t.shape, 2 + n))
-    design[..., 0], design[..., 1] = 1.0, 1.0 / t
-    design[:, np.arange(len(y)), 2 + lane_of] = t
-    gram = np.einsum("gmp,gmq->gpq", design, design) + 1e-9 * np.eye(2 + n)
-    sol = np.linalg.solve(gram, np.einsum("gmp,m->gp", design, x)[..., None])[..., 0]
-    sq = ((np.einsum("gmp,gp->gm", design, sol) - x[None, :]) ** 2).mean(axis=1)
+    inv = 1.0 / t
+    g_count = len(candidates)
+    gram = np.zeros((g_count, 2 + n, 2 + n))
+    gram[:, 0, 0] = len(y)
+    gram[:, 0, 1] = gram[:, 1, 0] = inv.sum(axis=1)
+    gram[:, 1, 1] = (inv * inv).sum(axis=1)
+    lane_t = t @ onehot  # [G, n]: sum of t per lane
+    idx = np.arange(2, 2 + n)
+    gram[:, 0, idx] = gram[:, idx, 0] = lane_t
+    gram[:, 1, idx] = gram[:, idx, 1] = onehot.sum(axis=0)[None, :]  # t * (1/t) = 1 per point
+    gram[:, idx, idx] = (t * t) @ onehot
+    rhs = np.empty((g_count, 2 + n))
+    rhs[:, 0] = x.sum()
+    rhs[:, 1] = inv @ x
+    rhs[:, 2:] = (t * x[None, :]) @ onehot
+    sol = np.linalg.solve(gram + 1e-9 * np.eye(2 + n), rhs[..., None])[..., 0]
+    sq = np.maximum((x * x).sum() - (sol * rhs).sum(axis=1), 0.0) / len(y)  # residual sum of squares at the optimum
     best = int(np.argmin(sq))
     y_h, (x_c, k), b = float(candidates[best]), sol[best, :2], sol[best, 2:]
     t_all = np.maximum(ys - y_h, 1e-3)
