@@ -21,7 +21,7 @@ def test_mlproject_strings_parse() -> None:
     assert cfg.snapshot_options == {"namespace": "ml", "snapshot_class": "netapp"}
     assert cfg.pvc_name is None and cfg.pretrained is None and cfg.max_train_frames is None
     assert cfg.overlay_images == [Path("a.jpg"), Path("b.jpg")]
-    assert cfg.optimizer == "adamw" and cfg.augment is False and cfg.lane_fit == "road"
+    assert cfg.optimizer == "adamw" and cfg.augment == "none" and cfg.lane_fit == "road"
 
 
 def test_mlflow_params_are_flat_strings_and_round_trip() -> None:
@@ -100,3 +100,17 @@ def test_optimizer_choice_reaches_lightning(name: str, cls: str) -> None:
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize(
+    ("value", "mode", "zoom"),
+    [("true", "full", 0.1), (True, "full", 0.1), ("full", "full", 0.1), ("flip", "flip", 0.0), ("false", "none", None),
+     (False, "none", None), ("none", "none", None)],
+)
+def test_augment_modes(value, mode: str, zoom) -> None:
+    cfg = TrainConfig(data_dir="d", augment=value)
+    assert cfg.augment == mode and cfg.mlflow_params()["augment"] == mode
+    aug = cfg.augment_config()
+    assert (aug.scale if aug else None) == zoom
+    if mode == "flip":
+        assert aug.flip_p == 0.5 and aug.translate == aug.brightness == aug.contrast == 0.0

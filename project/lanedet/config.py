@@ -7,11 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from lanedet.data.tusimple import AugmentConfig
 from lanedet.decode import LaneFit, parse_lane_fit
 
 Backbone = Literal["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 Strategy = Literal["auto", "ddp", "horovod"]
 Optimizer = Literal["sgd", "adamw"]
+Augment = Literal["full", "flip", "none"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
 
 
@@ -65,7 +67,8 @@ class TrainConfig(BaseModel):
     accelerator: str = Field("auto", pattern=r"^(auto|cpu|gpu|cuda|mps)$")
     devices: str = Field("auto", pattern=r"^(auto|-1|[0-9]+)$")
     precision: str = Field("32-true", pattern=r"^(32-true|32|16-mixed|bf16-mixed)$")
-    augment: bool = True
+    augment: Augment = Field("full", description="train-time augmentation: full (flip, zoom, shift, brightness, "
+                             "contrast), flip (mirror only), none; true/false mean full/none")
     max_train_frames: int | None = Field(None, ge=1, description="use only the first N training frames")
     exist_threshold: float = Field(0.5, gt=0, lt=1)
     prob_threshold: float = Field(0.3, gt=0, lt=1)
@@ -84,6 +87,21 @@ class TrainConfig(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, value: Any) -> Any:
+        """MLproject params are strings: the booleans the option used to be still work."""
+        text = str(value).strip().lower()
+        return {"true": "full", "1": "full", "yes": "full", "false": "none", "0": "none", "no": "none"}.get(text, value)
+
+    def augment_config(self) -> AugmentConfig | None:
+        """The dataset's augmentation for ``augment``."""
+        if self.augment == "none":
+            return None
+        if self.augment == "flip":
+            return AugmentConfig(scale=0.0, translate=0.0, brightness=0.0, contrast=0.0)
+        return AugmentConfig()
 
     @field_validator("lane_fit", mode="before")
     @classmethod
