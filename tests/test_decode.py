@@ -352,3 +352,19 @@ def test_fit_road_leaves_a_lane_that_does_not_follow_the_road_out() -> None:
     assert (fitted[3] == stray).all()  # fallback_degree=0: left as found
     line = fit_road(found, ys, 1280, fallback_degree=1)
     assert np.abs(line[3][stray != MISSING] - stray[stray != MISSING]).max() <= 1  # a straight line refits exactly
+
+
+def test_fit_road_trusts_confident_rows_more() -> None:
+    """Rows found with a weak peak (a lane guessed across a dash gap) pull the fit less than well-seen ones."""
+    from lanedet.decode import MISSING, fit_road
+
+    ys = np.arange(160, 720, 10, dtype=np.float64)
+    truth = _road_lanes(ys)
+    found = truth.copy()
+    found[1, 40:] = truth[1, 40:] - 12  # a 12 px bias, inside the outlier limit: only the weights can discount it
+    weights = np.ones(found.shape)
+    weights[1, 40:] = 0.05
+    plain, weighted = fit_road(found, ys, 1280), fit_road(found, ys, 1280, weights=weights)
+    rows = truth[1] != MISSING
+    assert np.abs(weighted[1][rows] - truth[1][rows]).max() <= 3 < 5 <= np.abs(plain[1][rows] - truth[1][rows]).max()
+    assert (fit_road(found, ys, 1280, weights=np.ones(found.shape)) == plain).all()  # unit weights = unweighted

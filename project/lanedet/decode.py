@@ -162,7 +162,7 @@ def _decode_item(
     src_w = cfg.src_hw[1]
     x_src = np.clip(np.rint((x_map + 0.5) * src_w / width - 0.5), 0, src_w - 1).astype(np.int64)
     lanes = np.where(peak > cfg.prob_thr, x_src, MISSING)
-    fitted = fit_road(lanes, ys, src_w, fallback_degree=cfg.fit_degree) if cfg.road_fit else None
+    fitted = fit_road(lanes, ys, src_w, fallback_degree=cfg.fit_degree, weights=peak**2) if cfg.road_fit else None
     if fitted is not None:
         lanes = fitted
     elif cfg.fit_degree:
@@ -198,6 +198,7 @@ def fit_road(
     ys: Sequence[float],
     src_w: int,
     fallback_degree: int = 0,
+    weights: np.ndarray | None = None,
     iterations: int = 5,
     max_rms: float = 25.0,
 ) -> np.ndarray | None:
@@ -212,7 +213,8 @@ def fit_road(
     fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection, does not
     follow the road (a kerb, a merging ramp, a misdetection) and leaves the joint fit, as do lanes with fewer than 4
     points: those get :func:`refit_lane` of
-    ``fallback_degree`` (0 = unchanged). Each lane is evaluated between its first and last found point (a rejected row
+    ``fallback_degree`` (0 = unchanged). ``weights`` [K, R] (decoding passes the squared peak probability) let
+    confidently found rows count more than rows guessed across a gap. Each lane is evaluated between its first and last found point (a rejected row
     loses its x, not the lane's extent).
 
     ``lanes`` [K, R] (``-2`` = no point) at rows ``ys``. Returns the refitted lanes, or None when the model does not
@@ -225,12 +227,13 @@ def fit_road(
     joint = [i for i in range(len(lanes)) if counts[i] >= 4]
     scale = src_w / 1280.0
     keep = found.copy()
+    w = np.ones(lanes.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     # a whole lane off the road (another vanishing point) drags every lane with it in least squares: leave out the
     # lane whose absence at least halves the median residual, as long as two remain (a few stray rows of a lane
     # barely move the median; the rejection below deals with them)
     while len(joint) > 2:
-        typical = _typical_residual(lanes, keep, joint, ys, scale)
-        trials = [(_typical_residual(lanes, keep, [j for j in joint if j != i], ys, scale), i) for i in joint]
+        typical = _typical_residual(lanes, keep, joint, ys, scale, w)
+        trials = [(_typical_residual(lanes, keep, [j for j in joint if j != i], ys, scale, w), i) for i in joint]
         best, worst = min(trials)
         if best > 0.5 * typical or typical < 4.0 * scale:
             break
@@ -238,7 +241,7 @@ def fit_road(
     for _ in range(iterations):
         if len(joint) < 2:
             return None
-        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale)
+        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale, w)
         residual = np.abs(model - lanes)
         nxt = keep.copy()
         for i in joint:
@@ -254,7 +257,7 @@ def fit_road(
     else:
         if len(joint) < 2:
             return None
-        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale)
+        y_h, model, rms = _road_solve(lanes, keep, joint, ys, scale, w)
     if rms > max_rms * scale:
         return None
     out = lanes.copy()
@@ -270,15 +273,17 @@ def fit_road(
     return out
 
 
-def _typical_residual(lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float) -> float:
+def _typical_residual(
+    lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float, w: np.ndarray
+) -> float:
     """Median absolute residual of the kept points of the ``joint`` lanes under their least-squares road model."""
-    model = _road_solve(lanes, keep, joint, ys, scale)[1]
+    model = _road_solve(lanes, keep, joint, ys, scale, w)[1]
     rows = keep[joint]
     return float(np.median(np.abs(model[joint] - lanes[joint])[rows]))
 
 
 def _road_solve(
-    lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float
+    lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float, w: np.ndarray
 ) -> tuple[float, np.ndarray, float]:
     """Least-squares road model on the kept points of the ``joint`` lanes -> (y_h, x of every lane [K, R], RMS).
 
@@ -289,27 +294,28 @@ def _road_solve(
     lane_of, row_of = np.nonzero(keep[joint])
     y = ys[row_of]
     x = lanes[joint][lane_of, row_of].astype(np.float64)
+    wt = w[joint][lane_of, row_of]
     onehot = np.zeros((len(y), n))
-    onehot[np.arange(len(y)), lane_of] = 1.0
+    onehot[np.arange(len(y)), lane_of] = wt  # the weights enter every per-lane sum through the lane indicator
     candidates = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)  # horizon rows
     t = y[None, :] - candidates[:, None]  # [G, m]
     inv = 1.0 / t
     g_count = len(candidates)
     gram = np.zeros((g_count, 2 + n, 2 + n))
-    gram[:, 0, 0] = len(y)
-    gram[:, 0, 1] = gram[:, 1, 0] = inv.sum(axis=1)
-    gram[:, 1, 1] = (inv * inv).sum(axis=1)
+    gram[:, 0, 0] = wt.sum()
+    gram[:, 0, 1] = gram[:, 1, 0] = inv @ wt
+    gram[:, 1, 1] = (inv * inv) @ wt
     lane_t = t @ onehot  # [G, n]: sum of t per lane
     idx = np.arange(2, 2 + n)
     gram[:, 0, idx] = gram[:, idx, 0] = lane_t
     gram[:, 1, idx] = gram[:, idx, 1] = onehot.sum(axis=0)[None, :]  # t * (1/t) = 1 per point
     gram[:, idx, idx] = (t * t) @ onehot
     rhs = np.empty((g_count, 2 + n))
-    rhs[:, 0] = x.sum()
-    rhs[:, 1] = inv @ x
+    rhs[:, 0] = wt @ x
+    rhs[:, 1] = inv @ (wt * x)
     rhs[:, 2:] = (t * x[None, :]) @ onehot
     sol = np.linalg.solve(gram + 1e-9 * np.eye(2 + n), rhs[..., None])[..., 0]
-    sq = np.maximum((x * x).sum() - (sol * rhs).sum(axis=1), 0.0) / len(y)  # residual sum of squares at the optimum
+    sq = np.maximum(wt @ (x * x) - (sol * rhs).sum(axis=1), 0.0) / wt.sum()  # residual sum of squares at the optimum
     best = int(np.argmin(sq))
     y_h, (x_c, k), b = float(candidates[best]), sol[best, :2], sol[best, 2:]
     t_all = np.maximum(ys - y_h, 1e-3)
