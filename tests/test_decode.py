@@ -310,12 +310,14 @@ def test_road_decode_on_label_masks(label_round_trip) -> None:
         preds.append({"raw_file": label.raw_file, "run_time": 1.0,
                       "lanes": decode_lanes(prob, exist, label.h_samples, prob_thr=0.5, road_fit=True)})
     gts = [{"raw_file": label.raw_file, "h_samples": label.h_samples,
-            "lanes": [lane for lane in label.lanes if sum(x >= 0 for x in lane) >= 2]} for label, _, _ in label_round_trip]
+            "lanes": [lane for lane in label.lanes if sum(x >= 0 for x in lane) >= 2]}
+           for label, _, _ in label_round_trip]
     result = evaluate(preds, gts)
     assert result["Accuracy"] >= 0.985 and result["FP"] <= 0.01, result
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("1", 1), (2.0, 2), ("3", 3), ("road", "road"), ("Road", "road")])
+@pytest.mark.parametrize(("value", "expected"),
+                         [(0, 0), ("1", 1), (2.0, 2), ("3", 3), ("road", "road"), ("Road", "road")])
 def test_lane_fit_settings(value, expected) -> None:
     from lanedet.config import TrainConfig
     from lanedet.decode import fit_options, parse_lane_fit

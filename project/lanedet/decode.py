@@ -210,12 +210,11 @@ def fit_road(
     Accuracy 0.997). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
     points are missing or wandered to a crack or a shadow edge. ``y_h`` is found by a 1-D search, the rest by linear
     least squares; points further than ``max(15 px, 3 x median residual)`` from their lane's fit are rejected and the
-    fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection, does not
-    follow the road (a kerb, a merging ramp, a misdetection) and leaves the joint fit, as do lanes with fewer than 4
-    points: those get :func:`refit_lane` of
-    ``fallback_degree`` (0 = unchanged). ``weights`` [K, R] (decoding passes the squared peak probability) let
-    confidently found rows count more than rows guessed across a gap. Each lane is evaluated between its first and last found point (a rejected row
-    loses its x, not the lane's extent).
+    fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection,
+    does not follow the road (a kerb, a merging ramp, a misdetection) and leaves the joint fit, as do lanes with fewer
+    than 4 points: those get :func:`refit_lane` of ``fallback_degree`` (0 = unchanged). ``weights`` [K, R] (decoding
+    passes the squared peak probability) let confidently found rows count more than rows guessed across a gap. Each
+    lane is evaluated between its first and last found point (a rejected row loses its x, not the lane's extent).
 
     ``lanes`` [K, R] (``-2`` = no point) at rows ``ys``. Returns the refitted lanes, or None when the model does not
     apply: fewer than two lanes to fit it to, or an RMS residual above ``max_rms`` pixels (scaled to 1280 wide).

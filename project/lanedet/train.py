@@ -47,7 +47,8 @@ class TuSimpleDataModule(pl.LightningDataModule):
         cfg = self.cfg
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = TuSimpleDataset(
-                cfg.data_dir, "train", input_hw=cfg.input_size, augment=cfg.augment_config() or False, max_items=cfg.max_train_frames
+                cfg.data_dir, "train", input_hw=cfg.input_size, augment=cfg.augment_config() or False,
+                max_items=cfg.max_train_frames,
             )
             if len(self.train_set) == 0:
                 raise ValueError(f"data_dir: {cfg.data_dir} has no training frames (label_data_0313/0601.json)")
