@@ -9,9 +9,9 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 
 DEMO_DIR ?= demo
-# Sized for 2 CPU cores: ~8 minutes of training (ResNet-18 up to layer2, stride 8, at 128x224).
+# Sized for 2 CPU cores: ~10 minutes of training (ResNet-18 up to layer2, stride 8, at 128x224).
 DEMO_FRAMES ?= 1500
-DEMO_EPOCHS ?= 16
+DEMO_EPOCHS ?= 20
 DEMO_BACKBONE ?= resnet18_lite
 DEMO_INPUT ?= 128x224
 DEMO_BATCH ?= 8
