@@ -30,7 +30,7 @@ DEMO_OVERLAYS ?= $(subst $(space),$(comma),$(strip $(wildcard $(abspath ..)/shar
 .PHONY: setup setup-horovod test demo demo-ui bench clean help
 
 help:
-	@echo "make demo   - set up .venv, generate synthetic TuSimple data, train SCNN via 'mlflow run' (CPU, ~15 min)"
+	@echo "make demo   - set up .venv, generate synthetic TuSimple data, train SCNN via 'mlflow run' (CPU, ~12 min)"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make bench  - run the benchmarks (quick mode)"
 
