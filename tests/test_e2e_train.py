@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     seg, exist = model(torch.zeros(1, 3, 64, 128))
     assert seg.shape == (1, 5, 64, 128) and exist.shape == (1, 4)
     assert model.lane_fit == "road"  # inference decodes the way the run was scored
+
+    # `lanedet evaluate` (the MLproject's evaluate entry point) scores the logged model on the test split exactly as
+    # the run's own test did: same reading of the frames, same decoding (the model carries lane_fit)
+    preds_file = tmp_path / "preds" / "test.json"
+    ev = subprocess.run(
+        [sys.executable, "-m", "lanedet.cli", "evaluate", "--model-uri", f"runs:/{run.info.run_id}/model",
+         "--data-dir", str(tiny_data), "--split", "test", "--batch-size", "4", "--ignore-run-time",
+         "--output", str(preds_file)],
+        env=_mlflow_env(tracking_uri), capture_output=True, text=True, timeout=300,
+    )
+    assert ev.returncode == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
+    scores = json.loads(ev.stdout.strip().splitlines()[-1])
+    for name in ("Accuracy", "FP", "FN"):
+        assert scores[name] == pytest.approx(run.data.metrics[f"test_{name.lower()}"], abs=1e-6), (name, scores)
+    lines = preds_file.read_text().splitlines()
+    assert len(lines) == sum(1 for _ in (tiny_data / "test_label.json").open()) and "run_time" in json.loads(lines[0])
+    bad = subprocess.run([sys.executable, "-m", "lanedet.cli", "evaluate", "--model-uri", "runs:/nope/model",
+                          "--data-dir", str(tiny_data)], env=_mlflow_env(tracking_uri), capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "--model-uri" in bad.stderr
 
     # the model is readable from inside its snapshot even after the live copy is gone
     import shutil

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD
+from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD, load_input
 from lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
 
 TUSIMPLE_HW = (720, 1280)
@@ -68,19 +68,35 @@ class LanePredictor:
     def predict(
         self, frames: Sequence[Image.Image], h_samples: Sequence[Sequence[int]] | None = None
     ) -> list[list[list[int]]]:
+        """Lanes of in-memory frames (any size; each resized to the network input)."""
         if not frames:
             return []
-        batch = torch.stack([to_tensor(f, self.input_hw) for f in frames]).to(self.device)
-        probs, exist = predict_probs(self.model, batch)
+        batch = torch.stack([to_tensor(f, self.input_hw) for f in frames])
+        return self._decode(batch, [(f.height, f.width) for f in frames], h_samples)
+
+    def predict_files(
+        self, paths: Sequence[str | Path], h_samples: Sequence[Sequence[int]] | None = None
+    ) -> list[list[list[int]]]:
+        """Lanes of image files, read exactly as training and the run's validation/test read them
+        (:func:`lanedet.data.tusimple.load_input`), so a split scores here what it scored in the run."""
+        if not paths:
+            return []
+        loaded = [load_input(p, self.input_hw) for p in paths]
+        return self._decode(torch.stack([t for t, _ in loaded]), [hw for _, hw in loaded], h_samples)
+
+    def _decode(
+        self, batch: torch.Tensor, src_hws: Sequence[tuple[int, int]], h_samples: Sequence[Sequence[int]] | None
+    ) -> list[list[list[int]]]:
+        probs, exist = predict_probs(self.model, batch.to(self.device))
         out = []
-        for i, frame in enumerate(frames):
-            rows = list(h_samples[i]) if h_samples is not None else default_rows(frame.height)
+        for i, src_hw in enumerate(src_hws):
+            rows = list(h_samples[i]) if h_samples is not None else default_rows(src_hw[0])
             out.append(
                 decode_lanes(
                     probs[i],
                     exist[i],
                     rows,
-                    src_hw=(frame.height, frame.width),
+                    src_hw=src_hw,
                     exist_thr=self.exist_threshold,
                     prob_thr=self.prob_threshold,
                     smooth=auto_smooth(probs.shape[-1]),

@@ -58,6 +58,7 @@ __all__ = [
     "denormalize",
     "flip_targets",
     "iter_labels",
+    "load_input",
     "lane_slots",
     "read_labels",
 ]
@@ -332,6 +333,13 @@ def _load_image(path: Path, out_hw: tuple[int, int]) -> tuple[Image.Image, tuple
         raise DataError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot decode image: {exc}") from None
+
+
+def load_input(path: str | os.PathLike[str], input_hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A frame as the network sees it in training and in the run's validation/test: decoded at reduced scale,
+    resized to ``input_hw``, ImageNet-normalised -> (float32 3xHxW, original (h, w)). Raises :class:`DataError`."""
+    img, src_hw = _load_image(Path(path), input_hw)
+    return _normalise(np.array(img)), src_hw
 
 
 def _normalise(rgb: np.ndarray) -> torch.Tensor:
