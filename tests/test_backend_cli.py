@@ -63,6 +63,24 @@ def test_render_prints_the_manifests_without_submitting(sim_project: Path, crds_
     assert command == "python stub_train.py --epochs 5 --fail 0 --data-dir /mnt/tusimple --sleep 0"
 
 
+def test_render_shows_the_entry_points_snapshots_switched_off(crds_dir: Path) -> None:
+    """The project's own train entry point snapshots by default; with the backend taking the snapshots the rendered
+    (and submitted) command runs it with --enable-snapshot false, and says so on stderr."""
+    from tests.conftest import REPO_ROOT
+
+    cfg = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0", "processes": 2,
+           "data_pvc": "tusimple-data", "tracking_uri": "http://mlflow.lane-detection.svc:5000",
+           "snapshot": {"data": True, "model": True}}
+    args = ["render", str(REPO_ROOT), "-e", "train", "-P", "data_dir=/mnt/tusimple", "-c", json.dumps(cfg)]
+    for extra, expected in (([], "false"), (["-P", "enable_snapshot=true"], "true")):
+        result = _runner().invoke(main, args + extra)
+        assert result.exit_code == 0, result.output
+        job = list(yaml.safe_load_all(result.stdout))[-1]
+        command = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["args"][-1]
+        assert f"--enable-snapshot {expected} " in command
+        assert ("running the entry point with enable_snapshot=false" in result.stderr) == (expected == "false")
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["-c", '{"namespace": "lane", "image": "x.io/y:1", "procesess": 2}'], "procesess: unknown key"),
     (["-c", '{"namespace": "lane", "image": "x.io/y:1"}', "--tracking-uri", "sqlite:///mlflow.db"],

@@ -310,3 +310,27 @@ def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfi
     mpi_operator.wait_idle()
     [run] = mlflow_store.client().search_runs([mlflow_store.experiment_id])
     assert run.info.status == "KILLED"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "false"), ("true", "true"), ("false", "false")])
+def test_backend_snapshots_switch_the_entry_points_own_off(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+                                                           namespace, mlflow_store, sim_project, mpi_operator,
+                                                           snapshot_controller, tmp_path, caplog, given, expected):
+    """With snapshot.data/model in the backend config, an entry point whose enable_snapshot defaults to true runs
+    with it off (one snapshot per role); a value the user passed is kept, an explicit true with a warning."""
+    mlproject = sim_project / "MLproject"
+    mlproject.write_text(mlproject.read_text()
+                         .replace('enable_snapshot: {type: string, default: "false"}',
+                                  'enable_snapshot: {type: string, default: "true"}')
+                         .replace("--sleep {sleep}", "--sleep {sleep} --enable-snapshot {enable_snapshot}"))
+    k8s_objects.snapshot_class("anf-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS)
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"data": True})
+    params = {} if given is None else {"enable_snapshot": given}
+    with caplog.at_level("WARNING", logger="mlflow_anf"):
+        run = submit(cfg, mlflow_store, sim_project, **params)
+    assert run.wait() is True
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.data.params["enable_snapshot"] == expected
+    assert f"--enable-snapshot {expected}" in read_artifact(mlflow_store, run.run_id, "mlflow_anf/mpijob.yaml", tmp_path)
+    assert ("taken twice" in caplog.text) == (given == "true")

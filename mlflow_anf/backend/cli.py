@@ -62,13 +62,14 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     from mlflow.exceptions import MlflowException
 
     from mlflow_anf.backend.config import BackendConfigError
-    from mlflow_anf.backend.plugin import load_entry_point, pod_tracking_uri
+    from mlflow_anf.backend.plugin import load_job_entry_point, pod_tracking_uri
     from mlflow_anf.backend.render import JobRequest, job_name_for, render_manifests
 
     config = _load(backend_config)
     values = _params(params)
     try:
-        command, project_name, _, _ = load_entry_point(project_uri, entry_point, values, version)
+        command, project_name, _, _ = load_job_entry_point(project_uri, entry_point, values, version, config,
+                                                           say=lambda msg: click.echo(msg, err=True))
     except (MlflowException, OSError) as exc:
         _fail(f"project {project_uri!r}, entry point {entry_point!r}: {exc}", EXIT_BAD_INPUT)
     if tracking_uri is None:

@@ -94,6 +94,27 @@ def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, An
     return command, name, work_dir, ep
 
 
+def load_job_entry_point(project_uri: str, entry_point: str, params: dict[str, Any], version: str | None,
+                         config: MPIJobBackendConfig, say: Any = log.info) -> tuple[str, str, str, Any]:
+    """:func:`load_entry_point` for a job under ``config``: when the backend takes the snapshots (snapshot.data/model),
+    the entry point has an ``enable_snapshot`` parameter defaulting to true and the user left it unset, it is set to
+    ``"false"`` in ``params`` (one snapshot per role, the backend's, not rank 0's as well). An explicit
+    ``enable_snapshot=true`` is kept, with a warning that each snapshot is then taken twice."""
+    command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
+    if not (config.snapshot.data or config.snapshot.model) or "enable_snapshot" not in ep.parameters:
+        return command, name, work_dir, ep
+    if "enable_snapshot" not in params:
+        if _truthy(ep.parameters["enable_snapshot"].default):
+            say("the backend takes the snapshots (snapshot.data/model): running the entry point with "
+                "enable_snapshot=false")
+            params["enable_snapshot"] = "false"
+            return load_entry_point(project_uri, entry_point, params, version)
+    elif _truthy(params["enable_snapshot"]):
+        log.warning("the backend config takes the snapshots (snapshot.data/model) and -P enable_snapshot=true "
+                    "asks rank 0 to take them as well: each is taken twice")
+    return command, name, work_dir, ep
+
+
 def _in_store(tracking_uri: str, fn: Any, *args: Any) -> Any:
     """Call an MLflow helper that writes to the *global* tracking store against *tracking_uri* (what MLflow handed
     the backend; the same store when called by ``mlflow run``, where nothing changes)."""
@@ -148,8 +169,8 @@ class MPIJobBackend(AbstractBackend):
         except BackendConfigError as exc:
             raise ExecutionException(str(exc)) from None
 
-        command, project_name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
-        self._warn_double_snapshots(config, ep, params)
+        command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version, config,
+                                                                   say=self._say)
 
         kube = kube_config(config)
         try:
@@ -232,11 +253,3 @@ class MPIJobBackend(AbstractBackend):
         except Exception as exc:  # noqa: BLE001 - report the original failure, not this one
             log.warning("could not mark run %s FAILED: %s", run_id, exc)
 
-    @staticmethod
-    def _warn_double_snapshots(config: MPIJobBackendConfig, ep: Any, params: Mapping[str, Any]) -> None:
-        if not (config.snapshot.data or config.snapshot.model) or "enable_snapshot" not in ep.parameters:
-            return
-        value = params.get("enable_snapshot", ep.parameters["enable_snapshot"].default)
-        if _truthy(value):
-            log.warning("the backend config takes the snapshots (snapshot.data/model) and the entry point's "
-                        "enable_snapshot is also on: pass -P enable_snapshot=false to avoid taking them twice")
