@@ -48,7 +48,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
         "-P", f"data_dir={tiny_data}", "-P", f"output_dir={out}", "-P", "epochs=1", "-P", "batch_size=4",
         "-P", "val_batch_size=4", "-P", "backbone=resnet18", "-P", "input_size=64x128", "-P", "num_workers=0",
         "-P", f"overlay_images={tusimple_fixtures / '520.jpg'}",
-        "-P", "optimizer=adamw", "-P", "lr=0.002", "-P", "augment=none", "-P", "lane_fit=road",  # the demo's settings
+        "-P", "optimizer=adamw", "-P", "lr=0.002", "-P", "augment=flip", "-P", "lane_fit=road",  # the demo's settings
     ]
     proc = subprocess.run(cmd, env=_mlflow_env(tracking_uri), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -70,7 +70,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
                 "enable_snapshot", "num_workers", "val_batch_size"):
         assert key in run.data.params, key
     assert (run.data.params["optimizer"], run.data.params["lane_fit"], run.data.params["augment"]) == (
-        "adamw", "road", "none")
+        "adamw", "road", "flip")
     tags = run.data.tags
     assert tags["mlflow_anf.data.provider"] == "local" and tags["mlflow_anf.model.provider"] == "local"
     assert tags["mlflow_anf.data.digest"] and tags["mlflow_anf.model.digest"]
