@@ -173,7 +173,8 @@ def _decode_item(
 def refit_lane(lane: np.ndarray, ys: np.ndarray, degree: int, src_w: int, iterations: int = 3) -> np.ndarray:
     """A lane's points replaced by a polynomial ``x(y)`` fitted to them, rejecting points further than
     ``max(15 px, 3 x median residual)`` from the fit (a row whose peak jumped to a neighbouring marking), evaluated
-    on every row between the first and last kept point. Lanes with fewer than 4 points are returned unchanged."""
+    on every row between the first and last found point (a rejected row loses its x, not the lane's extent). Lanes
+    with fewer than 4 points are returned unchanged."""
     found = lane != MISSING
     if np.count_nonzero(found) < 4:
         return lane
@@ -207,7 +208,7 @@ def fit_road(
     A straight or constantly curving road seen by a pinhole camera: every marking shares the horizon row ``y_h``, the
     vanishing column ``x_c`` and the curvature term ``k``; only its lateral offset ``b_i`` is its own (the hyperbola
     lane model; our synthetic frames are drawn from it, and it reproduces the real TuSimple labels of clip 0313 to
-    Accuracy 0.997). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
+    Accuracy 0.998). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
     points are missing or wandered to a crack or a shadow edge. ``y_h`` is found by a 1-D search, the rest by linear
     least squares; points further than ``max(15 px, 3 x median residual)`` from their lane's fit are rejected and the
     fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection,
