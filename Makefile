@@ -22,10 +22,10 @@ DEMO_LR ?= 0.008
 DEMO_AUGMENT ?= flip
 DEMO_LANE_FIT ?= road
 DEMO_TRACKING_URI ?= sqlite:///$(abspath $(DEMO_DIR))/mlflow.db
-# The two real TuSimple frames of the shared fixtures get prediction overlays too (when present).
+# The two real TuSimple frames in fixtures/ get prediction overlays too.
 comma := ,
 space := $(subst x, ,x)
-DEMO_OVERLAYS ?= $(subst $(space),$(comma),$(strip $(wildcard $(abspath ..)/shared/fixtures/tusimple/*.jpg)))
+DEMO_OVERLAYS ?= $(subst $(space),$(comma),$(strip $(wildcard $(abspath fixtures/tusimple)/*.jpg)))
 
 .PHONY: setup setup-horovod test demo demo-ui bench clean help
 
@@ -36,11 +36,11 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml project/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q -e ".[$(EXTRAS)]" -e ./project
 	touch $@
 
 # Horovod is optional for users (strategy=horovod) and needed by the tests; built once, wheel cached in ~/.cache.
@@ -54,8 +54,8 @@ test: setup setup-horovod
 	$(PY) -m pytest -q
 
 demo: setup
-	$(PY) -m lanedet.cli synth --out $(DEMO_DIR)/download --frames $(DEMO_FRAMES) --seed 7 --workers 2 --overwrite
-	$(PY) -m lanedet.cli prepare --src $(DEMO_DIR)/download --out $(DEMO_DIR)/tusimple --overwrite
+	$(PY) project/run.py synth --out $(DEMO_DIR)/download --frames $(DEMO_FRAMES) --seed 7 --workers 2 --overwrite
+	$(PY) project/run.py prepare --src $(DEMO_DIR)/download --out $(DEMO_DIR)/tusimple --overwrite
 	@mkdir -p $(DEMO_DIR)/artifacts
 	MLFLOW_TRACKING_URI=$(DEMO_TRACKING_URI) $(PY) -m mlflow experiments create -n lanedet-demo \
 	    -l $(abspath $(DEMO_DIR))/artifacts >/dev/null 2>&1 || true

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lanedet.data.tusimple import (
+from mlflow_anf_lanedet.data.tusimple import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     LaneLabel,

@@ -2,7 +2,7 @@
 
 The workload is SCNN's stride-8 feature map of a 288x512 image: ``[B, 128, 36, 64]``, kernel width 9, SCNN's
 initialisation. *reference* is the slice loop of the public ports (1-row 4-D slices, ``conv2d``, one ``torch.cat``
-per direction, plain autograd); *fast* is :class:`lanedet.models.MessagePassing` (``conv1d`` on contiguous slices,
+per direction, plain autograd); *fast* is :class:`mlflow_anf_lanedet.models.MessagePassing` (``conv1d`` on contiguous slices,
 hand-written backward with one batched weight gradient). The two are timed alternately, so background load hits
 both alike; the figure is the median, the minimum is printed too. Also prints the largest differences between the
 two (outputs and gradients: absolute, and relative to the tensor's largest magnitude) and the arithmetic rate.
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from lanedet.models import MessagePassing
+from mlflow_anf_lanedet.models import MessagePassing
 
 
 def _sync(device: torch.device) -> None:

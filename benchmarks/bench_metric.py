@@ -1,8 +1,8 @@
-"""TuSimple metric: the vectorised ``lanedet.metric`` vs the per-lane least-squares loop, side by side.
+"""TuSimple metric: the vectorised ``mlflow_anf_lanedet.metric`` vs the per-lane least-squares loop, side by side.
 
 *baseline* is ``tests/reference_lane_eval.py``: the benchmark's own structure (a frame loop, a least-squares fit
 per GT lane, a line-accuracy list comprehension per (GT, prediction) pair), the way ``evaluate/lane.py`` runs.
-*vectorised* is :func:`lanedet.metric.evaluate` on the same parsed records (validation included). Both results
+*vectorised* is :func:`mlflow_anf_lanedet.metric.evaluate` on the same parsed records (validation included). Both results
 are asserted identical (exact float equality) on every set:
 
 * ``fixture``: the 2,858 frames of ``label_data_0313.json`` with the benchmark's example predictions;
@@ -19,8 +19,8 @@ time mostly measures the other tenants. The goal is a ratio >= 20x.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +34,12 @@ def _setup_path() -> None:
         sys.path.insert(0, str(ROOT))
 
 
-def _fixtures() -> Path:
-    env = os.environ.get("MLFLOW_ANF_FIXTURES")
-    return (Path(env) if env else ROOT.parent / "shared" / "fixtures") / "tusimple"
+def _fixture_files(tmp: Path) -> tuple[Path, Path]:
+    """The repository's example predictions and the packaged real labels, written back as JSON lines into *tmp*."""
+    from mlflow_anf_lanedet.assets import labels_0313_path, write_label_lines
+
+    return (write_label_lines(ROOT / "fixtures" / "tusimple" / "pred_example_0313.npz", tmp / "pred.json"),
+            write_label_lines(labels_0313_path(), tmp / "label_data_0313.json"))
 
 
 def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -62,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     _setup_path()
     import numpy as np
 
-    from lanedet import metric
+    from mlflow_anf_lanedet import metric
     from tests import reference_lane_eval as ref
 
     replicate = args.replicate or (2 if args.quick else 5)
     repeats = args.repeats or (2 if args.quick else 5)
     base_repeats = 1 if args.quick else 2  # the baseline is slow and steadier
 
-    fixtures = _fixtures()
-    pred_file, gt_file = fixtures / "pred_example_0313.json", fixtures / "label_data_0313.json"
+    scratch = tempfile.TemporaryDirectory(prefix="bench-metric-")  # removed when main returns
+    pred_file, gt_file = _fixture_files(Path(scratch.name))
     preds, gts = ref.read_lines(pred_file), ref.read_lines(gt_file)
     rand_preds, rand_gts = ref.random_cases(gts, np.random.default_rng(0))
     sets = [

@@ -19,7 +19,6 @@ is the baseline's calls over ours.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -31,8 +30,7 @@ SIZES = {"1Gi": "small", "100Ti": "large"}
 
 
 def _fixtures_dir() -> Path:
-    env = os.environ.get("MLFLOW_ANF_FIXTURES")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
+    return REPO_ROOT / "fixtures"
 
 
 def csi_calls(*, snapshots: int = 5, ready_after: float = 1.0, poll_interval_s: float = 0.1) -> list[dict[str, Any]]:

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lanedet.synth import generate
-from lanedet.synth.config import SynthConfig
-from lanedet.synth.render import TextureBank
-from lanedet.synth.writer import FrameRenderer, default_labels_path, plan_frames
+from mlflow_anf_lanedet.synth import generate
+from mlflow_anf_lanedet.synth.config import SynthConfig
+from mlflow_anf_lanedet.synth.render import TextureBank
+from mlflow_anf_lanedet.synth.writer import FrameRenderer, default_labels_path, plan_frames
 
 
 def _per_frame(renderer: FrameRenderer, plans: list, fresh_bank: bool) -> float:

@@ -19,7 +19,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lanedet.models import SCNNLoss, build_model
+from mlflow_anf_lanedet.models import SCNNLoss, build_model
 
 INPUT_HW = (288, 512)
 

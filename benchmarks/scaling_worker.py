@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from lanedet.config import parse_hw
-    from lanedet.distributed import global_rank, world_size
-    from lanedet.strategies import trainer_distribution
-    from lanedet.train import LaneDetModule
+    from mlflow_anf_lanedet.config import parse_hw
+    from mlflow_anf_lanedet.distributed import global_rank, world_size
+    from mlflow_anf_lanedet.strategies import trainer_distribution
+    from mlflow_anf_lanedet.train import LaneDetModule
 
     torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True

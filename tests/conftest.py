@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,17 +25,24 @@ def _run_in_tmp_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
-def _fixtures_dir() -> Path:
-    env = os.environ.get("MLFLOW_ANF_FIXTURES")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
+FIXTURES = REPO_ROOT / "fixtures"  # in the repository (fixtures/README.md: provenance and licences)
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    path = _fixtures_dir()
-    if not path.is_dir():
-        raise RuntimeError(f"shared fixtures not found at {path}; set MLFLOW_ANF_FIXTURES")
-    return path
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's fixtures, with the TuSimple JSON files written back from their compact forms: a scratch
+    copy laid out as ``tusimple/`` (frames, ``label_data_0313.json``, ``pred_example_0313.json``) and ``crds/``."""
+    from mlflow_anf_lanedet.assets import labels_0313_path, write_label_lines
+
+    root = tmp_path_factory.mktemp("fixtures")
+    tusimple = root / "tusimple"
+    tusimple.mkdir()
+    for frame in sorted((FIXTURES / "tusimple").glob("*.jpg")):
+        shutil.copyfile(frame, tusimple / frame.name)
+    write_label_lines(labels_0313_path(), tusimple / "label_data_0313.json")
+    write_label_lines(FIXTURES / "tusimple" / "pred_example_0313.npz", tusimple / "pred_example_0313.json")
+    (root / "crds").symlink_to(FIXTURES / "crds")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -43,5 +51,5 @@ def tusimple_fixtures(fixtures_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def crds_dir(fixtures_dir: Path) -> Path:
-    return fixtures_dir / "crds"
+def crds_dir() -> Path:
+    return FIXTURES / "crds"

@@ -147,8 +147,8 @@ def _result(model: TinyNet, trainer: pl.Trainer) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from lanedet.distributed import fail_fast, global_rank
-    from lanedet.strategies import trainer_distribution
+    from mlflow_anf_lanedet.distributed import fail_fast, global_rank
+    from mlflow_anf_lanedet.strategies import trainer_distribution
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategy", choices=["ddp", "horovod"], required=True)

@@ -1,7 +1,7 @@
 """Validate Kubernetes objects the way an API server would, for tests.
 
 * :func:`validate_crd_object` - against the ``openAPIV3Schema`` of the matching served version of a CRD in a
-  directory of CRD YAML files (``../shared/fixtures/crds``), with ``jsonschema``. The OpenAPI dialect is translated:
+  directory of CRD YAML files (``fixtures/crds``), with ``jsonschema``. The OpenAPI dialect is translated:
   ``x-kubernetes-int-or-string``, ``nullable``, ``x-kubernetes-preserve-unknown-fields``, list types (``set``,
   ``map`` + ``x-kubernetes-list-map-keys``) and the CEL ``x-kubernetes-validations`` rules the fixtures use (a small
   CEL subset evaluator: ``has``, ``size``, ``!``, ``&&``, ``||``, comparisons, field access, ``self``/``oldSelf``;

@@ -2,7 +2,7 @@
 
 Follows the structure of ``LaneEval`` in TuSimple/tusimple-benchmark ``evaluate/lane.py`` step by step (angle per
 GT lane from a least-squares fit, threshold, line accuracy per (GT, prediction) pair, best match, FP/FN, the
-run-time / too-many-lanes / five-lane rules, averaging). Written independently of ``lanedet.metric``; used by the
+run-time / too-many-lanes / five-lane rules, averaging). Written independently of ``mlflow_anf_lanedet.metric``; used by the
 tests as the reference and by ``benchmarks/bench_metric.py`` as the baseline.
 
 The benchmark fits with sklearn ``LinearRegression``; here the same computation is spelled out: centre both

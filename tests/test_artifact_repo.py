@@ -64,7 +64,7 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]
 
 @pytest.fixture()
 def out(tmp_path: Path, saved_models: tuple[Path, Path]) -> Path:
-    """A training output directory as lanedet.train leaves it: the MLflow model at ``model/``."""
+    """A training output directory as mlflow_anf_lanedet.train leaves it: the MLflow model at ``model/``."""
     out = tmp_path / "out"
     out.mkdir()
     shutil.copytree(saved_models[0], out / "model")

@@ -31,7 +31,7 @@ CANARY = "canary-2b7e151628aed2a6"
 RUN_ID = "0123456789abcdef0123456789abcdef"
 BASE = {"namespace": "lane-detection", "image": "registry.example.com/lanedet-train@sha256:" + "a" * 64}
 REQ = JobRequest(run_id=RUN_ID, experiment_id="7", tracking_uri="http://mlflow.lane-detection.svc:5000",
-                 command="python -m lanedet.cli train --data-dir /mnt/tusimple --epochs 30 --batch-size 33",
+                 command="python -m mlflow_anf_lanedet.cli train --data-dir /mnt/tusimple --epochs 30 --batch-size 33",
                  entry_point="train", project_name="lanedet-scnn")
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -226,8 +226,8 @@ def test_hostfiles_of_every_implementation(tmp_path: Path) -> None:
 
 
 def test_command_argv_uses_a_shell_only_for_shell_syntax() -> None:
-    assert command_argv("python -m lanedet.cli train --data-dir '/mnt/a b' --note 'x;y|z'") == [
-        "python", "-m", "lanedet.cli", "train", "--data-dir", "/mnt/a b", "--note", "x;y|z"]
+    assert command_argv("python -m mlflow_anf_lanedet.cli train --data-dir '/mnt/a b' --note 'x;y|z'") == [
+        "python", "-m", "mlflow_anf_lanedet.cli", "train", "--data-dir", "/mnt/a b", "--note", "x;y|z"]
     for shell in ("cd /workspace && python t.py", "python t.py > out.txt", "echo $HOME", "a | b"):
         assert command_argv(shell) == ["/bin/sh", "-c", shell]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lanedet.data.tusimple import (
+from mlflow_anf_lanedet.data.tusimple import (
     IMAGENET_MEAN,
     SPLIT_FILES,
     AugmentConfig,

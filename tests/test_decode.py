@@ -1,4 +1,4 @@
-"""lanedet.decode: probability maps drawn from known lanes decode back to those lanes."""
+"""mlflow_anf_lanedet.decode: probability maps drawn from known lanes decode back to those lanes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pydantic
 import pytest
 
-from lanedet.decode import DecodeConfig, DecodeError, decode_batch, decode_lanes
-from lanedet.metric import evaluate, evaluate_frame
+from mlflow_anf_lanedet.decode import DecodeConfig, DecodeError, decode_batch, decode_lanes
+from mlflow_anf_lanedet.metric import evaluate, evaluate_frame
 
 SRC_HW = (720, 1280)
 MAP_HW = (288, 512)
@@ -157,7 +157,7 @@ def test_bad_parameters_name_the_field() -> None:
 @pytest.fixture(scope="module")
 def label_round_trip(tusimple_fixtures: Path):
     """~200 real labels -> build_targets mask at network size -> one-hot probabilities (decoded per test)."""
-    from lanedet.data.tusimple import build_targets, read_labels
+    from mlflow_anf_lanedet.data.tusimple import build_targets, read_labels
 
     labels = read_labels(tusimple_fixtures / "label_data_0313.json")
     rng = np.random.default_rng(7)
@@ -195,7 +195,7 @@ def test_label_targets_decode_back_to_the_label(label_round_trip, prob_thr: floa
 def test_refit_lane_rejects_a_jumped_row_and_fills_gaps_without_extrapolating() -> None:
     import numpy as np
 
-    from lanedet.decode import MISSING, refit_lane
+    from mlflow_anf_lanedet.decode import MISSING, refit_lane
 
     ys = np.arange(160, 720, 10)
     truth = np.rint(0.002 * (ys - 160) ** 2 + 0.3 * ys + 200).astype(np.int64)
@@ -211,7 +211,7 @@ def test_refit_lane_rejects_a_jumped_row_and_fills_gaps_without_extrapolating() 
 def test_refit_lane_leaves_short_lanes_and_clips_to_the_image() -> None:
     import numpy as np
 
-    from lanedet.decode import MISSING, refit_lane
+    from mlflow_anf_lanedet.decode import MISSING, refit_lane
 
     ys = np.arange(160, 720, 10)
     short = np.full(len(ys), MISSING)
@@ -226,7 +226,7 @@ def test_refit_lane_leaves_short_lanes_and_clips_to_the_image() -> None:
 def test_decode_with_fit_degree_matches_plain_decode_on_clean_maps() -> None:
     import numpy as np
 
-    from lanedet.decode import decode_lanes
+    from mlflow_anf_lanedet.decode import decode_lanes
 
     h, w = 72, 128
     prob = np.zeros((5, h, w), dtype=np.float32)
@@ -244,7 +244,7 @@ def test_decode_with_fit_degree_matches_plain_decode_on_clean_maps() -> None:
 # ----------------------------------------------------------------------------------------------- joint road-model fit
 def _road_lanes(ys: np.ndarray, y_h: float = 250.0, x_c: float = 660.0, k: float = 900.0,
                 b: tuple[float, ...] = (-2.6, -0.9, 0.8, 2.5), first: float = 280.0) -> np.ndarray:
-    from lanedet.decode import MISSING
+    from mlflow_anf_lanedet.decode import MISSING
 
     t = np.maximum(ys - y_h, 1e-3)
     x = np.rint(x_c + np.asarray(b)[:, None] * t[None, :] + k / t[None, :])
@@ -252,7 +252,7 @@ def _road_lanes(ys: np.ndarray, y_h: float = 250.0, x_c: float = 660.0, k: float
 
 
 def test_fit_road_carries_a_lane_through_a_gap_and_off_a_crack() -> None:
-    from lanedet.decode import MISSING, fit_road
+    from mlflow_anf_lanedet.decode import MISSING, fit_road
 
     ys = np.arange(160, 720, 10, dtype=np.float64)
     truth = _road_lanes(ys)
@@ -269,14 +269,14 @@ def test_fit_road_carries_a_lane_through_a_gap_and_off_a_crack() -> None:
         assert np.abs(fitted[lane][got] - truth[lane][got]).max() <= 2
     assert np.count_nonzero(fitted[1] != MISSING) == np.count_nonzero(truth[1] != MISSING)  # the gap is filled
     # a per-lane line cannot do this: the crack rows pull the bottom of the lane away
-    from lanedet.decode import refit_lane
+    from mlflow_anf_lanedet.decode import refit_lane
 
     single = refit_lane(found[1], ys, 1, 1280)
     assert np.abs(single[45:50] - truth[1, 45:50]).max() > 10
 
 
 def test_fit_road_declines_where_the_model_does_not_hold() -> None:
-    from lanedet.decode import MISSING, fit_road
+    from mlflow_anf_lanedet.decode import MISSING, fit_road
 
     ys = np.arange(160, 720, 10, dtype=np.float64)
     truth = _road_lanes(ys)
@@ -291,8 +291,8 @@ def test_fit_road_declines_where_the_model_does_not_hold() -> None:
 def test_road_model_reproduces_the_real_labels(tusimple_fixtures: Path) -> None:
     """The flat-road model is a prior real highway lanes satisfy: refitting the real 0313 labels changes the official
     score by less than 1 %. (Synthetic frames are drawn from it, so this is the check that matters.)"""
-    from lanedet.data.tusimple import read_labels
-    from lanedet.decode import fit_road
+    from mlflow_anf_lanedet.data.tusimple import read_labels
+    from mlflow_anf_lanedet.decode import fit_road
 
     labels = read_labels(tusimple_fixtures / "label_data_0313.json")[::3]
     preds = []
@@ -319,8 +319,8 @@ def test_road_decode_on_label_masks(label_round_trip) -> None:
 @pytest.mark.parametrize(("value", "expected"),
                          [(0, 0), ("1", 1), (2.0, 2), ("3", 3), ("road", "road"), ("Road", "road")])
 def test_lane_fit_settings(value, expected) -> None:
-    from lanedet.config import TrainConfig
-    from lanedet.decode import fit_options, parse_lane_fit
+    from mlflow_anf_lanedet.config import TrainConfig
+    from mlflow_anf_lanedet.decode import fit_options, parse_lane_fit
 
     assert parse_lane_fit(value) == expected
     assert TrainConfig(data_dir=".", lane_fit=value).mlflow_params()["lane_fit"] == str(expected)
@@ -330,7 +330,7 @@ def test_lane_fit_settings(value, expected) -> None:
 
 @pytest.mark.parametrize("value", ["4", "poly", 1.5, -1, ""])
 def test_bad_lane_fit_names_the_field(value) -> None:
-    from lanedet.config import TrainConfig
+    from mlflow_anf_lanedet.config import TrainConfig
 
     with pytest.raises(pydantic.ValidationError, match="lane_fit: expected 0, 1, 2, 3 or road"):
         TrainConfig(data_dir=".", lane_fit=value)
@@ -339,7 +339,7 @@ def test_bad_lane_fit_names_the_field(value) -> None:
 def test_fit_road_leaves_a_lane_that_does_not_follow_the_road_out() -> None:
     """A misdetected "lane" along a kerb with its own vanishing point must not bend the real ones; it gets the
     per-lane fallback instead."""
-    from lanedet.decode import MISSING, fit_road
+    from mlflow_anf_lanedet.decode import MISSING, fit_road
 
     ys = np.arange(160, 720, 10, dtype=np.float64)
     truth = _road_lanes(ys, b=(-2.6, -0.9, 0.8))
@@ -358,7 +358,7 @@ def test_fit_road_leaves_a_lane_that_does_not_follow_the_road_out() -> None:
 
 def test_fit_road_trusts_confident_rows_more() -> None:
     """Rows found with a weak peak (a lane guessed across a dash gap) pull the fit less than well-seen ones."""
-    from lanedet.decode import MISSING, fit_road
+    from mlflow_anf_lanedet.decode import MISSING, fit_road
 
     ys = np.arange(160, 720, 10, dtype=np.float64)
     truth = _road_lanes(ys)

@@ -150,8 +150,8 @@ def test_a_rank_that_raises_fails_the_job(tiny_run: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------- 2-process `lanedet train`
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path) -> Path:
-    from lanedet.data.prepare import prepare
-    from lanedet.synth import generate
+    from mlflow_anf_lanedet.data.prepare import prepare
+    from mlflow_anf_lanedet.synth import generate
 
     root = tmp_path_factory.mktemp("dist-data")
     generate(root / "download", frames=12, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
@@ -160,7 +160,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path)
 
 
 def _train_cmd(launcher: str, data: Path, out: Path, *extra: str) -> list[str]:
-    return [*LAUNCH[launcher], sys.executable, "-m", "lanedet.cli", "train", "--data-dir", str(data),
+    return [*LAUNCH[launcher], sys.executable, "-m", "mlflow_anf_lanedet.cli", "train", "--data-dir", str(data),
             "--output-dir", str(out), "--strategy", launcher, "--epochs", "1", "--batch-size", "2",
             "--val-batch-size", "2", "--backbone", "resnet18", "--input-size", "64x128", "--num-workers", "0",
             "--overlays", "0", "--log-model", "false", "--accelerator", "cpu", *extra]
@@ -225,7 +225,7 @@ HOROVODRUN_2 = {"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": 
 
 
 def test_process_layout_from_each_launcher() -> None:
-    from lanedet.distributed import process_layout
+    from mlflow_anf_lanedet.distributed import process_layout
 
     assert process_layout({}).model_dump() == {"world_size": 1, "global_rank": 0, "local_world_size": 1,
                                                "local_rank": 0}
@@ -242,8 +242,8 @@ def test_process_layout_from_each_launcher() -> None:
 
 
 def test_trainer_distribution_matches_the_launcher() -> None:
-    from lanedet.strategies import trainer_distribution
-    from lanedet.strategies.mpi_ddp import MPIDDPStrategy
+    from mlflow_anf_lanedet.strategies import trainer_distribution
+    from mlflow_anf_lanedet.strategies.mpi_ddp import MPIDDPStrategy
 
     assert trainer_distribution("auto", "auto", env={}) == {"strategy": "auto", "devices": "auto", "num_nodes": 1}
     assert trainer_distribution("ddp", "2", env={}) == {"strategy": "ddp", "devices": 2, "num_nodes": 1}
@@ -263,7 +263,7 @@ def test_trainer_distribution_matches_the_launcher() -> None:
 def test_mpi_ddp_refuses_devices_that_disagree_with_the_mpi_world() -> None:
     import pytorch_lightning as pl
 
-    from lanedet.strategies.mpi_ddp import MPIDDPStrategy
+    from mlflow_anf_lanedet.strategies.mpi_ddp import MPIDDPStrategy
 
     # This test process is an MPI world of one; a Trainer asking for 2 processes is refused when it is built.
     with pytest.raises(ValueError, match=r"^devices: Trainer\(devices=2, num_nodes=1\) makes 2 processes but mpirun "
@@ -272,8 +272,8 @@ def test_mpi_ddp_refuses_devices_that_disagree_with_the_mpi_world() -> None:
 
 
 def test_horovod_missing_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lanedet.strategies import build_strategy
-    from lanedet.strategies.horovod import HorovodUnavailableError
+    from mlflow_anf_lanedet.strategies import build_strategy
+    from mlflow_anf_lanedet.strategies.horovod import HorovodUnavailableError
 
     monkeypatch.setitem(sys.modules, "horovod", None)  # what an environment without horovod looks like to import
     monkeypatch.setitem(sys.modules, "horovod.torch", None)
@@ -284,7 +284,7 @@ def test_horovod_missing_gives_the_install_command(monkeypatch: pytest.MonkeyPat
 def test_horovod_sync_batchnorm_converts_and_reverts() -> None:
     import horovod.torch as hvd
 
-    from lanedet.strategies.horovod import HorovodSyncBatchNorm
+    from mlflow_anf_lanedet.strategies.horovod import HorovodSyncBatchNorm
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4),
                                 torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(4)))
@@ -300,14 +300,14 @@ def test_horovod_sync_batchnorm_converts_and_reverts() -> None:
 
 
 def test_fail_fast_reraises_in_a_single_process() -> None:
-    from lanedet.distributed import fail_fast
+    from mlflow_anf_lanedet.distributed import fail_fast
 
     with pytest.raises(KeyError, match="boom"), fail_fast(env={}):
         raise KeyError("boom")
 
 
 def test_fail_fast_aborts_a_rank_of_a_multi_process_job() -> None:
-    code = "from lanedet.distributed import fail_fast\nwith fail_fast():\n    raise ValueError('boom')\nprint('survived')"
+    code = "from mlflow_anf_lanedet.distributed import fail_fast\nwith fail_fast():\n    raise ValueError('boom')\nprint('survived')"
     env = _env(WORLD_SIZE="2", RANK="1")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path) -> Path:
-    from lanedet.data.prepare import prepare
-    from lanedet.synth import generate
+    from mlflow_anf_lanedet.data.prepare import prepare
+    from mlflow_anf_lanedet.synth import generate
 
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
@@ -91,7 +91,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     # the run's own test did: same reading of the frames, same decoding (the model carries lane_fit)
     preds_file = tmp_path / "preds" / "test.json"
     ev = subprocess.run(
-        [sys.executable, "-m", "lanedet.cli", "evaluate", "--model-uri", f"runs:/{run.info.run_id}/model",
+        [sys.executable, "-m", "mlflow_anf_lanedet.cli", "evaluate", "--model-uri", f"runs:/{run.info.run_id}/model",
          "--data-dir", str(tiny_data), "--split", "test", "--batch-size", "4", "--ignore-run-time",
          "--output", str(preds_file)],
         env=_mlflow_env(tracking_uri), capture_output=True, text=True, timeout=300,
@@ -102,7 +102,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
         assert scores[name] == pytest.approx(run.data.metrics[f"test_{name.lower()}"], abs=1e-6), (name, scores)
     lines = preds_file.read_text().splitlines()
     assert len(lines) == sum(1 for _ in (tiny_data / "test_label.json").open()) and "run_time" in json.loads(lines[0])
-    bad = subprocess.run([sys.executable, "-m", "lanedet.cli", "evaluate", "--model-uri", "runs:/nope/model",
+    bad = subprocess.run([sys.executable, "-m", "mlflow_anf_lanedet.cli", "evaluate", "--model-uri", "runs:/nope/model",
                           "--data-dir", str(tiny_data)], env=_mlflow_env(tracking_uri), capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "--model-uri" in bad.stderr
@@ -120,7 +120,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
 
 
 def test_bad_param_fails_with_the_field_name(tiny_data: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "lanedet.cli", "train", "--data-dir", str(tiny_data), "--input-size", "100x100"]
+    cmd = [sys.executable, "-m", "mlflow_anf_lanedet.cli", "train", "--data-dir", str(tiny_data), "--input-size", "100x100"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_mlflow_env(f"sqlite:///{tmp_path}/m.db"))
     assert proc.returncode == 2
     assert "--input-size" in proc.stderr and "multiples of 8" in proc.stderr

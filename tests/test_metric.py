@@ -1,4 +1,4 @@
-"""lanedet.metric: the official TuSimple metric, checked against the per-lane oracle and hand-computed cases."""
+"""mlflow_anf_lanedet.metric: the official TuSimple metric, checked against the per-lane oracle and hand-computed cases."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lanedet import metric
-from lanedet.cli import main as lanedet_cli
-from lanedet.metric import MetricError, bench_one_submit, evaluate, evaluate_files, evaluate_frame
+from mlflow_anf_lanedet import metric
+from mlflow_anf_lanedet.cli import main as lanedet_cli
+from mlflow_anf_lanedet.metric import MetricError, bench_one_submit, evaluate, evaluate_files, evaluate_frame
 from tests import reference_lane_eval as ref
 
 H = list(range(160, 720, 10))  # 56 rows, as in the 0531/0601/test files
@@ -220,7 +220,7 @@ def test_file_score_is_the_mean_over_ground_truth_frames() -> None:
 
 
 def test_accepts_label_models_from_the_data_module(tusimple_fixtures: Path) -> None:
-    from lanedet.data.tusimple import read_labels
+    from mlflow_anf_lanedet.data.tusimple import read_labels
 
     labels = read_labels(tusimple_fixtures / "label_data_0313.json")[:50]
     preds = [{"raw_file": lab.raw_file, "lanes": lab.lanes, "run_time": 1.0} for lab in labels]
@@ -228,7 +228,7 @@ def test_accepts_label_models_from_the_data_module(tusimple_fixtures: Path) -> N
 
 
 def test_metric_module_does_not_import_torch() -> None:
-    code = "import sys, lanedet.metric; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, mlflow_anf_lanedet.metric; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -1,4 +1,4 @@
-"""lanedet.models: backbones (torchvision-compatible keys), SCNN, message passing, loss, schedule, pretrained files."""
+"""mlflow_anf_lanedet.models: backbones (torchvision-compatible keys), SCNN, message passing, loss, schedule, pretrained files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from lanedet.models import (
+from mlflow_anf_lanedet.models import (
     SCNN,
     MessagePassing,
     PretrainedError,

@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from lanedet.cli import main as lanedet_main
-from lanedet.data.prepare import MANIFEST_NAME, PrepareError, prepare, prepare_command
-from lanedet.data.tusimple import TuSimpleDataset, read_labels
+from mlflow_anf_lanedet.cli import main as lanedet_main
+from mlflow_anf_lanedet.data.prepare import MANIFEST_NAME, PrepareError, prepare, prepare_command
+from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset, read_labels
 
 TRAIN_FILES = ("label_data_0313.json", "label_data_0531.json", "label_data_0601.json")
 

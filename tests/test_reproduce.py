@@ -476,15 +476,15 @@ def test_lanedet_training_reproduces_bit_identically(
     tracking: MlflowClient, mlflow_store: Any, tmp_path: Path, tusimple_fixtures: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lanedet.data.prepare import prepare
-    from lanedet.synth import generate
+    from mlflow_anf_lanedet.data.prepare import prepare
+    from mlflow_anf_lanedet.synth import generate
 
     generate(tmp_path / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
     data = tmp_path / "tusimple"
     prepare(tmp_path / "download", data)
     # the project as a clean checkout of its own (the shared tree changes under concurrent work)
     project = tmp_path / "checkout"
-    shutil.copytree(REPO_ROOT / "project" / "lanedet", project / "project" / "lanedet",
+    shutil.copytree(REPO_ROOT / "project" / "mlflow_anf_lanedet", project / "project" / "mlflow_anf_lanedet",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("MLproject", "conda.yaml", ".gitignore"):
         shutil.copy(REPO_ROOT / name, project / name)
@@ -493,7 +493,7 @@ def test_lanedet_training_reproduces_bit_identically(
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mlflow_store.experiment_id)
 
     out = tmp_path / "outputs"
-    cmd = [sys.executable, "-m", "lanedet.cli", "train", "--data-dir", str(data), "--output-dir", str(out),
+    cmd = [sys.executable, "-m", "mlflow_anf_lanedet.cli", "train", "--data-dir", str(data), "--output-dir", str(out),
            "--epochs", "1", "--batch-size", "4", "--val-batch-size", "4", "--backbone", "resnet18",
            "--input-size", "64x128", "--num-workers", "0", "--deterministic", "true", "--seed", "7",
            "--overlays", "0", "--log-model", "false"]

@@ -1,4 +1,4 @@
-"""lanedet.synth: official TuSimple layout, determinism, held-out geometry, labels vs drawn pixels, bad input."""
+"""mlflow_anf_lanedet.synth: official TuSimple layout, determinism, held-out geometry, labels vs drawn pixels, bad input."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from lanedet.cli import main as lanedet_main
-from lanedet.synth import SynthError, generate
-from lanedet.synth.config import H_SAMPLES_0313, H_SAMPLES_WIDE, SynthConfig
-from lanedet.synth.geometry import file_order, load_sources, split_sources
-from lanedet.synth.writer import FrameRenderer, plan_frames
+from mlflow_anf_lanedet.cli import main as lanedet_main
+from mlflow_anf_lanedet.synth import SynthError, generate
+from mlflow_anf_lanedet.synth.config import H_SAMPLES_0313, H_SAMPLES_WIDE, SynthConfig
+from mlflow_anf_lanedet.synth.geometry import file_order, load_sources, split_sources
+from mlflow_anf_lanedet.synth.writer import FrameRenderer, plan_frames
 
 FRAMES, SEED = 12, 7
 LABEL_FILES = {
@@ -207,7 +207,7 @@ def test_failure_while_rendering_leaves_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one_lane.json"]
 
 
-def test_cli(tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "ds"
     for args in (
@@ -219,14 +219,39 @@ def test_cli(tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
         result = runner.invoke(lanedet_main, ["synth", "--out", str(out), *args])
         assert result.exit_code == 2, result.output
     assert not any(tmp_path.iterdir())
-    # the default labels file is found through MLFLOW_ANF_FIXTURES
-    monkeypatch.setenv("MLFLOW_ANF_FIXTURES", str(tmp_path / "empty"))
-    result = runner.invoke(lanedet_main, ["synth", "--out", str(out), "--frames", "3"])
-    assert result.exit_code == 2 and "label_data_0313.json" in result.output
-    assert not any(tmp_path.iterdir())
-    monkeypatch.setenv("MLFLOW_ANF_FIXTURES", str(fixtures_dir))
+    # without --labels: the real labels shipped as package data (no path outside the package is read)
     result = runner.invoke(lanedet_main, ["synth", "--out", str(out), "--frames", "3", "--seed", "4"])
     assert result.exit_code == 0, result.output
     assert "wrote 3 frames" in result.output and (out / "test_set" / "test_tasks_0627.json").is_file()
     result = runner.invoke(lanedet_main, ["synth", "--out", str(out), "--frames", "3"])
     assert result.exit_code == 2 and "not empty" in result.output
+
+
+def test_packaged_labels_are_the_real_file_byte_for_byte(tusimple_fixtures: Path, tmp_path: Path) -> None:
+    """The compact package asset gives back TuSimple's label_data_0313.json exactly (its sha256 as published in
+    fixtures/README.md), and a damaged asset is refused by name rather than read as other lanes."""
+    import hashlib
+
+    import numpy as np
+
+    from mlflow_anf_lanedet.assets import AssetError, decode_bytes, labels_0313_path
+    from mlflow_anf_lanedet.synth import default_labels_path
+
+    path = default_labels_path()
+    assert path == labels_0313_path() and path.suffix == ".npz" and path.stat().st_size < 1_000_000
+    raw = decode_bytes(path)
+    assert hashlib.sha256(raw).hexdigest() == "e2303153417da4d6dc40b71877294b01770f27377ef8a7881bfc01ecac303e05"
+    assert raw == (tusimple_fixtures / "label_data_0313.json").read_bytes() and raw.count(b"\n") == 2858
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["lanes"] = arrays["lanes"].copy()
+    arrays["lanes"][5, 1, 20] += 1  # one pixel of one lane
+    damaged = tmp_path / "damaged.npz"
+    np.savez_compressed(damaged, **arrays)
+    with pytest.raises(AssetError, match="does not match its recorded sha256"):
+        decode_bytes(damaged)
+    not_npz = tmp_path / "labels.npz"
+    not_npz.write_text("{}")
+    with pytest.raises(SynthError, match=r"labels\.npz: not a compact label file"):
+        generate(tmp_path / "ds", 3, 0, labels=not_npz)
+    assert not (tmp_path / "ds").exists()

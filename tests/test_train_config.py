@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from lanedet.config import TrainConfig, parse_hw
+from mlflow_anf_lanedet.config import TrainConfig, parse_hw
 
 
 def test_mlproject_strings_parse() -> None:
@@ -84,7 +84,7 @@ def test_loader_workers_follow_use_workers() -> None:
 def test_optimizer_choice_reaches_lightning(name: str, cls: str) -> None:
     from types import SimpleNamespace
 
-    from lanedet.train import LaneDetModule
+    from mlflow_anf_lanedet.train import LaneDetModule
 
     module = LaneDetModule(backbone="resnet18_lite", input_hw=(64, 128), lr=0.004, optimizer=name, momentum=0.8,
                            weight_decay=1e-3, warmup_epochs=1)

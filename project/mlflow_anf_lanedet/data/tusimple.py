@@ -1,6 +1,6 @@
 """TuSimple lane labels, SCNN training targets and the dataset over a *prepared root*.
 
-A prepared root (written by :func:`lanedet.data.prepare.prepare`) looks like::
+A prepared root (written by :func:`mlflow_anf_lanedet.data.prepare.prepare`) looks like::
 
     root/clips/<clip>/<id>/20.jpg
     root/label_data_0313.json  root/label_data_0531.json  root/label_data_0601.json  root/test_label.json

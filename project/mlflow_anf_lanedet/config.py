@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lanedet.data.tusimple import AugmentConfig
-from lanedet.decode import LaneFit, parse_lane_fit
+from mlflow_anf_lanedet.data.tusimple import AugmentConfig
+from mlflow_anf_lanedet.decode import LaneFit, parse_lane_fit
 
 Backbone = Literal["vgg16_bn", "resnet18", "resnet34", "resnet18_lite"]
 Strategy = Literal["auto", "ddp", "horovod"]
@@ -73,7 +73,7 @@ class TrainConfig(BaseModel):
     exist_threshold: float = Field(0.5, gt=0, lt=1)
     prob_threshold: float = Field(0.3, gt=0, lt=1)
     lane_fit: LaneFit = Field(0, description="decode: 0 = points as found (standard SCNN); 1-3 = robust polynomial of "
-                              "that degree per lane; road = all lanes jointly on the flat-road model (lanedet.decode)")
+                              "that degree per lane; road = all lanes jointly on the flat-road model (mlflow_anf_lanedet.decode)")
     overlays: int = Field(4, ge=0, le=64, description="validation frames drawn with predictions as artifacts")
     overlay_images: list[Path] = Field(default_factory=list, description="extra frames to draw predictions on")
     log_model: bool = True

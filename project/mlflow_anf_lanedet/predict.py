@@ -1,6 +1,6 @@
 """Inference on whole frames: image → network → probability map → lanes at the frame's h_samples; overlays.
 
-Core code: no MLflow, no Lightning. The same decode path as validation (``lanedet.decode``) is used everywhere.
+Core code: no MLflow, no Lightning. The same decode path as validation (``mlflow_anf_lanedet.decode``) is used everywhere.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD, load_input
-from lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
+from mlflow_anf_lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD, load_input
+from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
 
 TUSIMPLE_HW = (720, 1280)
 TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
@@ -78,7 +78,7 @@ class LanePredictor:
         self, paths: Sequence[str | Path], h_samples: Sequence[Sequence[int]] | None = None
     ) -> list[list[list[int]]]:
         """Lanes of image files, read exactly as training and the run's validation/test read them
-        (:func:`lanedet.data.tusimple.load_input`), so a split scores here what it scored in the run."""
+        (:func:`mlflow_anf_lanedet.data.tusimple.load_input`), so a split scores here what it scored in the run."""
         if not paths:
             return []
         loaded = [load_input(p, self.input_hw) for p in paths]

@@ -2,7 +2,7 @@
 
 - ``auto``: single process, or DDP when a launcher (mpirun, torchrun) started several processes.
 - ``ddp``: Lightning DDP; under ``mpirun`` (the MPI operator's launcher) with Lightning's ``MPIEnvironment``.
-- ``horovod``: the Horovod strategy in :mod:`lanedet.strategies.horovod` (Lightning 2 dropped its own).
+- ``horovod``: the Horovod strategy in :mod:`mlflow_anf_lanedet.strategies.horovod` (Lightning 2 dropped its own).
 
 :func:`trainer_distribution` gives the ``strategy``/``devices``/``num_nodes`` Trainer arguments together, because
 under a launcher they must agree with the world it started (Lightning's DDP derives the sampler's replica count and
@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lanedet.distributed import ProcessLayout, launched_by_horovodrun, launched_by_mpi, process_layout
+from mlflow_anf_lanedet.distributed import ProcessLayout, launched_by_horovodrun, launched_by_mpi, process_layout
 
 
 def build_strategy(name: str, *, scale_lr: bool = False, env: Mapping[str, str] | None = None) -> Any:
     """A Lightning strategy (object or registered name) for ``name``; see the module docstring."""
     if name == "horovod":
-        from lanedet.strategies.horovod import HorovodStrategy
+        from mlflow_anf_lanedet.strategies.horovod import HorovodStrategy
 
         return HorovodStrategy(scale_lr=scale_lr)
     if name not in ("auto", "ddp"):
@@ -33,7 +33,7 @@ def build_strategy(name: str, *, scale_lr: bool = False, env: Mapping[str, str] 
             "world); use strategy=horovod, or launch DDP with mpirun -n N"
         )
     if launched_by_mpi(env):
-        from lanedet.strategies.mpi_ddp import MPIDDPStrategy
+        from mlflow_anf_lanedet.strategies.mpi_ddp import MPIDDPStrategy
 
         return MPIDDPStrategy()
     layout = process_layout(env)

@@ -14,7 +14,7 @@ Output stride 8 (what SCNN's message passing runs on):
   Every pretrained tensor keeps its shape and is used, and the dilation preserves the receptive field each
   pretrained filter was trained with. The alternative (RESA-style: dilate ``layer3`` and drop ``layer4``) is cheaper,
   but would leave torchvision's ``layer4`` weights unused and the network shallower; the SCNN head compensates for the
-  cost with a narrower first conv (see :mod:`lanedet.models.scnn`).
+  cost with a narrower first conv (see :mod:`mlflow_anf_lanedet.models.scnn`).
 * ResNet-18 "lite" (``stages=2``, ``build_model("resnet18_lite")``): stops after ``layer2``, whose stride is already 8,
   so nothing is dilated; SCNN on it is ~4.6 GMAC per 288x512 image against ~31 for the dilated ResNet-18, for
   training on a small CPU. A torchvision file still loads: its ``layer3``/``layer4`` tensors are ignored like the

@@ -49,7 +49,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.optim import Optimizer
 
-from lanedet.distributed import launched_by_mpi, world_size
+from mlflow_anf_lanedet.distributed import launched_by_mpi, world_size
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -23,13 +23,13 @@ import torch
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
 
-from lanedet.config import TrainConfig, parse_hw
-from lanedet.data.tusimple import TuSimpleDataset
-from lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options, parse_lane_fit
-from lanedet.distributed import fail_fast, global_rank, world_size
-from lanedet.metric import evaluate_frame
-from lanedet.models import SCNNLoss, build_model, poly_lr_lambda
-from lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
+from mlflow_anf_lanedet.config import TrainConfig, parse_hw
+from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
+from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options, parse_lane_fit
+from mlflow_anf_lanedet.distributed import fail_fast, global_rank, world_size
+from mlflow_anf_lanedet.metric import evaluate_frame
+from mlflow_anf_lanedet.models import SCNNLoss, build_model, poly_lr_lambda
+from mlflow_anf_lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ class EpochSummaryCallback(pl.Callback):
 # ------------------------------------------------------------------------------------------------ orchestration
 def distribution(cfg: TrainConfig) -> dict[str, Any]:
     """Trainer ``strategy``/``devices``/``num_nodes`` for the ``strategy`` param, agreeing with the launcher's world
-    (mpirun → DDP over MPIEnvironment, horovodrun → Horovod; see :mod:`lanedet.strategies`)."""
-    from lanedet.strategies import trainer_distribution
+    (mpirun → DDP over MPIEnvironment, horovodrun → Horovod; see :mod:`mlflow_anf_lanedet.strategies`)."""
+    from mlflow_anf_lanedet.strategies import trainer_distribution
 
     return trainer_distribution(cfg.strategy, cfg.devices)
 
@@ -462,7 +462,7 @@ def evaluate_command(
     import mlflow
     import mlflow.pytorch
 
-    from lanedet.metric import evaluate as evaluate_predictions
+    from mlflow_anf_lanedet.metric import evaluate as evaluate_predictions
 
     try:
         model = mlflow.pytorch.load_model(model_uri, map_location="cpu")

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from ..assets import labels_0313_path
 from .config import H_SAMPLES_0313, H_SAMPLES_WIDE, SynthConfig, SynthError, SynthReport, split_counts
 from .geometry import RoadFit, Scene, fit_road, frame_labels, load_sources, sample_scene, split_sources, usable
 from .render import Rendered, TextureBank, render_frame
@@ -42,10 +43,9 @@ _MAX_DRAWS = 200  # source/perturbation draws per frame before giving up (never 
 
 
 def default_labels_path() -> Path:
-    """The shared fixture `tusimple/label_data_0313.json`: `$MLFLOW_ANF_FIXTURES` or `<repo>/../shared/fixtures`."""
-    env = os.environ.get("MLFLOW_ANF_FIXTURES")
-    root = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "fixtures"
-    return root / "tusimple" / "label_data_0313.json"
+    """The real TuSimple labels of clips 0313 shipped with the package (compact ``.npz``, see
+    :mod:`mlflow_anf_lanedet.assets`)."""
+    return labels_0313_path()
 
 
 @dataclass(frozen=True)

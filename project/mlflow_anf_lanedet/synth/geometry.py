@@ -123,10 +123,20 @@ class Scene:
 
 
 def load_sources(path: Path) -> list[SourceFrame]:
-    """Parse TuSimple label JSON lines; errors name `path:line`."""
+    """Parse TuSimple label JSON lines (or their compact ``.npz``, :mod:`mlflow_anf_lanedet.assets`); errors name
+    `path:line`."""
     path = Path(path)
     if not path.is_file():
         raise SynthError(f"labels file not found: {path}")
+    if path.suffix == ".npz":
+        from ..assets import AssetError, decode_label_lines
+
+        try:
+            records = decode_label_lines(path)
+        except AssetError as exc:
+            raise SynthError(str(exc)) from None
+        return [SourceFrame(raw_file=str(rec["raw_file"]), lanes=np.asarray(rec["lanes"], dtype=np.int64),
+                            h_samples=np.asarray(rec["h_samples"], dtype=np.int64)) for rec in records]
     out: list[SourceFrame] = []
     with path.open("r", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):

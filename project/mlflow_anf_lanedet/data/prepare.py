@@ -1,4 +1,4 @@
-"""Turn a TuSimple download into a *prepared root* that :class:`~lanedet.data.tusimple.TuSimpleDataset` reads.
+"""Turn a TuSimple download into a *prepared root* that :class:`~mlflow_anf_lanedet.data.tusimple.TuSimpleDataset` reads.
 
 Accepted sources (``src`` is a directory):
 
@@ -31,7 +31,7 @@ from typing import Literal, NamedTuple
 import click
 from pydantic import BaseModel, ConfigDict
 
-from lanedet.data.tusimple import SPLIT_FILES, DataError, LabelError, iter_labels
+from mlflow_anf_lanedet.data.tusimple import SPLIT_FILES, DataError, LabelError, iter_labels
 
 __all__ = ["MANIFEST_NAME", "PrepareError", "PrepareReport", "prepare", "prepare_command"]
 

@@ -11,11 +11,11 @@ import click
 
 # name -> "module:attribute" of a click.Command
 _COMMANDS = {
-    "prepare": ("lanedet.data.prepare:prepare_command", "Unpack/validate a TuSimple download into a prepared root."),
-    "synth": ("lanedet.synth:synth_command", "Write a synthetic TuSimple-format dataset."),
-    "train": ("lanedet.train:train_command", "Train SCNN with PyTorch Lightning, tracked in MLflow."),
-    "evaluate": ("lanedet.train:evaluate_command", "Predict on a split with a trained model and score it."),
-    "eval": ("lanedet.metric:eval_command", "Score a prediction file against ground truth (official TuSimple metric)."),
+    "prepare": ("mlflow_anf_lanedet.data.prepare:prepare_command", "Unpack/validate a TuSimple download into a prepared root."),
+    "synth": ("mlflow_anf_lanedet.synth:synth_command", "Write a synthetic TuSimple-format dataset."),
+    "train": ("mlflow_anf_lanedet.train:train_command", "Train SCNN with PyTorch Lightning, tracked in MLflow."),
+    "evaluate": ("mlflow_anf_lanedet.train:evaluate_command", "Predict on a split with a trained model and score it."),
+    "eval": ("mlflow_anf_lanedet.metric:eval_command", "Score a prediction file against ground truth (official TuSimple metric)."),
 }
 
 

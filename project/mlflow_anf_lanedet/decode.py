@@ -4,9 +4,9 @@ For every lane slot whose existence probability exceeds ``exist_thr``: smooth th
 ``smooth`` x ``smooth`` box filter (SCNN's 9x9 blur, edges replicated), and on the map row of each h_sample take
 the peak along x; the row gets a point when the peak exceeds ``prob_thr``. The peak's x (the middle of a flat top)
 is mapped back to the source image and rounded. Lanes with fewer than ``min_points`` points are dropped. Lanes
-come out in slot order, which is left to right (see ``lanedet.data.tusimple.lane_slots``).
+come out in slot order, which is left to right (see ``mlflow_anf_lanedet.data.tusimple.lane_slots``).
 
-Coordinates use pixel centres, as ``lanedet.data.tusimple.build_targets`` draws them: source pixel ``x`` is at map
+Coordinates use pixel centres, as ``mlflow_anf_lanedet.data.tusimple.build_targets`` draws them: source pixel ``x`` is at map
 position ``(x + 0.5) * w / W - 0.5``. Accepts numpy arrays or torch tensors (converted on the CPU; torch is never
 imported here).
 """

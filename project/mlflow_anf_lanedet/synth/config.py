@@ -17,7 +17,7 @@ class SynthError(ValueError):
 
 
 class SynthConfig(BaseModel):
-    """Everything `generate` needs. `labels=None` means the shared fixture file (see `default_labels_path`)."""
+    """Everything `generate` needs. `labels=None` means the packaged real labels (see `default_labels_path`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
