@@ -172,3 +172,20 @@ def test_dockerfile_lints_clean_and_builds_horovod_with_nccl_and_mpi() -> None:
     for copied in re.findall(r"^COPY (.+) \S+$", text, re.M):
         for src in copied.split():
             assert f"!{src.rstrip('/')}" in ignore or f"!{src.rstrip('/')}/" in ignore, src
+
+
+def test_the_tracking_servers_store_uri_loads_the_driver_the_image_installs(built: dict[str, list[dict]]) -> None:
+    """k8s/mlflow/server.yaml's store URI, as the Deployment expands it, must load under the SQLAlchemy that MLflow
+    brings with the driver the image installs (psycopg2): a bare ``postgresql://`` means psycopg 3 under SQLAlchemy
+    2.1 and the server exits at start (``No module named 'psycopg'``)."""
+    import sqlalchemy
+
+    deployment = next(o for o in built["mlflow"] if o["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert "secretKeyRef" in env["MLFLOW_DB_PASSWORD"]["valueFrom"]  # the password comes from the Secret
+    expanded = uri.replace("$(MLFLOW_DB_PASSWORD)", "canary-password")
+    engine = sqlalchemy.create_engine(expanded)  # imports the dialect's DBAPI module; connects to nothing
+    assert engine.dialect.driver == "psycopg2"
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert re.search(r"psycopg2-binary==[\d.]+", dockerfile), "the image must install the driver the URI names"
