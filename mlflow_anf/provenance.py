@@ -12,6 +12,11 @@ untracked, not ignored files under the root); everywhere (git or not, e.g. ``/wo
 project's files (git: ``git ls-files --cached --others --exclude-standard``; no git: a walk that skips
 :data:`DEFAULT_IGNORES`). Two trees with the same digest hold the same code, dirty or not.
 
+Code that runs from an *installed distribution* (no ``MLproject`` above it, e.g. ``lanedet train`` from a wheel) is
+recorded as ``kind="dist"``: the distribution's name and version and the content digest of its top-level package, so
+that a reproduction can tell whether the same code is installed. (``mlflow run`` never gets here for the reference
+project: its entry points run the checkout's code, ``project/run.py``.)
+
 **Dirty trees.** :class:`ProvenancePolicy` decides: ``warn`` (default: a loud warning and the tag
 ``mlflow_anf.code.dirty=true``), ``refuse`` (raise :class:`DirtyTreeError` before training starts) or ``ignore``.
 ``MLFLOW_ANF_DIRTY_TREE=warn|refuse|ignore`` sets it from the environment.
@@ -129,8 +134,9 @@ class CodeVersion(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: Literal["git", "tree"]
-    root: str = Field(description="project root (directory with MLproject) as seen where the run ran")
+    kind: Literal["git", "tree", "dist"]
+    root: str = Field(description="project root (directory with MLproject) as seen where the run ran; for an "
+                                  "installed distribution its top-level package directory")
     digest: str | None = Field(None, description="sha256 over the project's files; None when too large")
     files: int = 0
     commit: str | None = None
@@ -139,11 +145,16 @@ class CodeVersion(BaseModel):
     dirty: bool = False
     dirty_files: list[str] = Field(default_factory=list, description="git status lines (first N)")
     git_root: str | None = None
+    package: str | None = Field(None, description="kind dist: the top-level package that ran")
+    distribution: str | None = Field(None, description="kind dist: name==version of the installed distribution")
 
     def label(self) -> str:
-        """Short human form: ``git 1a2b3c4d5e6f (dirty)`` or ``tree sha256:abcdef012345``."""
+        """Short human form: ``git 1a2b3c4d5e6f (dirty)``, ``tree sha256:abcdef012345`` or
+        ``installed mlflow-anf-lanedet==0.1.0 sha256:abcdef012345``."""
         if self.kind == "git" and self.commit:
             return f"git {self.commit[:12]}{' (dirty)' if self.dirty else ''}"
+        if self.kind == "dist":
+            return f"installed {self.distribution} {short_digest(self.digest)}"
         return f"tree {short_digest(self.digest)}"
 
 
@@ -342,10 +353,45 @@ def walk_files(root: Path, ignore: Sequence[str], max_files: int) -> list[str] |
     return sorted(out)
 
 
+def _top_package(path: str | os.PathLike[str]) -> Path | None:
+    """The top-level package directory holding *path* (the outermost parent with an ``__init__.py``)."""
+    start = Path(path).resolve()
+    here = start if start.is_dir() else start.parent
+    if not (here / "__init__.py").is_file():
+        return None
+    while (here.parent / "__init__.py").is_file():
+        here = here.parent
+    return here
+
+
+def installed_code_version(package_dir: Path, policy: ProvenancePolicy | None = None) -> CodeVersion | None:
+    """``kind="dist"`` for a top-level package that an installed distribution provides (``None`` if none does)."""
+    policy = policy or ProvenancePolicy()
+    names = importlib.metadata.packages_distributions().get(package_dir.name) or []
+    for name in names:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        where = {Path(str(dist.locate_file(f))).resolve().parent for f in (dist.files or []) if f.suffix == ".py"}
+        if not any(p == package_dir or package_dir in p.parents for p in where):
+            continue  # another copy of that package name (e.g. a checkout on sys.path)
+        files = walk_files(package_dir, policy.ignore, policy.max_files)
+        digest, count = tree_digest(package_dir, files) if files is not None else (None, 0)
+        return CodeVersion(kind="dist", root=str(package_dir), digest=digest, files=count, package=package_dir.name,
+                           distribution=f"{dist.metadata['Name']}=={dist.version}")
+    return None
+
+
 def code_version(path: str | os.PathLike[str], policy: ProvenancePolicy | None = None) -> CodeVersion:
     """The :class:`CodeVersion` of the project containing *path* (see the module docstring)."""
     policy = policy or ProvenancePolicy()
     root = find_project_root(path)
+    if not (root / "MLproject").is_file():
+        package = _top_package(path)
+        installed = installed_code_version(package, policy) if package is not None else None
+        if installed is not None:
+            return installed
     git_root = _git_root(root)
     if git_root is None:
         files = walk_files(root, policy.ignore, policy.max_files)

@@ -261,9 +261,10 @@ def _code_of(rec: RunRecord) -> dict[str, str | None]:
     if prov is not None:
         code = prov.code
         return {"commit": code.commit, "dirty": str(code.dirty).lower(), "digest": code.digest,
-                "root": code.root}
+                "root": code.root, "kind": code.kind, "package": code.package, "distribution": code.distribution}
     return {"commit": rec.tags.get(TAG_CODE_COMMIT) or rec.tags.get(TAG_GIT_COMMIT),
-            "dirty": rec.tags.get(TAG_CODE_DIRTY), "digest": rec.tags.get(TAG_CODE_DIGEST), "root": None}
+            "dirty": rec.tags.get(TAG_CODE_DIRTY), "digest": rec.tags.get(TAG_CODE_DIGEST), "root": None,
+            "kind": None, "package": None, "distribution": None}
 
 
 def _image_of(rec: RunRecord) -> dict[str, str | None]:
@@ -443,8 +444,10 @@ def check_code(rec: RunRecord, project_dir: Path, allow_change: bool) -> tuple[s
     Same content digest, or the same clean commit, is ``same``. A commit missing from the repository raises
     :class:`SourceGone`; other differences raise :class:`CodeMismatch` unless *allow_change*.
     """
-    current = code_version(project_dir)
     recorded = _code_of(rec)
+    if recorded["kind"] == "dist" and recorded["package"]:
+        return _check_installed_code(rec, recorded, allow_change)
+    current = code_version(project_dir)
     if recorded["digest"] and recorded["digest"] == current.digest:
         return "same", current
     commit, dirty = recorded["commit"], recorded["dirty"]
@@ -482,6 +485,29 @@ def check_code(rec: RunRecord, project_dir: Path, allow_change: bool) -> tuple[s
         hint += f"set the project's uncommitted changes aside (git -C {project_dir} stash -u), "
     hint = f"{hint}or " if hint else ""
     raise CodeMismatch(f"{message}\n{hint}pass --allow-code-change to run the current code (recorded)")
+
+
+def _check_installed_code(rec: RunRecord, recorded: dict[str, str | None], allow_change: bool) -> tuple[str, CodeVersion]:
+    """A run whose code came from an installed distribution: the same package content must be installed here."""
+    import importlib.util
+
+    from mlflow_anf.provenance import installed_code_version
+
+    package = recorded["package"] or ""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    current = installed_code_version(Path(locations[0]).resolve()) if locations else None
+    if current is not None and recorded["digest"] and current.digest == recorded["digest"]:
+        return "same", current
+    here = current.label() if current is not None else f"package {package} is not installed from a distribution"
+    message = (f"code: run {rec.run_id} ran the installed {recorded['distribution']} (digest "
+               f"{short_digest(recorded['digest'])}); here: {here}")
+    if current is None:
+        current = CodeVersion(kind="dist", root=locations[0] if locations else "", package=package)
+    if allow_change:
+        return f"changed (allowed): {message}", current
+    raise CodeMismatch(f"{message}\ninstall {recorded['distribution']} (the same build), or pass --allow-code-change "
+                       "to run the current code (recorded)")
 
 
 def _unquote(value: str) -> str:

@@ -699,3 +699,38 @@ def test_mpijob_gone_image_or_snapshot_is_refused_before_anything_is_created(
     assert f"data snapshot csi:{NS}/tusimple-data@{snap.name} of the run is gone" in result.stderr
     assert [p["metadata"]["name"] for p in cluster.list("PersistentVolumeClaim", NS)] == pvcs_before
     assert cluster.list("MPIJob", NS) == []
+
+
+def test_code_installed_from_a_distribution_is_recorded_as_such_and_checked_against_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Code run from an installed wheel (no MLproject above it) is recorded as that distribution and the content of
+    its package; a reproduction accepts the same install and names the distribution to install when it differs
+    (before: the site-packages directory was taken for the project and every reproduction said "code changed")."""
+    from mlflow_anf.provenance import code_version, collect_provenance
+    from mlflow_anf.reproduce import CodeMismatch, check_code
+
+    site = tmp_path / "site-packages"
+    pkg = site / "pkgx"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "train.py").write_text("EPOCHS = 3\n")
+    info = site / "pkgx_dist-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pkgx-dist\nVersion: 1.2\n")
+    (info / "top_level.txt").write_text("pkgx\n")
+    (info / "RECORD").write_text("pkgx/__init__.py,,\npkgx/sub/__init__.py,,\npkgx/sub/train.py,,\n"
+                                 "pkgx_dist-1.2.dist-info/METADATA,,\n")
+    monkeypatch.syspath_prepend(str(site))
+
+    version = code_version(pkg / "sub" / "train.py")
+    assert (version.kind, version.package, version.distribution) == ("dist", "pkgx", "pkgx-dist==1.2")
+    assert version.root == str(pkg.resolve()) and version.files == 3 and version.label().startswith("installed pkgx")
+    rec = record("r1", provenance=collect_provenance(code_path=pkg / "sub" / "train.py"))
+    verdict, current = check_code(rec, tmp_path, allow_change=False)
+    assert verdict == "same" and current.digest == version.digest
+    (pkg / "sub" / "train.py").write_text("EPOCHS = 4\n")  # another build of the same version
+    with pytest.raises(CodeMismatch, match=r"ran the installed pkgx-dist==1\.2.*\n.*install pkgx-dist==1\.2"):
+        check_code(rec, tmp_path, allow_change=False)
+    assert check_code(rec, tmp_path, allow_change=True)[0].startswith("changed (allowed)")
