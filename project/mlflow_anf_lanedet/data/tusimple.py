@@ -65,6 +65,9 @@ __all__ = [
 
 NUM_SLOTS = 4
 SRC_HW = (720, 1280)
+COORD_LIMIT = 10_000
+"""Label coordinates (x, and rows) must lie within ±this many pixels: several times any camera frame that the format
+is used with (TuSimple is 1280×720), so a larger value is a corrupt label, not a lane point."""
 DEFAULT_THICKNESS = 15.0
 """Lane width in source (1280×720) pixels; the SCNN PyTorch port draws ``cv2.line(..., thickness=15)``."""
 
@@ -111,11 +114,25 @@ class LaneLabel(BaseModel):
             raise ValueError(f"must be a relative path inside the dataset root, got {value!r}")
         return value
 
+    @field_validator("lanes")
+    @classmethod
+    def _x_in_range(cls, value: list[list[int]]) -> list[list[int]]:
+        for i, lane in enumerate(value):
+            if lane and (max(lane) >= COORD_LIMIT or min(lane) <= -COORD_LIMIT):  # C-level scan, then locate
+                j, x = next((j, x) for j, x in enumerate(lane) if not -COORD_LIMIT < x < COORD_LIMIT)
+                raise ValueError(
+                    f"x {x} at lanes[{i}][{j}] is outside ±{COORD_LIMIT} pixels (negative = no point; "
+                    f"TuSimple frames are 1280 wide)"
+                )
+        return value
+
     @field_validator("h_samples")
     @classmethod
     def _rows_increasing(cls, value: list[int]) -> list[int]:
         if value[0] < 0:
             raise ValueError(f"rows must be >= 0, got {value[0]}")
+        if value[-1] >= COORD_LIMIT:
+            raise ValueError(f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are 720 high), got {value[-1]}")
         for a, b in zip(value, value[1:]):
             if b <= a:
                 raise ValueError(f"rows must be strictly increasing, got {a} then {b}")
