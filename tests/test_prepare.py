@@ -429,3 +429,18 @@ def test_the_old_root_is_removed_for_an_ordinary_user_too(download: Path, tmp_pa
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in work.iterdir()) == ["data", "download"]
     assert (work / "data" / ".snapshot" / "s1").is_dir()
+
+
+def test_zip_members_with_permission_bits_only_are_regular_files(download: Path, tmp_path: Path) -> None:
+    """zipfile.writestr (and other archivers) store 0o600 without a file type: that is a plain file, not a special."""
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for name in ("train_set", "test_set"):
+        with zipfile.ZipFile(archives / f"{name}.zip", "w") as zf:
+            for path in sorted((download / name).rglob("*")):
+                if path.is_file():
+                    zf.writestr(path.relative_to(download / name).as_posix(), path.read_bytes())
+    (archives / "test_label.json").write_bytes((download / "test_label.json").read_bytes())
+    with zipfile.ZipFile(archives / "train_set.zip") as zf:
+        assert {info.external_attr >> 16 for info in zf.infolist()} == {0o600}
+    assert prepare(archives, tmp_path / "out").splits == {"train": 3, "val": 1, "test": 2}

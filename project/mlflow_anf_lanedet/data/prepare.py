@@ -289,8 +289,8 @@ def _extract(archive: Path, dest: Path) -> None:
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     rel = _safe_member(archive, info.filename)
-                    mode = info.external_attr >> 16
-                    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    mode = info.external_attr >> 16  # Unix mode when the archiver stored one
+                    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # bits only: a file
                         raise PrepareError(f"{archive}: member {info.filename!r} is not a regular file or folder")
                     target = dest / rel
                     if info.is_dir():
