@@ -444,3 +444,32 @@ def test_zip_members_with_permission_bits_only_are_regular_files(download: Path,
     with zipfile.ZipFile(archives / "train_set.zip") as zf:
         assert {info.external_attr >> 16 for info in zf.infolist()} == {0o600}
     assert prepare(archives, tmp_path / "out").splits == {"train": 3, "val": 1, "test": 2}
+
+
+def test_a_restored_root_without_overwrite_says_where_it_came_from(download: Path, tmp_path: Path) -> None:
+    """Killed between 'old root aside' and 'new root in': the next run puts the previous root back first."""
+    out = tmp_path / "data"
+    prepare(download, out)
+    (out / ".snapshot" / "s1").mkdir(parents=True)
+    aside = tmp_path / ".data.old-0123abcd"
+    out.rename(aside)
+    with pytest.raises(PrepareError, match=rf"output directory is not empty .*restored from an interrupted prepare: "
+                                           rf"{aside}\)"):
+        prepare(download, out)
+    assert (out / MANIFEST_NAME).is_file() and (out / ".snapshot" / "s1").is_dir() and leftovers(tmp_path) == []
+
+
+def test_a_live_prepare_s_directories_are_not_taken_for_leftovers(download: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    live = tmp_path / ".data.prepare-0123abcd"  # what a prepare still running beside us holds (locked)
+    (live / "clips").mkdir(parents=True)
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert prepare(download, tmp_path / "data").recovered == []
+        assert (live / "clips").is_dir()
+    finally:
+        os.close(fd)
+    assert prepare(download, tmp_path / "data", overwrite=True).recovered == [str(live)]
+    assert leftovers(tmp_path) == []

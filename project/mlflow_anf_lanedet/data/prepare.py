@@ -106,12 +106,16 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
     layout = _detect_layout(src)
     recovered = _recover(out)
     if recovered:
-        _check_out(src, out, overwrite)  # a restored previous root is checked like any other
+        try:
+            _check_out(src, out, overwrite)  # a restored previous root is checked like any other
+        except PrepareError as exc:
+            raise PrepareError(f"{exc} (restored from an interrupted prepare: {', '.join(recovered)})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.prepare-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     lock = _lock(tmp)  # held until the end: _recover never takes a live run's directory for a leftover
-    assert lock is not None  # we just made it
+    if lock is None:  # nobody else knows this fresh random name
+        raise PrepareError(f"{tmp}: locked by another process")
     try:
         sets, label_sources = _collect(src, layout, tmp)
         counts = {"linked": 0, "copied": 0, "moved": 0}
