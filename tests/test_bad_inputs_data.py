@@ -330,6 +330,7 @@ PREPARE_CASES = [
     Case("out-is-a-link", out_case(lambda s, t: _out_link(t))),
     Case("out-is-src", out_case(lambda s, t: (s, f"{s}: output must not be the source"), "--overwrite")),
     Case("out-inside-src", out_case(lambda s, t: (s / "prepared", f"{s / 'prepared'}: output must not be the source"))),
+    Case("out-parent-missing", lambda t: _out_parent_missing(t)),
     Case("out-contains-src", out_case(lambda s, t: (t, f"{t}: output must not be the source"), "--overwrite")),
 ]
 
@@ -400,6 +401,13 @@ def _non_empty(tmp: Path) -> tuple[Path, str]:
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     return out, f"{out}: output directory is not empty"
+
+
+def _out_parent_missing(tmp: Path) -> tuple[list[str], str]:
+    """A label error found after the output's missing parents were made: they go again."""
+    src = make_download(tmp / "src")
+    n = append_line(src / "test_label.json", "{oops")
+    return prep(src, tmp / "new" / "deeper" / "out"), f"{src / 'test_label.json'}:{n}: invalid JSON"
 
 
 def _out_link(tmp: Path) -> tuple[Path, str]:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -417,6 +418,11 @@ def test_the_old_root_is_removed_for_an_ordinary_user_too(download: Path, tmp_pa
         "from mlflow_anf.snapshots.local import LocalSnapshotProvider as P\n"
         "src, out = sys.argv[1], sys.argv[2]\n"
         "prepare(src, out); P(P.Config(fsync=False)).create(out, 's1'); prepare(src, out, overwrite=True)\n"
+        # what a run killed after publishing leaves: its old root, snapshot s0 (read-only) still inside
+        "import os; from pathlib import Path; old = Path(out).parent / '.data.old-0123abcd'\n"
+        "(old / '.snapshot' / 's0').mkdir(parents=True); os.chmod(old / '.snapshot' / 's0', 0o555)\n"
+        "os.chmod(old / '.snapshot', 0o555); (old / 'clips').mkdir(); os.chmod(old / 'clips', 0o555)\n"
+        "prepare(src, out, overwrite=True)\n"
     )
 
     # root ignores permission bits: drop the capabilities that let it (it then acts like the files' owner)
@@ -428,7 +434,8 @@ def test_the_old_root_is_removed_for_an_ordinary_user_too(download: Path, tmp_pa
                          env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in work.iterdir()) == ["data", "download"]
-    assert (work / "data" / ".snapshot" / "s1").is_dir()
+    assert sorted(p.name for p in (work / "data" / ".snapshot").iterdir()) == ["s0", "s1"]
+    assert stat.S_IMODE((work / "data" / ".snapshot" / "s0").stat().st_mode) == 0o555
 
 
 def test_zip_members_with_permission_bits_only_are_regular_files(download: Path, tmp_path: Path) -> None:

@@ -110,6 +110,7 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
             _check_out(src, out, overwrite)  # a restored previous root is checked like any other
         except PrepareError as exc:
             raise PrepareError(f"{exc} (restored from an interrupted prepare: {', '.join(recovered)})") from None
+    made = [d for d in (out.parent, *out.parent.parents) if not os.path.lexists(d)]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.prepare-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -138,6 +139,9 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
     except BaseException:
         if tmp.is_dir():  # _publish renames it to out; it never holds the snapshots
             shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # deepest first; only while empty (out may already be published)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
     finally:
         os.close(lock)
@@ -502,19 +506,50 @@ def _move_snapshots(old: Path, out: Path) -> None:
     dst = out / SNAPSHOT_DIR
     try:
         if not os.path.lexists(dst):
-            os.rename(src, dst)
+            _rename_dir(src, dst)
             return
         clash = sorted(p.name for p in src.iterdir() if os.path.lexists(dst / p.name))
         if clash:
             raise PrepareError(
                 f"{src}: snapshot(s) {', '.join(clash)} also exist in {dst}; left in place, move them yourself"
             )
-        for child in sorted(src.iterdir()):
-            os.rename(child, dst / child.name)
+        with _owner_writable(src), _owner_writable(dst):  # entries leave one folder and enter the other
+            for child in sorted(src.iterdir()):
+                _rename_dir(child, dst / child.name)
         src.rmdir()
     except OSError as exc:
         raise PrepareError(f"{src}: cannot move the snapshots to {dst}: {exc.strerror or exc}; they stay in "
                            f"{old}") from None
+
+
+@contextlib.contextmanager
+def _owner_writable(folder: Path) -> Iterator[None]:
+    """Lend ``folder`` its owner write bit (a snapshot folder is read-only) and put its mode back after."""
+    mode = stat.S_IMODE(folder.lstat().st_mode)
+    if mode & stat.S_IWUSR:
+        yield
+        return
+    os.chmod(folder, mode | stat.S_IWUSR)
+    try:
+        yield
+    finally:
+        os.chmod(folder, mode)
+
+
+def _rename_dir(src: Path, dst: Path) -> None:
+    """``rename``, also for a read-only folder (snapshots are): moving a folder to another parent rewrites its
+    ``..`` entry, which needs its write bit, so that bit is lent for the rename and its mode put back after."""
+    mode = src.lstat().st_mode
+    if not stat.S_ISDIR(mode) or mode & stat.S_IWUSR:
+        os.rename(src, dst)
+        return
+    os.chmod(src, stat.S_IMODE(mode) | stat.S_IWUSR)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.chmod(src, stat.S_IMODE(mode))
+        raise
+    os.chmod(dst, stat.S_IMODE(mode))
 
 
 def _remove_tree(path: Path) -> None:
