@@ -324,7 +324,8 @@ def test_coordinates_far_outside_the_frame_are_refused(download: Path, tmp_path:
     bad["lanes"] = [[10**9 if x >= 0 else x for x in lane] for lane in bad["lanes"]]
     with open(download / "test_label.json", "a") as f:
         f.write(json.dumps(bad) + "\n")
-    with pytest.raises(PrepareError, match=rf"^{download / 'test_label.json'}:3: lanes: x 1000000000 at lanes\[0\]"):
+    expected = rf"^{download / 'test_label.json'}:3: lanes\[0\]\[\d+\]: Input should be less than 10000"
+    with pytest.raises(PrepareError, match=expected):
         prepare(download, tmp_path / "out")
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
 
