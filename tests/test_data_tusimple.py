@@ -83,9 +83,12 @@ GOOD = {"lanes": [[1, -2]], "h_samples": [100, 110], "raw_file": "clips/a/1/20.j
         (json.dumps({**GOOD, "raw_file": "../../etc/passwd"}), "raw_file: must be a relative path"),
         (json.dumps({**GOOD, "run_time": -1}), "run_time"),
         ("[1, 2]", "object"),
+        (json.dumps({**GOOD, "lanes": [[1, 10**9]]}), "lanes[0][1]: Input should be less than 10000"),
+        (json.dumps({**GOOD, "lanes": [[-(10**9), 5]]}), "lanes[0][0]: Input should be greater than -10000"),
+        (json.dumps({**GOOD, "h_samples": [100, 10**9]}), "h_samples: rows must be < 10000 pixels"),
     ],
     ids=["bad-json", "length-mismatch", "no-h_samples", "no-raw_file", "float-x", "rows-order", "traversal",
-         "run_time", "not-object"],
+         "run_time", "not-object", "huge-x", "huge-negative-x", "huge-row"],
 )
 def test_malformed_line_names_file_and_line(tmp_path: Path, line: str, expected: str) -> None:
     path = tmp_path / "labels.json"

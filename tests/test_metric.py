@@ -269,7 +269,7 @@ def _pred(name: str, **extra) -> dict:
          "predicted lane 0 must contain finite numbers only, got '7'"),
         ([_pred("a", lanes=[GT_LANE[:5] + [None] + GT_LANE[6:]])], [_gt("a")], "pred.json:1", "got None"),
         ([_pred("a", lanes=[5])], [_gt("a")], "pred.json:1", "predicted lane 0 must be a list of numbers"),
-        ([_pred("a", run_time="fast")], [_gt("a")], "pred.json:1", "'run_time' must be a finite number"),
+        ([_pred("a", run_time="fast")], [_gt("a")], "pred.json:1", "'run_time' must be a non-negative finite number"),
         ([_pred("a")], [_gt("a", h_samples=[])], "gt.json:1", "'h_samples' must be a non-empty list"),
         ([_pred("a")], [["not", "an", "object"]], "gt.json:1", "expected a JSON object, got list"),
         ([_pred("a")], [_gt("a", raw_file=3)], "gt.json:1", "'raw_file' must be a string"),
@@ -287,6 +287,55 @@ def test_malformed_files_raise_with_file_and_line(tmp_path, pred_lines, gt_lines
     message = str(info.value)
     assert message.startswith(str(tmp_path / where) + ":"), message
     assert what in message
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than the JSON parser's recursion guard
+
+
+@pytest.mark.parametrize(
+    ("pred_lines", "gt_lines", "where", "what"),
+    [
+        ([_pred("a", run_time=True)], [_gt("a")], "pred.json:1", "'run_time' must be a non-negative finite number"),
+        ([_pred("a", run_time=False)], [_gt("a")], "pred.json:1", "got False"),
+        ([_pred("a", run_time=-1)], [_gt("a")], "pred.json:1", "'run_time' must be a non-negative finite number"),
+        ([_pred("a", run_time=-0.5)], [_gt("a")], "pred.json:1", "got -0.5"),
+        ([_pred("a", lanes=[[True] + GT_LANE[1:]])], [_gt("a")], "pred.json:1",
+         "predicted lane 0 must contain finite numbers only, got True"),
+        ([_pred("a")], [_gt("a", lanes=[GT_LANE[:-1] + [False]])], "gt.json:1",
+         "ground-truth lane 0 must contain finite numbers only, got False"),
+        ([_pred("a")], [_gt("a", h_samples=[True] + H[1:])], "gt.json:1", "'h_samples' must contain finite numbers"),
+        (['{"raw_file": "a", "run_time": 1, "lanes": ' + DEEP + "}"], [_gt("a")], "pred.json:1",
+         "invalid JSON (nested too deeply)"),
+        ([_pred("a")], ['{"raw_file": "a", "h_samples": [1], "lanes": ' + DEEP + "}"], "gt.json:1",
+         "invalid JSON (nested too deeply)"),
+        ([_pred("a", lanes=[["[" * 500 + "]" * 500] + GT_LANE[1:]])], [_gt("a")], "pred.json:1",
+         "must contain finite numbers only, got '[[[["),
+        ([_pred("a", run_time=[[[[[1]]]]])], [_gt("a")], "pred.json:1", "got a list of 1 item(s)"),
+        ([_pred("x" * 10_000)], [_gt("a")], "pred.json:1", "(10002 characters)"),
+    ],
+    ids=["run-time-true", "run-time-false", "run-time-negative-int", "run-time-negative-float", "pred-bool-x",
+         "gt-bool-x", "gt-bool-row", "pred-deep-nesting", "gt-deep-nesting", "long-string-value",
+         "nested-run-time", "huge-raw-file"],
+)
+def test_booleans_negative_run_times_and_deep_input_are_refused(tmp_path, pred_lines, gt_lines, where, what) -> None:
+    """Booleans are not numbers, run times are not negative, nesting is no crash; messages stay short."""
+    pred = _write(tmp_path / "pred.json", pred_lines)
+    gt = _write(tmp_path / "gt.json", gt_lines)
+    with pytest.raises(MetricError) as info:
+        evaluate_files(pred, gt)
+    message = str(info.value)
+    assert message.startswith(str(tmp_path / where) + ":"), message
+    assert what in message and len(message) < 400 + len(str(tmp_path)), message
+
+
+def test_in_memory_booleans_are_refused_and_numpy_numbers_accepted() -> None:
+    with pytest.raises(MetricError, match=r"^predictions\[0\]: predicted lane 0 must contain finite numbers only"):
+        evaluate([_pred("a", lanes=[[True] * len(H)])], [_gt("a")])
+    with pytest.raises(MetricError, match=r"^predictions\[0\]: 'run_time'"):
+        evaluate([_pred("a", run_time=np.bool_(True))], [_gt("a")])
+    lanes = [[np.int64(x) for x in GT_LANE]]
+    assert evaluate([_pred("a", lanes=lanes, run_time=np.float32(3))], [_gt("a")]) == {
+        "Accuracy": 1.0, "FP": 0.0, "FN": 0.0}
 
 
 def test_unreadable_file_and_in_memory_locations(tmp_path) -> None:

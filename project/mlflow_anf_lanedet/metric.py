@@ -57,6 +57,7 @@ _SHAKY_SPREAD = 1e-10  # sum((y - mean)^2) below this fraction of sum(y^2): clos
 _CHUNK_ELEMENTS = 1 << 20  # elements of the [frames, gt, pred, rows] margin array per chunk (8 MB as float64)
 
 _SEQUENCE_TYPES = (list, tuple, np.ndarray)
+_PLAIN_NUMBERS = frozenset((int, float))  # value types that need no closer look (bool is a subclass of int)
 _NO_VALUE = object()
 GT_KEYS = ("raw_file", "lanes", "h_samples")
 PRED_KEYS = ("raw_file", "lanes", "run_time")
@@ -157,10 +158,25 @@ def _fields(record: Any, keys: tuple[str, str, str], src: _Source, i: int) -> tu
 
 
 def _is_number(value: Any) -> bool:
+    """A finite int or float; booleans (JSON ``true``/``false``) are not numbers here."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
     try:
         return isinstance(value, (int, float, np.integer, np.floating)) and bool(np.isfinite(float(value)))
     except OverflowError:  # an int too large for a float
         return False
+
+
+_SHOW_CHARS = 60
+
+
+def _show(value: Any) -> str:
+    """A short, safe rendering of a bad value for an error message: containers by type and size (a deeply nested
+    list has no repr), scalars by a repr cut to a few dozen characters."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    text = repr(value)
+    return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}... ({len(text)} characters)"
 
 
 @dataclass
@@ -188,7 +204,7 @@ def _collect(preds: Sequence[Any], pred_src: _Source, gts: Sequence[Any], gt_src
             raise MetricError(f"{gt_src.at(i)}: 'h_samples' must be a non-empty list of y values")
         first = gt_index.setdefault(raw_file, i)
         if first != i:
-            raise MetricError(f"{gt_src.at(i)}: duplicate raw_file {raw_file!r} (first at {gt_src.at(first)})")
+            raise MetricError(f"{gt_src.at(i)}: duplicate raw_file {_show(raw_file)} (first at {gt_src.at(first)})")
         gt_lanes.append(lanes)
         gt_samples.append(samples)
 
@@ -196,14 +212,18 @@ def _collect(preds: Sequence[Any], pred_src: _Source, gts: Sequence[Any], gt_src
     seen: dict[int, int] = {}
     for i, rec in enumerate(preds):
         raw_file, lanes, run_time = _fields(rec, PRED_KEYS, pred_src, i)
-        if not _is_number(run_time):
-            raise MetricError(f"{pred_src.at(i)}: 'run_time' must be a finite number (milliseconds), got {run_time!r}")
+        if not _is_number(run_time) or run_time < 0:
+            raise MetricError(
+                f"{pred_src.at(i)}: 'run_time' must be a non-negative finite number (milliseconds), "
+                f"got {_show(run_time)}"
+            )
         g = gt_index.get(raw_file)
         if g is None:
-            raise MetricError(f"{pred_src.at(i)}: raw_file {raw_file!r} is not in the ground truth {gt_src.name}")
+            raise MetricError(f"{pred_src.at(i)}: raw_file {_show(raw_file)} is not in the ground truth {gt_src.name}")
         if seen.setdefault(g, i) != i:
             raise MetricError(
-                f"{pred_src.at(i)}: duplicate prediction for raw_file {raw_file!r} (first at {pred_src.at(seen[g])})"
+                f"{pred_src.at(i)}: duplicate prediction for raw_file {_show(raw_file)} "
+                f"(first at {pred_src.at(seen[g])})"
             )
         frames.y.append(gt_samples[g])
         frames.gt.append(gt_lanes[g])
@@ -214,7 +234,7 @@ def _collect(preds: Sequence[Any], pred_src: _Source, gts: Sequence[Any], gt_src
         missing = [g for g in range(len(gt_lanes)) if g not in seen]
         raw_file = _fields(gts[missing[0]], GT_KEYS, gt_src, missing[0])[0]
         raise MetricError(
-            f"{gt_src.at(missing[0])}: no prediction for raw_file {raw_file!r} "
+            f"{gt_src.at(missing[0])}: no prediction for raw_file {_show(raw_file)} "
             f"({len(missing)} of {len(gt_lanes)} ground-truth frames have no prediction in {pred_src.name})"
         )
     return frames
@@ -243,7 +263,8 @@ def _lane_matrix(lanes: list[Sequence[Any]], expected: np.ndarray, width: int, l
     """Lists of numbers -> float64 [N, width] (zero-padded); each must have ``expected[n]`` entries.
 
     One C-level conversion for all values (``struct`` accepts ints and floats, rejects strings / None like the
-    benchmark's comparisons would); a Python loop runs only after a failure, to name the offending record.
+    benchmark's comparisons would) and one C-level pass collecting the value types (``struct`` also takes booleans,
+    which are refused); a Python loop runs only after a failure, to name the offending record.
     """
     try:
         lengths = np.fromiter(map(len, lanes), np.int64, count=len(lanes))
@@ -259,11 +280,13 @@ def _lane_matrix(lanes: list[Sequence[Any]], expected: np.ndarray, width: int, l
         values = np.frombuffer(struct.pack(f"{total}d", *itertools.chain.from_iterable(lanes)), np.float64)
     except (struct.error, OverflowError, TypeError, ValueError):
         values = None
-    if values is None or not np.isfinite(values).all():
+    if values is None or not np.isfinite(values).all() or not _PLAIN_NUMBERS.issuperset(
+        map(type, itertools.chain.from_iterable(lanes))
+    ):
         for n, lane in enumerate(lanes):
             bad = next((v for v in lane if not _is_number(v)), _NO_VALUE)
             if bad is not _NO_VALUE:
-                raise MetricError(f"{locate(n)} must contain finite numbers only, got {bad!r}")
+                raise MetricError(f"{locate(n)} must contain finite numbers only, got {_show(bad)}")
     if total == len(lanes) * width:
         return values.reshape(len(lanes), width)
     out = np.zeros((len(lanes), width))
@@ -431,7 +454,8 @@ def evaluate(preds: Sequence[Mapping[str, Any]], gts: Sequence[Mapping[str, Any]
 def read_json_lines(path: str | Path) -> tuple[list[Any], list[int]]:
     """Records of a JSON-lines file and their 1-based line numbers (blank lines skipped).
 
-    Raises :class:`MetricError` ``"<path>:<line>: invalid JSON ..."`` or ``"<path>: cannot read ..."``.
+    Raises :class:`MetricError` ``"<path>:<line>: invalid JSON ..."`` (also for nesting too deep to parse) or
+    ``"<path>: cannot read ..."``.
     """
     records: list[Any] = []
     lines: list[int] = []
@@ -445,6 +469,8 @@ def read_json_lines(path: str | Path) -> tuple[list[Any], list[int]]:
                 except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                     detail = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else exc
                     raise MetricError(f"{path}:{lineno}: invalid JSON ({detail})") from None
+                except RecursionError:  # the C parser's depth guard: no record of this format nests like that
+                    raise MetricError(f"{path}:{lineno}: invalid JSON (nested too deeply)") from None
                 lines.append(lineno)
     except OSError as exc:
         raise MetricError(f"{path}: cannot read ({exc.strerror or exc})") from None

@@ -11,14 +11,28 @@ The prepared root holds ``clips/`` (train and test clips merged), the four label
 the source has it, and ``lanedet_dataset.json`` (labelled frames per split and a content digest). It is built in a
 temporary directory next to ``out`` and renamed into place at the end, so a failure leaves nothing at ``out``.
 Images are hard-linked from a directory source when the file system allows it (copied otherwise) and moved out of
-the extracted archives. Every label line is validated and every labelled ``raw_file`` must exist.
+the extracted archives. Every label line is validated, every labelled ``raw_file`` must exist and be labelled once
+(a frame in two label files would sit in two splits, e.g. train and test).
+
+Symbolic links in the source are refused, naming the link: prepare never follows a link, so nothing outside the
+source can be pulled into the dataset, and a link loop cannot run away. (``src`` itself may be a link.)
+
+``out`` may be missing, empty, or (with ``overwrite``) a prepared root, recognised by its ``lanedet_dataset.json``;
+any other directory is refused. ``out/.snapshot`` (where the local snapshot provider keeps the volume's snapshots)
+is not the dataset's: it survives a re-prepare, moved from the old root to the new one by ``rename``. The steps
+(old root renamed aside, new root renamed in, ``.snapshot`` renamed across, old root removed) each leave the
+snapshots whole somewhere; a run killed in between leaves them in ``.<out>.old-<random>/``, and the next prepare of
+``out`` moves them back and removes what the killed run left (``PrepareReport.recovered``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -40,6 +54,9 @@ MANIFEST_FORMAT = "lanedet-tusimple/1"
 TRAIN_LABEL_FILES = ("label_data_0313.json", "label_data_0531.json", "label_data_0601.json")
 TEST_LABEL_FILE = "test_label.json"
 TEST_TASKS_FILE = "test_tasks_0627.json"
+SNAPSHOT_DIR = ".snapshot"
+"""Where the local snapshot provider keeps a volume's snapshots (``mlflow_anf.snapshots.local``): kept across a
+re-prepare, never part of the dataset."""
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 
 Layout = Literal["download", "merged", "archives"]
@@ -67,6 +84,9 @@ class PrepareReport(BaseModel):
     moved: int
     digest: str
     """``sha256:<hex>`` over the label files and labelled images (contents) and the other clip files (path, size)."""
+    recovered: list[str] = []
+    """What an interrupted earlier prepare of ``out`` had left beside it and this run cleaned up (snapshots moved
+    back into ``out/.snapshot``, the rest removed)."""
 
 
 class _SetRoot(NamedTuple):
@@ -84,9 +104,19 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
         raise PrepareError(f"{src}: source is not a directory")
     _check_out(src, out, overwrite)
     layout = _detect_layout(src)
+    recovered = _recover(out)
+    if recovered:
+        try:
+            _check_out(src, out, overwrite)  # a restored previous root is checked like any other
+        except PrepareError as exc:
+            raise PrepareError(f"{exc} (restored from an interrupted prepare: {', '.join(recovered)})") from None
+    made = [d for d in (out.parent, *out.parent.parents) if not os.path.lexists(d)]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.prepare-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    lock = _lock(tmp)  # held until the end: _recover never takes a live run's directory for a leftover
+    if lock is None:  # nobody else knows this fresh random name
+        raise PrepareError(f"{tmp}: locked by another process")
     try:
         sets, label_sources = _collect(src, layout, tmp)
         counts = {"linked": 0, "copied": 0, "moved": 0}
@@ -107,10 +137,17 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _publish(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir():  # _publish renames it to out; it never holds the snapshots
+            shutil.rmtree(tmp, ignore_errors=True)
+        for d in made:  # deepest first; only while empty (out may already be published)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
+    finally:
+        os.close(lock)
     return PrepareReport(
-        out=str(out), layout=layout, splits=splits, label_files=label_counts, images=images, digest=digest, **counts
+        out=str(out), layout=layout, splits=splits, label_files=label_counts, images=images, digest=digest,
+        recovered=recovered, **counts
     )
 
 
@@ -119,27 +156,64 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
 
 
 def _check_out(src: Path, out: Path, overwrite: bool) -> None:
+    """``out`` is missing, empty (but for ``.snapshot``), or with ``overwrite`` a prepared root; apart from ``src``."""
+    src_r, out_r = src.resolve(), out.resolve()
+    if src_r == out_r or out_r in src_r.parents or src_r in out_r.parents:
+        raise PrepareError(f"{out}: output must not be the source, contain it or lie inside it ({src})")
     if out.exists() or out.is_symlink():
         if not out.is_dir() or out.is_symlink():
             raise PrepareError(f"{out}: output exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise PrepareError(f"{out}: output directory is not empty (use --overwrite to replace it)")
-    src_r, out_r = src.resolve(), out.resolve()
-    if src_r == out_r or out_r in src_r.parents:
-        raise PrepareError(f"{out}: output must not be the source or contain it ({src})")
+        if any(p.name != SNAPSHOT_DIR for p in out.iterdir()):
+            if not overwrite:
+                raise PrepareError(f"{out}: output directory is not empty (use --overwrite to replace a prepared root)")
+            if not _is_prepared_root(out):
+                raise PrepareError(
+                    f"{out}: not a prepared root (no {MANIFEST_NAME} from lanedet prepare): --overwrite only replaces "
+                    f"a prepared root; move or empty this directory yourself"
+                )
+
+
+def _is_prepared_root(path: Path) -> bool:
+    """``path`` holds the manifest that :func:`prepare` writes (a regular file, of our format)."""
+    manifest = path / MANIFEST_NAME
+    if manifest.is_symlink() or not manifest.is_file():
+        return False
+    try:
+        data = json.loads(manifest.read_bytes()[: 1 << 20])
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT
+
+
+def _kind(path: Path) -> Literal["dir", "file"] | None:
+    """``"dir"``, ``"file"`` or ``None`` (missing) for a path in the source, which is never followed if a link."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PrepareError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(mode):
+        raise PrepareError(f"{path}: is a symbolic link; prepare does not follow links (put the file or folder itself "
+                           f"in the source)")
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    raise PrepareError(f"{path}: not a regular file or folder")
 
 
 def _find_archive(src: Path, stem: str) -> Path | None:
     for suffix in ARCHIVE_SUFFIXES:
-        if (src / f"{stem}{suffix}").is_file():
+        if _kind(src / f"{stem}{suffix}") == "file":
             return src / f"{stem}{suffix}"
     return None
 
 
 def _detect_layout(src: Path) -> Layout:
-    if (src / "train_set").is_dir():
+    if _kind(src / "train_set") == "dir":
         return "download"
-    if (src / "clips").is_dir():
+    if _kind(src / "clips") == "dir":
         return "merged"
     if _find_archive(src, "train_set") is not None:
         return "archives"
@@ -157,7 +231,7 @@ def _collect(src: Path, layout: Layout, tmp: Path) -> tuple[list[_SetRoot], dict
     elif layout == "download":
         train_dir, test_dir = src / "train_set", src / "test_set"
         for d in (train_dir, test_dir):
-            if not (d / "clips").is_dir():
+            if _kind(d) != "dir" or _kind(d / "clips") != "dir":
                 raise PrepareError(f"{d / 'clips'}: missing (official layout needs train_set/clips and test_set/clips)")
         sets = [_SetRoot(d, str(d), move=False) for d in (train_dir, test_dir)]
     else:
@@ -173,13 +247,13 @@ def _collect(src: Path, layout: Layout, tmp: Path) -> tuple[list[_SetRoot], dict
 
     def pick(name: str, *dirs: Path) -> tuple[Path, str]:
         for d in dirs:
-            if (d / name).is_file():
+            if _kind(d / name) == "file":
                 return d / name, _display(d / name, tmp, sets)
         raise PrepareError(f"{dirs[0] / name}: label file missing")
 
     labels = {name: pick(name, train_dir) for name in TRAIN_LABEL_FILES}
     labels[TEST_LABEL_FILE] = pick(TEST_LABEL_FILE, src, test_dir)
-    tasks = [d / TEST_TASKS_FILE for d in (test_dir, src) if (d / TEST_TASKS_FILE).is_file()]
+    tasks = [d / TEST_TASKS_FILE for d in (test_dir, src) if _kind(d / TEST_TASKS_FILE) == "file"]
     if tasks:
         labels[TEST_TASKS_FILE] = (tasks[0], _display(tasks[0], tmp, sets))
     return sets, labels
@@ -223,8 +297,8 @@ def _extract(archive: Path, dest: Path) -> None:
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
                     rel = _safe_member(archive, info.filename)
-                    mode = info.external_attr >> 16
-                    if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    mode = info.external_attr >> 16  # Unix mode when the archiver stored one
+                    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # bits only: a file
                         raise PrepareError(f"{archive}: member {info.filename!r} is not a regular file or folder")
                     target = dest / rel
                     if info.is_dir():
@@ -259,10 +333,28 @@ def _extract(archive: Path, dest: Path) -> None:
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
+    """Regular files under ``root`` (depth first, sorted); a link or special file is refused, naming it: never
+    followed, so nothing outside ``root`` is reached and a link loop cannot run away."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise PrepareError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_symlink():
+                _kind(path)  # raises, naming the link
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(path)
+            elif entry.is_file(follow_symlinks=False):
+                yield path
+            else:
+                _kind(path)  # raises for a socket, FIFO or device (a file that vanished meanwhile is skipped)
+        stack.extend(reversed(subdirs))
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -306,6 +398,7 @@ def _write_labels(sources: dict[str, tuple[Path, str]], tmp: Path) -> tuple[dict
     """Validate each label file (lines, and that each raw_file exists) and copy it into ``tmp``."""
     counts: dict[str, int] = {}
     labelled: set[str] = set()
+    first_at: dict[str, str] = {}  # raw_file -> "<file>:<line>" of its label
     for name, (path, display) in sources.items():
         try:
             data = path.read_bytes()
@@ -319,6 +412,12 @@ def _write_labels(sources: dict[str, tuple[Path, str]], tmp: Path) -> tuple[dict
             for lineno, label in iter_labels(data, display):
                 if not (tmp / label.raw_file).is_file():
                     raise PrepareError(f"{display}:{lineno}: raw_file {label.raw_file!r} not found in the clips")
+                first = first_at.setdefault(label.raw_file, f"{display}:{lineno}")
+                if first != f"{display}:{lineno}":
+                    raise PrepareError(
+                        f"{display}:{lineno}: raw_file {label.raw_file!r} is already labelled at {first} "
+                        f"(a frame has one label, in one split)"
+                    )
                 labelled.add(label.raw_file)
                 n += 1
         except LabelError as exc:
@@ -352,19 +451,149 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# publishing, and what an interrupted run left
+
+
+def _leftover_re(out: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(out.name)}\.(old|prepare)-[0-9a-f]{{8}}")
+
+
+def _lock(path: Path) -> int | None:
+    """An fd holding an exclusive ``flock`` on directory ``path``; None when another process holds it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _publish(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` (already checked: empty, or overwrite) is replaced."""
-    if not out.exists():
+    """Rename ``tmp`` to ``out``; an existing ``out`` (already checked: empty but for ``.snapshot``, or a prepared
+    root with overwrite) is replaced, and its ``.snapshot`` moves into the new root.
+
+    Order: ``out`` → ``.<out>.old-<random>`` (locked, so a concurrent :func:`_recover` leaves it alone), ``tmp`` →
+    ``out``, ``old/.snapshot`` → ``out/.snapshot``, remove ``old``. Every step is one rename, so the snapshots are
+    always whole in ``out`` or in ``old``; :func:`_recover` finishes the job after a crash.
+    """
+    if not os.path.lexists(out):
         os.rename(tmp, out)
         return
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
+    lock = _lock(out)
+    if lock is None:
+        raise PrepareError(f"{out}: another lanedet prepare is replacing it right now")
     try:
-        os.rename(tmp, out)
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        _move_snapshots(old, out)
+    finally:
+        os.close(lock)
+    _remove_tree(old)
+
+
+def _move_snapshots(old: Path, out: Path) -> None:
+    """Move ``old/.snapshot`` into ``out`` (whole, or snapshot by snapshot when ``out`` already has some)."""
+    src = old / SNAPSHOT_DIR
+    if not os.path.lexists(src):
+        return
+    dst = out / SNAPSHOT_DIR
+    try:
+        if not os.path.lexists(dst):
+            _rename_dir(src, dst)
+            return
+        clash = sorted(p.name for p in src.iterdir() if os.path.lexists(dst / p.name))
+        if clash:
+            raise PrepareError(
+                f"{src}: snapshot(s) {', '.join(clash)} also exist in {dst}; left in place, move them yourself"
+            )
+        with _owner_writable(src), _owner_writable(dst):  # entries leave one folder and enter the other
+            for child in sorted(src.iterdir()):
+                _rename_dir(child, dst / child.name)
+        src.rmdir()
+    except OSError as exc:
+        raise PrepareError(f"{src}: cannot move the snapshots to {dst}: {exc.strerror or exc}; they stay in "
+                           f"{old}") from None
+
+
+@contextlib.contextmanager
+def _owner_writable(folder: Path) -> Iterator[None]:
+    """Lend ``folder`` its owner write bit (a snapshot folder is read-only) and put its mode back after."""
+    mode = stat.S_IMODE(folder.lstat().st_mode)
+    if mode & stat.S_IWUSR:
+        yield
+        return
+    os.chmod(folder, mode | stat.S_IWUSR)
+    try:
+        yield
+    finally:
+        os.chmod(folder, mode)
+
+
+def _rename_dir(src: Path, dst: Path) -> None:
+    """``rename``, also for a read-only folder (snapshots are): moving a folder to another parent rewrites its
+    ``..`` entry, which needs its write bit, so that bit is lent for the rename and its mode put back after."""
+    mode = src.lstat().st_mode
+    if not stat.S_ISDIR(mode) or mode & stat.S_IWUSR:
+        os.rename(src, dst)
+        return
+    os.chmod(src, stat.S_IMODE(mode) | stat.S_IWUSR)
+    try:
+        os.rename(src, dst)
     except BaseException:
-        os.rename(old, out)
+        os.chmod(src, stat.S_IMODE(mode))
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    os.chmod(dst, stat.S_IMODE(mode))
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path`` whole, giving its folders back their owner write bit first (a read-only folder would
+    otherwise leave a hidden leftover behind for an ordinary user)."""
+    for dirpath, _, _ in os.walk(path):
+        mode = os.lstat(dirpath).st_mode
+        if mode & stat.S_IRWXU != stat.S_IRWXU:
+            os.chmod(dirpath, stat.S_IMODE(mode) | stat.S_IRWXU)
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise PrepareError(f"{path}: cannot remove the previous root: {exc.strerror or exc}") from None
+
+
+def _recover(out: Path) -> list[str]:
+    """Finish what a killed prepare of ``out`` left beside it: a previous root renamed aside comes back when ``out``
+    is missing, snapshots left in it move into ``out/.snapshot``, the rest is removed. Directories a live prepare
+    holds (locked) are left alone. Returns the leftovers handled."""
+    parent = out.parent
+    if not parent.is_dir():
+        return []
+    pattern = _leftover_re(out)
+    names = sorted(e.name for e in os.scandir(parent) if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
+    done: list[str] = []
+    for name in names:
+        path = parent / name
+        lock = _lock(path)
+        if lock is None:
+            continue
+        try:
+            if ".old-" in name and not os.path.lexists(out) and _is_prepared_root(path):
+                os.rename(path, out)  # killed between the two renames of _publish: the previous root comes back
+                done.append(str(path))
+                continue
+            if os.path.lexists(path / SNAPSHOT_DIR):
+                if not os.path.lexists(out):
+                    out.mkdir()
+                _move_snapshots(path, out)
+        finally:
+            os.close(lock)
+        _remove_tree(path)
+        done.append(str(path))
+    return done
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -383,13 +612,17 @@ class _Failed(click.ClickException):
     help="Official download folder, merged root, or folder with train_set.zip/test_set.zip/test_label.json.",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Prepared root to write.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace --out when it is a prepared root (its .snapshot folder is kept)."
+)
 def prepare_command(src: Path, out: Path, overwrite: bool) -> None:
     """Unpack/validate a TuSimple download into a prepared root."""
     try:
         report = prepare(src, out, overwrite=overwrite)
     except DataError as exc:
         raise _Failed(str(exc)) from None
+    for path in report.recovered:
+        click.echo(f"cleaned up after an interrupted prepare: {path}")
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
     click.echo(f"prepared {report.out} from {report.layout} layout: {splits} labelled frames")
     click.echo(

@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -65,6 +65,9 @@ __all__ = [
 
 NUM_SLOTS = 4
 SRC_HW = (720, 1280)
+COORD_LIMIT = 10_000
+"""Label coordinates (x, and rows) must lie within ±this many pixels: several times any camera frame that the format
+is used with (TuSimple is 1280×720), so a larger value is a corrupt label, not a lane point."""
 DEFAULT_THICKNESS = 15.0
 """Lane width in source (1280×720) pixels; the SCNN PyTorch port draws ``cv2.line(..., thickness=15)``."""
 
@@ -99,7 +102,8 @@ class LaneLabel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     raw_file: str = Field(min_length=1)
-    lanes: list[list[StrictInt]]
+    lanes: list[list[Annotated[StrictInt, Field(gt=-COORD_LIMIT, lt=COORD_LIMIT)]]]
+    """x per row; the bound is checked by pydantic-core while parsing (no Python per value)."""
     h_samples: list[StrictInt] = Field(min_length=1)
     run_time: StrictFloat | StrictInt | None = None
 
@@ -116,6 +120,8 @@ class LaneLabel(BaseModel):
     def _rows_increasing(cls, value: list[int]) -> list[int]:
         if value[0] < 0:
             raise ValueError(f"rows must be >= 0, got {value[0]}")
+        if value[-1] >= COORD_LIMIT:
+            raise ValueError(f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are 720 high), got {value[-1]}")
         for a, b in zip(value, value[1:]):
             if b <= a:
                 raise ValueError(f"rows must be strictly increasing, got {a} then {b}")
