@@ -334,7 +334,10 @@ def test_restore_of_damaged_snapshot_leaves_nothing(provider: LocalSnapshotProvi
     with pytest.raises(SnapshotVerificationError):
         provider.restore(snap, str(empty))
     assert list(empty.iterdir()) == []
-    assert provider.restore(snap, str(tmp_path / "anyway"), verify=False)
+    # --no-verify skips hashing only what is unchanged (inode, mtime, size): an in-place rewrite is still refused
+    with pytest.raises(SnapshotVerificationError, match="clips/0002/20.jpg"):
+        provider.restore(snap, str(tmp_path / "anyway"), verify=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "vol"]
 
 
 def test_restore_refuses_a_record_whose_name_was_reused(provider: LocalSnapshotProvider, volume: Path, tmp_path: Path):
