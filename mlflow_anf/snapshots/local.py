@@ -652,6 +652,16 @@ class LocalSnapshotProvider:
             )
         return snapdir, header, self._read_entries(snapdir)
 
+    def entries(self, snapshot: Snapshot) -> list[ManifestEntry]:
+        """The manifest entries of *snapshot*, checked (:func:`check_entries`) and matched to its digest."""
+        _snapdir, header, entries = self._resolve_record(snapshot)
+        if manifest_digest(entries) != header.digest:
+            raise SnapshotVerificationError(
+                f"snapshot {snapshot.ref}: its manifest does not match its own digest {header.digest} (edited?); "
+                "see verify"
+            )
+        return entries
+
     def restore(self, snapshot: Snapshot, target: str, *, verify: bool = True) -> str:
         """Copy *snapshot* into directory *target* (new, or empty); returns its absolute path.
 
