@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -516,3 +517,143 @@ def test_digests_of_an_edited_manifest_are_not_inherited(provider: LocalSnapshot
     assert second.digest == first.digest  # recomputed from content, equal to what the first header recorded
     assert provider.verify(second).ok
     assert provider.verify(first).problems[0].startswith("manifest:")
+
+
+# --------------------------------------------------------------------------------- issue #11: data safety
+_SWAPPER = textwrap.dedent(
+    """
+    import os, sys
+    vol, outside_file, outside_dir, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    d = os.path.join(vol, "d")
+    for i in range(rounds):
+        if i % 2:  # the directory is a link to a directory outside the volume for the odd rounds
+            os.rename(d, d + ".real")
+            os.symlink(outside_dir, d)
+        for n in range(20):
+            name = os.path.join(vol, f"f{n:02d}")
+            os.symlink(outside_file, name + ".lnk")
+            os.replace(name + ".lnk", name)          # the file becomes a link to a file outside the volume
+            with open(name + ".new", "w") as f:
+                f.write("inside")
+            os.chmod(name + ".new", 0o644)
+            os.replace(name + ".new", name)          # and a fresh writable file again
+        if i % 2:
+            os.unlink(d)
+            os.rename(d + ".real", d)
+    """
+)
+
+
+def test_links_swapped_in_during_a_walk_never_touch_or_capture_outside_files(
+    hardlink: LocalSnapshotProvider, tmp_path: Path
+) -> None:
+    """Red team: root's chmod followed a link swapped in mid-walk (an outside file became read-only/setuid) and a
+    directory swapped for a link captured outside files. Bounded race: a swapper process against 60 snapshots."""
+    from tests.fs_state import state_diff, tree_state
+
+    vol, outside = tmp_path / "vol", tmp_path / "outside"
+    for n in range(20):
+        _write(vol / f"f{n:02d}", "inside", mode=0o644)
+    _write(vol / "d" / "in.txt", "inside")
+    _write(outside / "secret.txt", "OUTSIDE", mode=0o4755)
+    _write(outside / "dir" / "private.txt", "OUTSIDE", mode=0o644)
+    before = tree_state(outside)
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", _SWAPPER, str(vol), str(outside / "secret.txt"), str(outside / "dir"), "400"]
+    )
+    try:
+        for i in range(60):
+            if swapper.poll() is not None:
+                break
+            with contextlib.suppress(SnapshotError):  # "kept being replaced" is a fair answer to this writer
+                hardlink.create(str(vol), f"race-{i}")
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert hardlink.list(str(vol)), "no snapshot was taken: the race proved nothing"
+    for p in (vol / ".snapshot").rglob("*"):
+        if p.is_file() and not p.is_symlink() and p.name != MANIFEST_NAME:
+            assert p.read_text() == "inside", f"{p} was captured from outside the volume"
+    assert tree_state(outside) == before, state_diff(before, tree_state(outside))
+
+
+def test_a_file_hard_linked_from_outside_the_volume_is_copied_not_chmodded(
+    hardlink: LocalSnapshotProvider, tmp_path: Path
+) -> None:
+    """A snapshot never changes permissions outside the volume: `prepare` hard-links the download into it."""
+    download = _write(tmp_path / "download" / "frame.jpg", b"jpeg bytes", mode=0o644)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    os.link(download, vol / "frame.jpg")
+    _write(vol / "own.txt", "own", mode=0o644)
+    snap = hardlink.create(str(vol), "s1")
+    assert stat.S_IMODE(download.stat().st_mode) == 0o644  # the download (and the volume's name for it) untouched
+    captured = Path(snap.details["path"]) / "frame.jpg"
+    assert captured.stat().st_ino != download.stat().st_ino and captured.read_bytes() == b"jpeg bytes"
+    assert not captured.stat().st_mode & WRITE
+    assert snap.details["method"] == "mixed"  # own.txt is still hard-linked
+    assert hardlink.verify(snap).ok
+    download.write_bytes(b"rewritten!")  # in place, through the other name: the snapshot keeps its copy
+    assert hardlink.verify(snap).ok
+
+
+def _as_nobody(func) -> int:  # type: ignore[no-untyped-def]
+    """Run *func* in a child process with uid/gid 65534 (when root), return its exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            if os.getuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            code = func()
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_an_unreadable_file_is_named_and_no_chmod_is_left_behind() -> None:
+    """Red team: the error named a temp path and the files linked before it stayed read-only."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="snap-unreadable-"))  # /tmp: reachable for an unprivileged uid
+    try:
+        vol = base / "vol"
+        _write(vol / "a.txt", "a", mode=0o644)
+        _write(vol / "b.txt", "b", mode=0o000)  # not even its owner may read it
+        _write(vol / "c.txt", "c", mode=0o644)
+        report = base / "report.txt"
+        if os.getuid() == 0:
+            os.chmod(base, 0o777)
+            for p in [vol, *vol.iterdir()]:
+                os.chown(p, 65534, 65534)
+
+        def attempt() -> int:
+            try:
+                LocalSnapshotProvider(LocalSnapshotProvider.Config(method="hardlink")).create(str(vol), "s1")
+            except SnapshotError as exc:
+                report.write_text(f"{type(exc).__name__}: {exc}")
+                return 0
+            except Exception as exc:  # noqa: BLE001
+                report.write_text(f"RAW {type(exc).__name__}: {exc}")
+                return 0
+            report.write_text("no error")
+            return 0
+
+        assert _as_nobody(attempt) == 0
+        message = report.read_text()
+        assert message.startswith("SnapshotError: ") and "cannot read b.txt" in message and ".tmp-" not in message
+        assert stat.S_IMODE((vol / "a.txt").stat().st_mode) == 0o644  # no chmod left behind
+        assert stat.S_IMODE((vol / "c.txt").stat().st_mode) == 0o644
+        assert [p.name for p in (vol / ".snapshot").iterdir()] == []
+    finally:
+        for p in base.rglob("*"):
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+        shutil.rmtree(base)

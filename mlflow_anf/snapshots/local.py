@@ -217,7 +217,8 @@ def check_entries(entries: list[ManifestEntry], manifest: Path | str) -> None:
             raise SnapshotVerificationError(f"{where}: sha256 of {shown} is not 64 lower-case hex digits")
         if entry.type == "file" and entry.size < 0:
             raise SnapshotVerificationError(f"{where}: size of {shown} is negative")
-        if entry.type == "symlink" and (not isinstance(entry.target, str) or not entry.target or "\x00" in entry.target):
+        bad_target = not isinstance(entry.target, str) or not entry.target or "\x00" in entry.target
+        if entry.type == "symlink" and bad_target:
             raise SnapshotVerificationError(f"{where}: target of symlink {shown} must be a non-empty string")
         seen.add(path)
         if entry.type == "dir":
