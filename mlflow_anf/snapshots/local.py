@@ -682,16 +682,19 @@ class LocalSnapshotProvider:
         if in_place:
             if not dest.is_dir():
                 raise InvalidRequest(f"target: {dest} exists and is not a directory")
-            self._clean_stale(dest, _RESTORE_WORK_RE)  # an interrupted restore into this empty target
-            leftovers = [c.name for c in os.scandir(dest)]
-            if leftovers:
-                interrupted = [n for n in leftovers if _RESTORE_WORK_RE.match(n)]
-                if interrupted:
-                    raise InvalidRequest(
-                        f"target: {dest} holds an unfinished restore ({interrupted[0]}; another restore is running "
-                        "or one was killed while publishing); empty the directory and restore again"
-                    )
+            names = [c.name for c in os.scandir(dest)]
+            work = [n for n in names if _RESTORE_WORK_RE.match(n)]
+            if work and len(work) < len(names):
+                raise InvalidRequest(
+                    f"target: {dest} holds an unfinished restore ({work[0]} next to restored files: one was killed "
+                    "while publishing, or another is publishing now); empty the directory and restore again"
+                )
+            if names and not work:
                 raise InvalidRequest(f"target: {dest} exists and is not an empty directory")
+            if work:  # only the work directory of a killed restore into this empty target: remove it
+                self._clean_stale(dest, _RESTORE_WORK_RE)
+                if any(os.scandir(dest)):
+                    raise InvalidRequest(f"target: {dest}: another restore into it is running")
             parent = dest
         else:
             parent = dest.parent
