@@ -230,7 +230,7 @@ MANIFESTS: dict[str, tuple[Callable[[list[str]], list[str]], str]] = {
     "parent-not-listed": (add_entry(path="zz/new.txt", type="file", mode="0444", size=1, sha256=SHA), ":6:"),
     "duplicate-path": (add_entry(path="latest", type="symlink", target="clips"), ":6:"),
     "manifest-name": (add_entry(path=MANIFEST_NAME, type="file", mode="0444", size=1, sha256=SHA), ":6:"),
-    "newline-in-path": (add_entry(path="x\ny", type="file", mode="0444", size=1, sha256=SHA), ":6:"),
+    "nul-in-path": (add_entry(path="x\u0000y", type="file", mode="0444", size=1, sha256=SHA), ":6:"),
     "unknown-type": (add_entry(path="zz", type="fifo", mode="0444"), ":6:"),
     "mode-out-of-range": (edit_entry("labels.json", mode="77777"), ":4:"),
     "mode-not-octal": (edit_entry("labels.json", mode="rwx"), ":4:"),

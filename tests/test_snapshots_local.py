@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -657,3 +658,159 @@ def test_an_unreadable_file_is_named_and_no_chmod_is_left_behind() -> None:
             if p.is_dir() and not p.is_symlink():
                 p.chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_restore_never_writes_outside_the_target_for_a_doctored_manifest(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path
+) -> None:
+    """Red team: a manifest entry `../escaped.txt` made `restore --no-verify` write next to the target, exit 0."""
+    from mlflow_anf.cli import main
+    from click.testing import CliRunner
+    from tests.test_bad_inputs_snapshots import add_entry, doctor_manifest
+
+    snap = provider.create(str(volume), "s1")
+    (volume / ".snapshot" / "escaped.txt").write_text("escaped")  # bytes for the forged entry to copy
+    digest = hashlib.sha256(b"escaped").hexdigest()
+    doctor_manifest(Path(snap.details["path"]), add_entry(path="../escaped.txt", type="file", mode="0644", size=7,
+                                                          sha256=digest))  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["snapshot", "restore", "--volume", str(volume), "s1", "--target", str(tmp_path / "t"), "--no-verify"]
+    )
+    assert result.exit_code == 4, result.output
+    assert "../escaped.txt" in result.output and MANIFEST_NAME in result.output
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "t").exists()
+
+
+_KILL_AFTER_TWO_FILES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from mlflow_anf.snapshots import local
+
+    copy, done = local._RestoreCopy._copy, []
+    def _copy(self, *args):
+        copy(self, *args)
+        done.append(1)
+        if len(done) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    local._RestoreCopy._copy = _copy
+    provider = local.LocalSnapshotProvider()
+    provider.restore(provider.get(sys.argv[1], "s1"), sys.argv[2])
+    """
+)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-target", "empty-target"])
+def test_a_killed_restore_is_never_mistaken_for_a_complete_one(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path, existing: bool
+) -> None:
+    """Red team: kill -9 during restore left .tmp-restore-* forever and could half-fill an existing empty target."""
+    snap = provider.create(str(volume), "s1")
+    parent = tmp_path / "restores"
+    target = parent / "t"
+    target.mkdir(parents=True) if existing else parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_TWO_FILES, str(volume), str(target)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL  # it died half-way through copying
+    if existing:  # only the hidden work directory, no restored file in sight
+        assert [p.name.startswith(".tmp-restore-") for p in target.iterdir()] == [True]
+    else:
+        assert [p.name.startswith(".tmp-restore-t-") for p in parent.iterdir()] == [True]
+    provider.restore(snap, str(target))  # the next restore cleans up and publishes a complete copy
+    assert sorted(p.name for p in parent.iterdir()) == ["t"]
+    assert _files(target) == _files(volume)
+    assert not [p for p in target.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_list_while_a_snapshot_is_deleted_skips_it(
+    provider: LocalSnapshotProvider, volume: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: `list` during a `delete` died with FileNotFoundError. The delete lands between the scan of
+    .snapshot/ and the read of the manifest (where a concurrent delete removes it)."""
+    provider.create(str(volume), "keep")
+    provider.create(str(volume), "gone")
+    scan = LocalSnapshotProvider._snapshot_dirs
+
+    def scan_then_delete(self: LocalSnapshotProvider, vol: Path):  # type: ignore[no-untyped-def]
+        dirs = list(scan(self, vol))
+        LocalSnapshotProvider().delete(str(vol), "gone")
+        yield from dirs
+
+    monkeypatch.setattr(LocalSnapshotProvider, "_snapshot_dirs", scan_then_delete)
+    assert [s.name for s in provider.list(str(volume))] == ["keep"]
+
+
+def test_a_snapshot_deleted_during_restore_or_verify_is_reported_as_deleted(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: restoring a snapshot deleted meanwhile said "the snapshot is damaged"."""
+    snap = provider.create(str(volume), "s1")
+    resolve = LocalSnapshotProvider._resolve_record
+
+    def resolve_then_delete(self: LocalSnapshotProvider, record):  # type: ignore[no-untyped-def]
+        found = resolve(self, record)
+        if os.path.lexists(found[0]):
+            LocalSnapshotProvider().delete(record.volume, record.name)
+        return found
+
+    monkeypatch.setattr(LocalSnapshotProvider, "_resolve_record", resolve_then_delete)
+    with pytest.raises(SnapshotNotFound, match="was deleted") as info:
+        provider.restore(snap, str(tmp_path / "t"))
+    assert "damaged" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
+    provider.create(str(volume), "s2")
+    with pytest.raises(SnapshotNotFound, match="was deleted"):
+        provider.verify(provider.get(str(volume), "s2"))
+
+
+@pytest.mark.parametrize("length", [238, 253])
+def test_names_too_long_for_the_work_directory_are_refused_up_front(
+    provider: LocalSnapshotProvider, volume: Path, length: int
+) -> None:
+    """Red team: names of 238-253 characters passed validation and failed with `[Errno 36] File name too long`."""
+    with pytest.raises(InvalidSnapshotName, match="at most 237"):
+        provider.create(str(volume), "a" * length)
+    assert not (volume / ".snapshot").exists() or list((volume / ".snapshot").iterdir()) == []
+    provider.create(str(volume), "a" * 237)
+
+
+def test_file_names_with_newlines_cannot_forge_verify_or_list_output(volume: Path, tmp_path: Path) -> None:
+    """Red team: a file named "x\\nchanged: ..." printed a forged line in `verify`; labels forged `list` rows."""
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    provider = LocalSnapshotProvider()
+    _write(volume / "x\nok: all good", "x")
+    snap = provider.create(str(volume), "s1")
+    victim = Path(snap.details["path"]) / "x\nok: all good"
+    Path(snap.details["path"]).chmod(0o755)
+    victim.unlink()  # a real problem whose report line carries the name
+    result = CliRunner().invoke(main, ["snapshot", "verify", "--volume", str(volume), "s1"])
+    assert result.exit_code == 1
+    assert "ok: all good" not in result.output.splitlines()
+    assert '  missing: "x\\nok: all good"' in result.output.splitlines()
+    with pytest.raises(InvalidRequest, match="labels"):
+        provider.create(str(volume), "s2", labels={"run": "r1\ns9  2020-01-01"})
+    root = tmp_path / "root"
+    _write(root / "v\nforged" / "a.txt", "a")
+    provider.create(str(root / "v\nforged"), "s3")
+    listing = CliRunner().invoke(main, ["snapshot", "list", "--option", f"root={root}"])
+    assert listing.exit_code == 0 and not any(line.startswith("forged") for line in listing.output.splitlines())
+
+
+def test_the_cli_reports_skipped_fifos_and_sockets(volume: Path) -> None:
+    """Red team: fifos and sockets were skipped silently."""
+    import socket
+
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    os.mkfifo(volume / "pipe")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(volume / "sock"))
+        result = CliRunner().invoke(main, ["snapshot", "create", "--volume", str(volume), "--name", "s1"])
+    finally:
+        sock.close()
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 special file(s)" in result.output and "pipe, sock" in result.output
