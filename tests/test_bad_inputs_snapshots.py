@@ -151,7 +151,9 @@ def _volume_case(world: dict[str, Any], case: str) -> tuple[str, type[BaseExcept
     raise AssertionError(case)
 
 
-VOLUME_CASES = ["empty", "missing", "a-file", "holds-a-manifest-name", "snapshot-dir-is-a-file", "snapshot-dir-is-a-link"]
+VOLUME_CASES = [
+    "empty", "missing", "a-file", "holds-a-manifest-name", "snapshot-dir-is-a-file", "snapshot-dir-is-a-link",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", VOLUME_CASES)

@@ -179,7 +179,8 @@ def check_entries(entries: list[ManifestEntry], manifest: Path | str) -> None:
     """Refuse a manifest whose entries could write or read outside a snapshot or a restore target.
 
     Every path must be relative, normalised (no empty, ``.`` or ``..`` segment), free of NUL, listed once, and
-    every parent must itself be a ``dir`` entry listed before it (so no path runs through a symbolic link). Raises :class:`SnapshotVerificationError` naming ``<manifest>:<line>``; nothing is checked on disk.
+    every parent must itself be a ``dir`` entry listed before it (so no path runs through a symbolic link).
+    Raises :class:`SnapshotVerificationError` naming ``<manifest>:<line>``; nothing is checked on disk.
     """
     dirs: set[str] = set()
     seen: set[str] = set()
