@@ -867,6 +867,9 @@ class _TreeCapture:
         self.by_method = {"reflink": 0, "hardlink": 0, "copy": 0}
         self.chmodded: list[tuple[str, int]] = []  # live files this run made read-only: (path, original mode)
         self.vol_dev = 0
+        # linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links exactly the inode that was opened; without /proc
+        # the name is linked and the result compared with the opened inode.
+        self.proc_fd = os.path.isdir("/proc/self/fd")
 
     def method_used(self) -> str:
         used = [m for m, n in self.by_method.items() if n]
@@ -901,48 +904,57 @@ class _TreeCapture:
         # A stack of open directories: (relative path, source dir fd, destination dir fd, names still to visit).
         stack: list[tuple[str, int, int, Iterator[str]]] = []
         try:
-            stack.append(("", root_fd, dest_fd, iter(self._names(root_fd, ""))))
+            stack.append(("", root_fd, dest_fd, iter(self._names(root_fd, ""))))  # type: ignore[arg-type]
             while stack:
                 rel_dir, src_fd, dst_fd, names = stack[-1]
-                name = next(names, None)
-                if name is None:
+                item = next(names, None)
+                if item is None:
                     stack.pop()
                     os.close(src_fd)
                     os.close(dst_fd)
                     continue
+                name, hint = item
                 if not rel_dir and name == SNAPSHOT_DIR:
                     continue
                 rel = f"{rel_dir}/{name}" if rel_dir else name
-                sub = self._child(src_fd, dst_fd, rel, name)
+                sub = self._child(src_fd, dst_fd, rel, name, hint)
                 if sub is not None:
-                    stack.append((rel, sub[0], sub[1], iter(self._names(sub[0], rel))))
+                    stack.append((rel, sub[0], sub[1], iter(self._names(sub[0], rel))))  # type: ignore[arg-type]
         finally:
             for _rel, src_fd, dst_fd, _names in stack:
                 os.close(src_fd)
                 os.close(dst_fd)
         self.entries.sort(key=lambda e: e.path)
 
-    def _names(self, dir_fd: int, rel_dir: str) -> list[str]:
+    def _names(self, dir_fd: int, rel_dir: str) -> list[tuple[str, str | None]]:
+        """Sorted (name, type hint from the directory entry, None when the filesystem gives none) of a directory."""
         try:
             with os.scandir(dir_fd) as it:
-                return sorted(entry.name for entry in it)
+                return sorted((entry.name, _hint(entry)) for entry in it)
         except OSError as exc:
             raise SnapshotError(f"volume {self.vol}: cannot read {rel_dir or '.'}: {exc.strerror}") from exc
 
-    def _child(self, src_fd: int, dst_fd: int, rel: str, name: str) -> tuple[int, int] | None:
-        """Capture one directory entry; for a directory return its (source fd, destination fd) to descend into."""
+    def _child(self, src_fd: int, dst_fd: int, rel: str, name: str, hint: str | None) -> tuple[int, int] | None:
+        """Capture one directory entry; for a directory return its (source fd, destination fd) to descend into.
+
+        The directory entry's type only chooses how to open the name; what is captured is what the ``O_NOFOLLOW``
+        open returns. A name that turns out to be something else is looked at again (``fstatat``).
+        """
         for _attempt in range(8):
+            kind = hint
+            if kind is None:
+                try:
+                    kind = _kind(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode)
+                except FileNotFoundError:
+                    return None  # removed while we walked: not part of this point in time
+            hint = None
             try:
-                st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return None  # removed while we walked: not part of this point in time
-            try:
-                if stat.S_ISDIR(st.st_mode):
-                    return self._dir(src_fd, dst_fd, rel, name, st)
-                if stat.S_ISREG(st.st_mode):
+                if kind == "dir":
+                    return self._dir(src_fd, dst_fd, rel, name)
+                if kind == "file":
                     self._file(src_fd, dst_fd, rel, name)
                     return None
-                if stat.S_ISLNK(st.st_mode):
+                if kind == "symlink":
                     try:
                         target = os.readlink(name, dir_fd=src_fd)
                     except OSError as exc:
@@ -963,7 +975,7 @@ class _TreeCapture:
             f"volume {self.vol}: {_show(rel)} kept being replaced while it was snapshotted; pause writers and retry"
         )
 
-    def _dir(self, src_fd: int, dst_fd: int, rel: str, name: str, st: os.stat_result) -> tuple[int, int]:
+    def _dir(self, src_fd: int, dst_fd: int, rel: str, name: str) -> tuple[int, int]:
         try:
             fd = os.open(name, _O_DIR, dir_fd=src_fd)
         except OSError as exc:
@@ -974,8 +986,6 @@ class _TreeCapture:
             raise SnapshotError(f"volume {self.vol}: cannot read {_show(rel)}: {exc.strerror}") from exc
         try:
             fst = os.fstat(fd)
-            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                raise _Changed
             if fst.st_dev != self.vol_dev:
                 raise SnapshotError(
                     f"volume {self.vol}: {_show(rel)} is another filesystem (a mount point inside the volume); "
@@ -1062,11 +1072,15 @@ class _TreeCapture:
             os.fchmod(fd, _ro_mode(st.st_mode))  # the shared inode: live file and snapshot both read-only
             self.chmodded.append((rel, stat.S_IMODE(st.st_mode)))
         try:
-            os.link(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
-            linked = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
-            if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):  # the name was replaced after the open
-                os.unlink(name, dir_fd=dst_fd)
-                raise _Changed
+            if self.proc_fd:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dst_fd, follow_symlinks=True)
+                linked = st  # the opened inode itself: same inode, size and mtime
+            else:
+                os.link(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+                linked = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+                if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):  # the name was replaced after the open
+                    os.unlink(name, dir_fd=dst_fd)
+                    raise _Changed
         except BaseException:
             if writable:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode))
@@ -1098,6 +1112,20 @@ class _TreeCapture:
             os.close(out)
         self.reflink_ok = True
         return st  # stat from before cloning: a write during the clone must not match next time
+
+
+def _hint(entry: os.DirEntry[str]) -> str | None:
+    """The type a directory entry reports (``d_type``; no system call), ``None`` if the filesystem reports none."""
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+    except OSError:
+        return None
+    return None  # a special file, or DT_UNKNOWN: fstatat decides
 
 
 def _copy_fd(fd: int, dst_fd: int, name: str, st: os.stat_result) -> str:
