@@ -25,6 +25,10 @@ read-only there on every NFS client when the volume's snapshot directory is visi
 snapshots out the same way. A volume that is not mounted gets an error saying how to mount it or restore the
 snapshot (``mlflow-anf snapshot restore``).
 
+Every file read from a local snapshot is checked against its manifest's sha256 (free when inode, mtime and size
+match the manifest; hashed otherwise): content rewritten in place is refused, never served. A symlink in the snapshot
+that leads out of it is neither read nor stat-ed (``list_artifacts`` lists it without a size).
+
 Every write (``log_artifact``, ``log_artifacts``, ``delete_artifacts``, and whatever MLflow builds on them) raises
 :class:`SnapshotReadOnlyError`: a snapshot never changes. Registered as the ``snapshot`` scheme through the
 ``mlflow.artifact_repository`` entry point. The URI helpers (:func:`snapshot_artifact_uri`,
