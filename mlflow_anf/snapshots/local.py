@@ -110,6 +110,10 @@ class InvalidRequest(SnapshotError, ValueError):
     """A request the local provider refuses as given (non-empty restore target, reserved file name, ...)."""
 
 
+class ManifestError(SnapshotVerificationError):
+    """A manifest entry line that is unreadable or unsafe (the message starts with ``<manifest>:<line>:``)."""
+
+
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
@@ -197,7 +201,7 @@ def check_entries(entries: list[ManifestEntry], manifest: Path | str) -> None:
 
     Every path must be relative, normalised (no empty, ``.`` or ``..`` segment), free of NUL, listed once, and
     every parent must itself be a ``dir`` entry listed before it (so no path runs through a symbolic link).
-    Raises :class:`SnapshotVerificationError` naming ``<manifest>:<line>``; nothing is checked on disk.
+    Raises :class:`ManifestError` naming ``<manifest>:<line>``; nothing is checked on disk.
     """
     dirs: set[str] = set()
     seen: set[str] = set()
@@ -205,38 +209,38 @@ def check_entries(entries: list[ManifestEntry], manifest: Path | str) -> None:
         where = f"{manifest}:{lineno}"
         path = entry.path
         if not isinstance(path, str) or not path:
-            raise SnapshotVerificationError(f"{where}: path: must be a non-empty string, got {path!r}")
+            raise ManifestError(f"{where}: path: must be a non-empty string, got {path!r}")
         shown = _json_str(path)
         if path.startswith("/"):
-            raise SnapshotVerificationError(f"{where}: path {shown} is absolute; manifest paths are relative")
+            raise ManifestError(f"{where}: path {shown} is absolute; manifest paths are relative")
         parts = path.split("/")
         if any(part in ("", ".", "..") for part in parts):
-            raise SnapshotVerificationError(
+            raise ManifestError(
                 f"{where}: path {shown} is not normalised (empty, '.' or '..' segment); it could leave the snapshot"
             )
         if "\x00" in path:  # other control characters are legal in file names (and shown quoted in reports)
-            raise SnapshotVerificationError(f"{where}: path {shown} contains a NUL character")
+            raise ManifestError(f"{where}: path {shown} contains a NUL character")
         if path == MANIFEST_NAME:
-            raise SnapshotVerificationError(f"{where}: path {shown} is the manifest's own name")
+            raise ManifestError(f"{where}: path {shown} is the manifest's own name")
         if path in seen:
-            raise SnapshotVerificationError(f"{where}: path {shown} is listed twice")
+            raise ManifestError(f"{where}: path {shown} is listed twice")
         parent = path.rpartition("/")[0]
         if parent and parent not in dirs:
-            raise SnapshotVerificationError(
+            raise ManifestError(
                 f"{where}: path {shown}: its parent {_json_str(parent)} is not a directory listed before it "
                 "(a symlink or a missing directory); the manifest was edited"
             )
         if entry.type not in _ENTRY_TYPES:
-            raise SnapshotVerificationError(f"{where}: type {entry.type!r} of {shown} is not one of {_ENTRY_TYPES}")
+            raise ManifestError(f"{where}: type {entry.type!r} of {shown} is not one of {_ENTRY_TYPES}")
         if not 0 <= entry.mode <= 0o7777:
-            raise SnapshotVerificationError(f"{where}: mode {entry.mode:o} of {shown} is not a permission mode")
+            raise ManifestError(f"{where}: mode {entry.mode:o} of {shown} is not a permission mode")
         if entry.type == "file" and (not isinstance(entry.sha256, str) or not _SHA256_RE.match(entry.sha256)):
-            raise SnapshotVerificationError(f"{where}: sha256 of {shown} is not 64 lower-case hex digits")
+            raise ManifestError(f"{where}: sha256 of {shown} is not 64 lower-case hex digits")
         if entry.type == "file" and entry.size < 0:
-            raise SnapshotVerificationError(f"{where}: size of {shown} is negative")
+            raise ManifestError(f"{where}: size of {shown} is negative")
         bad_target = not isinstance(entry.target, str) or not entry.target or "\x00" in entry.target
         if entry.type == "symlink" and bad_target:
-            raise SnapshotVerificationError(f"{where}: target of symlink {shown} must be a non-empty string")
+            raise ManifestError(f"{where}: target of symlink {shown} must be a non-empty string")
         seen.add(path)
         if entry.type == "dir":
             dirs.add(path)
@@ -425,8 +429,8 @@ class LocalSnapshotProvider:
                 try:
                     json.loads(line)
                 except ValueError as exc:
-                    raise SnapshotVerificationError(f"{manifest}:{lineno}: bad manifest entry: {exc}") from exc
-            raise SnapshotVerificationError(f"{manifest}: unreadable manifest entries") from None
+                    raise ManifestError(f"{manifest}:{lineno}: bad manifest entry: {exc}") from exc
+            raise ManifestError(f"{manifest}: unreadable manifest entries") from None
         return data
 
     @classmethod
@@ -437,7 +441,7 @@ class LocalSnapshotProvider:
             try:
                 entries.append(ManifestEntry.from_dict(data))
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                raise SnapshotVerificationError(
+                raise ManifestError(
                     f"{snapdir / MANIFEST_NAME}:{lineno}: bad manifest entry: {exc!r}"
                 ) from exc
         check_entries(entries, snapdir / MANIFEST_NAME)
@@ -734,6 +738,8 @@ class LocalSnapshotProvider:
                 os.sync()
             if in_place:
                 for child in sorted(os.listdir(build)):
+                    if os.path.lexists(dest / child):
+                        raise InvalidRequest(f"target: {dest / child} appeared while restoring; not overwriting it")
                     os.rename(build / child, dest / child)
                 os.rmdir(build)
                 if self.config.fsync:
@@ -778,9 +784,7 @@ class LocalSnapshotProvider:
         """
         try:
             snapdir, header, entries = self._resolve_record(snapshot)
-        except SnapshotVerificationError as exc:
-            if "digest" in str(exc) and "differs from the record" in str(exc):
-                raise
+        except ManifestError as exc:  # an unreadable or unsafe entry line: a problem to report, not to follow
             return VerifyResult(ok=False, checked=0, problems=[f"manifest: {exc}"])
         try:
             return self._verify(snapdir, header, entries)
