@@ -524,11 +524,9 @@ _SWAPPER = textwrap.dedent(
     """
     import os, sys
     vol, outside_file, outside_dir, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    d = os.path.join(vol, "d")
+    dirs = [os.path.join(vol, f"d{k}") for k in range(4)]
+    linked = False
     for i in range(rounds):
-        if i % 2:  # the directory is a link to a directory outside the volume for the odd rounds
-            os.rename(d, d + ".real")
-            os.symlink(outside_dir, d)
         for n in range(20):
             name = os.path.join(vol, f"f{n:02d}")
             os.symlink(outside_file, name + ".lnk")
@@ -537,9 +535,15 @@ _SWAPPER = textwrap.dedent(
                 f.write("inside")
             os.chmod(name + ".new", 0o644)
             os.replace(name + ".new", name)          # and a fresh writable file again
-        if i % 2:
-            os.unlink(d)
-            os.rename(d + ".real", d)
+            if n % 5 == 4:  # every few files the directories become links to a directory outside, or come back
+                for d in dirs:
+                    if linked:
+                        os.unlink(d)
+                        os.rename(d + ".real", d)
+                    else:
+                        os.rename(d, d + ".real")
+                        os.symlink(outside_dir, d)
+                linked = not linked
     """
 )
 
@@ -554,7 +558,8 @@ def test_links_swapped_in_during_a_walk_never_touch_or_capture_outside_files(
     vol, outside = tmp_path / "vol", tmp_path / "outside"
     for n in range(20):
         _write(vol / f"f{n:02d}", "inside", mode=0o644)
-    _write(vol / "d" / "in.txt", "inside")
+    for k in range(4):
+        _write(vol / f"d{k}" / "in.txt", "inside")
     _write(outside / "secret.txt", "OUTSIDE", mode=0o4755)
     _write(outside / "dir" / "private.txt", "OUTSIDE", mode=0o644)
     before = tree_state(outside)
