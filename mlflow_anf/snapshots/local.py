@@ -275,11 +275,6 @@ def _sha256_stream(f: Any, buf: bytearray | None = None) -> str:
     return h.hexdigest()
 
 
-def _sha256_file(path: Path | str) -> str:
-    with open(path, "rb", buffering=0) as f:
-        return _sha256_stream(f)
-
-
 def _ro_mode(st_mode: int) -> int:
     return stat.S_IMODE(st_mode) & ~_WRITE_BITS
 
