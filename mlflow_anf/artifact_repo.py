@@ -25,6 +25,10 @@ read-only there on every NFS client when the volume's snapshot directory is visi
 snapshots out the same way. A volume that is not mounted gets an error saying how to mount it or restore the
 snapshot (``mlflow-anf snapshot restore``).
 
+Every file read from a local snapshot is checked against its manifest's sha256 (free when inode, mtime and size
+match the manifest; hashed otherwise): content rewritten in place is refused, never served. A symlink in the snapshot
+that leads out of it is neither read nor stat-ed (``list_artifacts`` lists it without a size).
+
 Every write (``log_artifact``, ``log_artifacts``, ``delete_artifacts``, and whatever MLflow builds on them) raises
 :class:`SnapshotReadOnlyError`: a snapshot never changes. Registered as the ``snapshot`` scheme through the
 ``mlflow.artifact_repository`` entry point. The URI helpers (:func:`snapshot_artifact_uri`,
@@ -34,10 +38,10 @@ MLflow's artifact-repository base class: import it lazily from code that must st
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +60,13 @@ from mlflow_anf.snapshots.base import (
     SnapshotVerificationError,
     validate_snapshot_name,
 )
-from mlflow_anf.snapshots.local import MANIFEST_NAME, SNAPSHOT_DIR, LocalSnapshotProvider
+from mlflow_anf.snapshots.local import (
+    MANIFEST_NAME,
+    SNAPSHOT_DIR,
+    LocalSnapshotProvider,
+    ManifestEntry,
+    file_unchanged,
+)
 
 SCHEME = "snapshot"
 MOUNTS_ENV = "MLFLOW_ANF_SNAPSHOT_MOUNTS"
@@ -315,6 +325,7 @@ class SnapshotArtifactRepository(ArtifactRepository):
         self.location = parse_snapshot_uri(artifact_uri)
         self._mounts = parse_mounts(os.environ.get(MOUNTS_ENV))
         self._roots: dict[str, Path] = {}
+        self._manifests: dict[str, dict[str, ManifestEntry]] = {}  # local snapshots: path -> entry
         self._volume_root = self._find_volume_root()
         if self.location.snapshot is not None:
             self._snapshot_root(self.location.snapshot)  # fail here, before MLflow starts a download
@@ -367,6 +378,8 @@ class SnapshotArtifactRepository(ArtifactRepository):
                     f"snapshot {record.ref}: its digest {record.digest} differs from {loc.digest} in the URI "
                     "(the name was reused for another snapshot); the snapshot this URI pinned is gone"
                 )
+            entries = LocalSnapshotProvider().entries(record)  # checked: no path leaves the snapshot
+            self._manifests[name] = {e.path: e for e in entries}
         elif not snapdir.is_dir():
             if not (self._volume_root / SNAPSHOT_DIR).is_dir():
                 raise SnapshotNotFound(
@@ -406,9 +419,50 @@ class SnapshotArtifactRepository(ArtifactRepository):
             raise InvalidSnapshotUri(f"{where}: leads out of the snapshot (to {local.resolve()}) through a symlink")
         return root, local, inner
 
+    def _entry_for(self, root: Path, local: Path, segments: tuple[str, ...]) -> ManifestEntry | None:
+        """The manifest entry of the file *local* resolves to (local snapshots; ``None`` for csi/anf)."""
+        manifest = self._manifests.get(segments[0])
+        if manifest is None:
+            return None
+        rel = local.resolve().relative_to(root).as_posix()
+        entry = manifest.get(rel)
+        if entry is None or entry.type != "file":
+            raise SnapshotVerificationError(
+                f"{'/'.join(segments)}: {rel!r} is not a file of snapshot {segments[0]!r} according to its manifest "
+                "(added after the snapshot was taken?); refusing to serve it"
+            )
+        return entry
+
+    def _changed(self, segments: tuple[str, ...], entry: ManifestEntry) -> NoReturn:
+        raise SnapshotVerificationError(
+            f"{'/'.join(segments)} in {self.location.provider}:{self.location.volume}: {entry.path!r} no longer "
+            f"matches the sha256 its snapshot recorded (rewritten in place, e.g. by root through a hard link to the "
+            "live file); refusing to serve changed content (see mlflow-anf snapshot verify)"
+        )
+
+    def _check_file(self, root: Path, local: Path, segments: tuple[str, ...]) -> None:
+        """Refuse a local snapshot file whose content no longer matches its manifest (inode/mtime/size first)."""
+        entry = self._entry_for(root, local, segments)
+        if entry is None:
+            return
+        with open(local.resolve(), "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if file_unchanged(entry, st):
+                return
+            h = hashlib.sha256()
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if st.st_size != entry.size or h.hexdigest() != entry.sha256:
+            self._changed(segments, entry)
+
     def get_local_path(self, artifact_path: str) -> str:
-        """The artifact's read-only path inside the snapshot (no copy); it lives as long as the snapshot."""
-        return str(self._resolve(artifact_path)[1])
+        """The artifact's read-only path inside the snapshot (no copy); it lives as long as the snapshot.
+
+        A file of a local snapshot is checked against its manifest first (see :meth:`_check_file`)."""
+        root, local, _inner = self._resolve(artifact_path)
+        if local.is_file():
+            self._check_file(root, local, self.location.segments + self._rel(artifact_path))
+        return str(local)
 
     def _is_directory(self, artifact_path: str) -> bool:
         return self._resolve(artifact_path)[1].is_dir()
@@ -428,7 +482,10 @@ class SnapshotArtifactRepository(ArtifactRepository):
                     continue
                 rel = f"{prefix}/{entry.name}" if prefix else entry.name
                 try:
-                    st = entry.stat()  # follows a symlink, as reading it would
+                    if entry.is_symlink() and not _within(_root, Path(entry.path).resolve()):
+                        infos.append(FileInfo(rel, False, None))  # leads out of the snapshot: reading it is refused
+                        continue
+                    st = entry.stat()  # follows a symlink inside the snapshot, as reading it would
                 except OSError:
                     infos.append(FileInfo(rel, False, None))  # dangling: reading it reports why
                     continue
@@ -442,14 +499,25 @@ class SnapshotArtifactRepository(ArtifactRepository):
         return super().download_artifacts(artifact_path, dst_path)
 
     def _download_file(self, remote_file_path: str, local_path: str) -> None:
-        _root, src, inner = self._resolve(remote_file_path)
+        root, src, inner = self._resolve(remote_file_path)
         if not src.is_file():
             raise SnapshotArtifactNotFound(f"{'/'.join(inner)!r} in snapshot {self.artifact_uri} is not a regular file")
+        segments = self.location.segments + self._rel(remote_file_path)
+        entry = self._entry_for(root, src, segments)
         dst = Path(local_path)
         tmp = dst.with_name(f".{dst.name}.part-{secrets.token_hex(4)}")
         try:
-            shutil.copyfile(src, tmp)  # content only: snapshot files are read-only, the copy need not be
-            st = src.stat()
+            # content only: snapshot files are read-only, the copy need not be. A local snapshot's file is hashed
+            # on the way unless inode, mtime and size still match its manifest; changed bytes are never served.
+            with open(src.resolve(), "rb", buffering=0) as fsrc, open(tmp, "xb") as fdst:
+                st = os.fstat(fsrc.fileno())
+                h = hashlib.sha256() if entry is not None and not file_unchanged(entry, st) else None
+                while chunk := fsrc.read(1 << 20):
+                    if h is not None:
+                        h.update(chunk)
+                    fdst.write(chunk)
+            if entry is not None and h is not None and h.hexdigest() != entry.sha256:
+                self._changed(segments, entry)
             os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
             os.replace(tmp, dst)
         except BaseException:

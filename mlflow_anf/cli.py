@@ -226,7 +226,15 @@ def _short_digest(digest: str | None) -> str:
     return f"{algo + ':' if algo else ''}{hexpart[:12]}"
 
 
+def _cell(value: Any) -> str:
+    """A table cell: a value with a newline or another control character is shown JSON-quoted, so it cannot forge
+    rows of the table."""
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
+    rows = [[_cell(c) for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
@@ -258,7 +266,7 @@ def _show_text(snap: Snapshot) -> str:
     fields += [(f"label {k}", v) for k, v in sorted(snap.labels.items())]
     fields += [(k, v) for k, v in snap.details.items()]
     width = max(len(k) for k, _ in fields)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in fields)
+    return "\n".join(f"{_cell(k).ljust(width)}  {_cell(v)}" for k, v in fields)
 
 
 def _emit(output: str, data: Any, text: str) -> None:
@@ -295,6 +303,10 @@ def create_command(
     else:
         snap = prov.create(volume, name, labels=label_map)
     logged = f"\nlogged to run {run_id} as {role or 'data'}" if run_id else ""
+    skipped = [_cell(p) for p in snap.details.get("skipped") or []]
+    if skipped:  # fifos, sockets, devices: nothing to keep, but never silently
+        logged += f"\nskipped {len(skipped)} special file(s) (fifo, socket or device; not captured): "
+        logged += ", ".join(skipped)
     _emit(output, _snapshot_dict(snap), f"created {snap.ref}  digest {snap.digest or '-'}{logged}")
 
 

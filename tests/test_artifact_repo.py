@@ -386,3 +386,51 @@ def test_the_snapshot_scheme_is_registered_through_the_entry_point() -> None:
     eps = importlib.metadata.entry_points(group="mlflow.artifact_repository")
     assert [ep.value for ep in eps if ep.name == "snapshot"] == ["mlflow_anf.artifact_repo:SnapshotArtifactRepository"]
     assert get_registered_artifact_repositories()["snapshot"] is SnapshotArtifactRepository
+
+
+# ------------------------------------------------------------------------------------ issue #11: data safety
+def test_list_artifacts_does_not_follow_a_link_out_of_the_snapshot(tmp_path: Path) -> None:
+    """Red team: list_artifacts stat-ed through a symlink that leaves the snapshot (size and type of live data)."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "weights.bin").write_bytes(b"\0" * 1234)
+    (vol / "inside.txt").write_text("pinned")
+    (vol / "leak-dir").symlink_to(live)
+    (vol / "leak-file").symlink_to(live / "weights.bin")
+    (vol / "ok").symlink_to("inside.txt")
+    snap = LocalSnapshotProvider().create(str(vol), "s1")
+    repo = get_artifact_repository(snapshot_artifact_uri(snap))
+    infos = {i.path: (i.is_dir, i.file_size) for i in repo.list_artifacts()}
+    assert infos == {"inside.txt": (False, 6), "leak-dir": (False, None), "leak-file": (False, None), "ok": (False, 6)}
+    with pytest.raises(InvalidSnapshotUri, match="leads out of the snapshot"):
+        repo.list_artifacts("leak-dir")
+
+
+def test_content_rewritten_in_place_is_never_served(tmp_path: Path) -> None:
+    """Red team: root rewrote a hard-linked live file in place; `load_text` through snapshot:// returned the new
+    bytes. Reads check inode/mtime/size against the manifest and hash the file when they differ."""
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    live = vol / "metrics.json"
+    live.write_text('{"accuracy": 0.9}\n')
+    (vol / "other.txt").write_text("other")
+    snap = LocalSnapshotProvider(LocalSnapshotProvider.Config(method="hardlink")).create(str(vol), "s1")
+    uri = snapshot_artifact_uri(snap, "metrics.json")
+    assert mlflow.artifacts.load_text(uri) == '{"accuracy": 0.9}\n'
+    live.chmod(0o644)
+    live.write_text('{"accuracy": 1.0}\n')  # same size, in place: the snapshot's inode changes too
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises((SnapshotVerificationError, MlflowException), match="'metrics.json' no longer matches"):
+        mlflow.artifacts.load_text(uri)  # MLflow may gather the error into an MlflowException, message kept
+    repo = get_artifact_repository(snapshot_artifact_uri(snap))
+    with pytest.raises(SnapshotVerificationError, match="no longer matches"):
+        repo.get_local_path("metrics.json")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    with pytest.raises((SnapshotVerificationError, MlflowException), match="no longer matches"):
+        repo.download_artifacts("", str(dst))  # a directory: MLflow gathers the per-file errors
+    assert not (dst / "metrics.json").exists() and not [p for p in dst.rglob("*.part-*")]
+    assert Path(repo.download_artifacts("other.txt", str(dst))).read_text() == "other"  # the rest still reads

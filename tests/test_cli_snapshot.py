@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from mlflow_anf.snapshots import (
     SnapshotNotFound,
     SnapshotTimeout,
 )
+from mlflow_anf.snapshots.local import MANIFEST_NAME, InvalidRequest, LocalSnapshotProvider
 
 
 def _run(*args: str, input: str | None = None) -> Result:
@@ -228,3 +230,58 @@ def test_yaml_provider_config_error_does_not_echo_the_line(tmp_path) -> None:
     assert result.exit_code == 2
     assert f"{cfg}:" in result.output
     assert "canary-s3cret" not in result.output
+
+
+# ------------------------------------------------------------------------------------ issue #11: data safety
+def test_restore_never_writes_outside_the_target_for_a_doctored_manifest(volume: Path, tmp_path: Path) -> None:
+    """Red team: a manifest entry `../escaped.txt` made `restore --no-verify` write next to the target, exit 0."""
+    from tests.test_bad_inputs_snapshots import add_entry, doctor_manifest
+
+    snap = LocalSnapshotProvider().create(str(volume), "s1")
+    (volume / ".snapshot" / "escaped.txt").write_text("escaped")  # bytes for the forged entry to copy
+    digest = hashlib.sha256(b"escaped").hexdigest()
+    doctor_manifest(Path(snap.details["path"]), add_entry(path="../escaped.txt", type="file", mode="0644", size=7,
+                                                          sha256=digest))  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["snapshot", "restore", "--volume", str(volume), "s1", "--target", str(tmp_path / "t"), "--no-verify"]
+    )
+    assert result.exit_code == ExitCode.PROVIDER_ERROR, result.output
+    assert "../escaped.txt" in result.output and MANIFEST_NAME in result.output
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "t").exists()
+
+
+def test_file_names_with_newlines_cannot_forge_verify_or_list_output(volume: Path, tmp_path: Path) -> None:
+    """Red team: a file named "x\\nchanged: ..." printed a forged line in `verify`; labels forged `list` rows."""
+    provider = LocalSnapshotProvider()
+    (volume / "x\nok: all good").write_text("x")
+    snap = provider.create(str(volume), "s1")
+    victim = Path(snap.details["path"]) / "x\nok: all good"
+    Path(snap.details["path"]).chmod(0o755)
+    victim.unlink()  # a real problem whose report line carries the name
+    result = CliRunner().invoke(main, ["snapshot", "verify", "--volume", str(volume), "s1"])
+    assert result.exit_code == 1
+    assert "ok: all good" not in result.output.splitlines()
+    assert '  missing: "x\\nok: all good"' in result.output.splitlines()
+    with pytest.raises(InvalidRequest, match="labels"):
+        provider.create(str(volume), "s2", labels={"run": "r1\ns9  2020-01-01"})
+    root = tmp_path / "root"
+    (root / "v\nforged").mkdir(parents=True)
+    (root / "v\nforged" / "a.txt").write_text("a")
+    provider.create(str(root / "v\nforged"), "s3")
+    listing = CliRunner().invoke(main, ["snapshot", "list", "--option", f"root={root}"])
+    assert listing.exit_code == 0 and not any(line.startswith("forged") for line in listing.output.splitlines())
+
+
+def test_the_cli_reports_skipped_fifos_and_sockets(volume: Path) -> None:
+    """Red team: fifos and sockets were skipped silently."""
+    import socket
+
+    os.mkfifo(volume / "pipe")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(volume / "sock"))
+        result = CliRunner().invoke(main, ["snapshot", "create", "--volume", str(volume), "--name", "s1"])
+    finally:
+        sock.close()
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 special file(s)" in result.output and "pipe, sock" in result.output

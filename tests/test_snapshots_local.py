@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -334,7 +335,10 @@ def test_restore_of_damaged_snapshot_leaves_nothing(provider: LocalSnapshotProvi
     with pytest.raises(SnapshotVerificationError):
         provider.restore(snap, str(empty))
     assert list(empty.iterdir()) == []
-    assert provider.restore(snap, str(tmp_path / "anyway"), verify=False)
+    # --no-verify skips hashing only what is unchanged (inode, mtime, size): an in-place rewrite is still refused
+    with pytest.raises(SnapshotVerificationError, match="clips/0002/20.jpg"):
+        provider.restore(snap, str(tmp_path / "anyway"), verify=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "vol"]
 
 
 def test_restore_refuses_a_record_whose_name_was_reused(provider: LocalSnapshotProvider, volume: Path, tmp_path: Path):
@@ -513,3 +517,239 @@ def test_digests_of_an_edited_manifest_are_not_inherited(provider: LocalSnapshot
     assert second.digest == first.digest  # recomputed from content, equal to what the first header recorded
     assert provider.verify(second).ok
     assert provider.verify(first).problems[0].startswith("manifest:")
+
+
+# --------------------------------------------------------------------------------- issue #11: data safety
+_SWAPPER = textwrap.dedent(
+    """
+    import os, sys
+    vol, outside_file, outside_dir, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    dirs = [os.path.join(vol, f"d{k}") for k in range(4)]
+    linked = False
+    for i in range(rounds):
+        for n in range(20):
+            name = os.path.join(vol, f"f{n:02d}")
+            os.symlink(outside_file, name + ".lnk")
+            os.replace(name + ".lnk", name)          # the file becomes a link to a file outside the volume
+            with open(name + ".new", "w") as f:
+                f.write("inside")
+            os.chmod(name + ".new", 0o644)
+            os.replace(name + ".new", name)          # and a fresh writable file again
+            if n % 5 == 4:  # every few files the directories become links to a directory outside, or come back
+                for d in dirs:
+                    if linked:
+                        os.unlink(d)
+                        os.rename(d + ".real", d)
+                    else:
+                        os.rename(d, d + ".real")
+                        os.symlink(outside_dir, d)
+                linked = not linked
+    """
+)
+
+
+def test_links_swapped_in_during_a_walk_never_touch_or_capture_outside_files(
+    hardlink: LocalSnapshotProvider, tmp_path: Path
+) -> None:
+    """Red team: root's chmod followed a link swapped in mid-walk (an outside file became read-only/setuid) and a
+    directory swapped for a link captured outside files. Bounded race: a swapper process against 60 snapshots."""
+    from tests.fs_state import state_diff, tree_state
+
+    vol, outside = tmp_path / "vol", tmp_path / "outside"
+    for n in range(20):
+        _write(vol / f"f{n:02d}", "inside", mode=0o644)
+    for k in range(4):
+        _write(vol / f"d{k}" / "in.txt", "inside")
+    _write(outside / "secret.txt", "OUTSIDE", mode=0o4755)
+    _write(outside / "dir" / "private.txt", "OUTSIDE", mode=0o644)
+    before = tree_state(outside)
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", _SWAPPER, str(vol), str(outside / "secret.txt"), str(outside / "dir"), "400"]
+    )
+    try:
+        for i in range(60):
+            if swapper.poll() is not None:
+                break
+            with contextlib.suppress(SnapshotError):  # "kept being replaced" is a fair answer to this writer
+                hardlink.create(str(vol), f"race-{i}")
+    finally:
+        swapper.kill()
+        swapper.wait()
+    assert hardlink.list(str(vol)), "no snapshot was taken: the race proved nothing"
+    for p in (vol / ".snapshot").rglob("*"):
+        if p.is_file() and not p.is_symlink() and p.name != MANIFEST_NAME:
+            assert p.read_text() == "inside", f"{p} was captured from outside the volume"
+    assert tree_state(outside) == before, state_diff(before, tree_state(outside))
+
+
+def test_a_file_hard_linked_from_outside_the_volume_is_copied_not_chmodded(
+    hardlink: LocalSnapshotProvider, tmp_path: Path
+) -> None:
+    """A snapshot never changes permissions outside the volume: `prepare` hard-links the download into it."""
+    download = _write(tmp_path / "download" / "frame.jpg", b"jpeg bytes", mode=0o644)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    os.link(download, vol / "frame.jpg")
+    _write(vol / "own.txt", "own", mode=0o644)
+    snap = hardlink.create(str(vol), "s1")
+    assert stat.S_IMODE(download.stat().st_mode) == 0o644  # the download (and the volume's name for it) untouched
+    captured = Path(snap.details["path"]) / "frame.jpg"
+    assert captured.stat().st_ino != download.stat().st_ino and captured.read_bytes() == b"jpeg bytes"
+    assert not captured.stat().st_mode & WRITE
+    assert snap.details["method"] == "mixed"  # own.txt is still hard-linked
+    assert hardlink.verify(snap).ok
+    download.write_bytes(b"rewritten!")  # in place, through the other name: the snapshot keeps its copy
+    assert hardlink.verify(snap).ok
+
+
+def _as_nobody(func) -> int:  # type: ignore[no-untyped-def]
+    """Run *func* in a child process with uid/gid 65534 (when root), return its exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            if os.getuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            code = func()
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_an_unreadable_file_is_named_and_no_chmod_is_left_behind() -> None:
+    """Red team: the error named a temp path and the files linked before it stayed read-only."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="snap-unreadable-"))  # /tmp: reachable for an unprivileged uid
+    try:
+        vol = base / "vol"
+        _write(vol / "a.txt", "a", mode=0o644)
+        _write(vol / "b.txt", "b", mode=0o000)  # not even its owner may read it
+        _write(vol / "c.txt", "c", mode=0o644)
+        report = base / "report.txt"
+        if os.getuid() == 0:
+            os.chmod(base, 0o777)
+            for p in [vol, *vol.iterdir()]:
+                os.chown(p, 65534, 65534)
+
+        def attempt() -> int:
+            try:
+                LocalSnapshotProvider(LocalSnapshotProvider.Config(method="hardlink")).create(str(vol), "s1")
+            except SnapshotError as exc:
+                report.write_text(f"{type(exc).__name__}: {exc}")
+                return 0
+            except Exception as exc:  # noqa: BLE001
+                report.write_text(f"RAW {type(exc).__name__}: {exc}")
+                return 0
+            report.write_text("no error")
+            return 0
+
+        assert _as_nobody(attempt) == 0
+        message = report.read_text()
+        assert message.startswith("SnapshotError: ") and "cannot read b.txt" in message and ".tmp-" not in message
+        assert stat.S_IMODE((vol / "a.txt").stat().st_mode) == 0o644  # no chmod left behind
+        assert stat.S_IMODE((vol / "c.txt").stat().st_mode) == 0o644
+        assert [p.name for p in (vol / ".snapshot").iterdir()] == []
+    finally:
+        for p in base.rglob("*"):
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+        shutil.rmtree(base)
+
+
+_KILL_AFTER_TWO_FILES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from mlflow_anf.snapshots import local
+
+    copy, done = local._RestoreCopy._copy, []
+    def _copy(self, *args):
+        copy(self, *args)
+        done.append(1)
+        if len(done) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    local._RestoreCopy._copy = _copy
+    provider = local.LocalSnapshotProvider()
+    provider.restore(provider.get(sys.argv[1], "s1"), sys.argv[2])
+    """
+)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-target", "empty-target"])
+def test_a_killed_restore_is_never_mistaken_for_a_complete_one(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path, existing: bool
+) -> None:
+    """Red team: kill -9 during restore left .tmp-restore-* forever and could half-fill an existing empty target."""
+    snap = provider.create(str(volume), "s1")
+    parent = tmp_path / "restores"
+    target = parent / "t"
+    target.mkdir(parents=True) if existing else parent.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_TWO_FILES, str(volume), str(target)], timeout=120)
+    assert proc.returncode == -signal.SIGKILL  # it died half-way through copying
+    if existing:  # only the hidden work directory, no restored file in sight
+        assert [p.name.startswith(".tmp-restore-") for p in target.iterdir()] == [True]
+    else:
+        assert [p.name.startswith(".tmp-restore-t-") for p in parent.iterdir()] == [True]
+    provider.restore(snap, str(target))  # the next restore cleans up and publishes a complete copy
+    assert sorted(p.name for p in parent.iterdir()) == ["t"]
+    assert _files(target) == _files(volume)
+    assert not [p for p in target.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_list_while_a_snapshot_is_deleted_skips_it(
+    provider: LocalSnapshotProvider, volume: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: `list` during a `delete` died with FileNotFoundError. The delete lands between the scan of
+    .snapshot/ and the read of the manifest (where a concurrent delete removes it)."""
+    provider.create(str(volume), "keep")
+    provider.create(str(volume), "gone")
+    scan = LocalSnapshotProvider._snapshot_dirs
+
+    def scan_then_delete(self: LocalSnapshotProvider, vol: Path):  # type: ignore[no-untyped-def]
+        dirs = list(scan(self, vol))
+        LocalSnapshotProvider().delete(str(vol), "gone")
+        yield from dirs
+
+    monkeypatch.setattr(LocalSnapshotProvider, "_snapshot_dirs", scan_then_delete)
+    assert [s.name for s in provider.list(str(volume))] == ["keep"]
+
+
+def test_a_snapshot_deleted_during_restore_or_verify_is_reported_as_deleted(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: restoring a snapshot deleted meanwhile said "the snapshot is damaged"."""
+    snap = provider.create(str(volume), "s1")
+    resolve = LocalSnapshotProvider._resolve_record
+
+    def resolve_then_delete(self: LocalSnapshotProvider, record):  # type: ignore[no-untyped-def]
+        found = resolve(self, record)
+        if os.path.lexists(found[0]):
+            LocalSnapshotProvider().delete(record.volume, record.name)
+        return found
+
+    monkeypatch.setattr(LocalSnapshotProvider, "_resolve_record", resolve_then_delete)
+    with pytest.raises(SnapshotNotFound, match="was deleted") as info:
+        provider.restore(snap, str(tmp_path / "t"))
+    assert "damaged" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol"]
+    provider.create(str(volume), "s2")
+    with pytest.raises(SnapshotNotFound, match="was deleted"):
+        provider.verify(provider.get(str(volume), "s2"))
+
+
+@pytest.mark.parametrize("length", [238, 253])
+def test_names_too_long_for_the_work_directory_are_refused_up_front(
+    provider: LocalSnapshotProvider, volume: Path, length: int
+) -> None:
+    """Red team: names of 238-253 characters passed validation and failed with `[Errno 36] File name too long`."""
+    with pytest.raises(InvalidSnapshotName, match="at most 237"):
+        provider.create(str(volume), "a" * length)
+    assert not (volume / ".snapshot").exists() or list((volume / ".snapshot").iterdir()) == []
+    provider.create(str(volume), "a" * 237)

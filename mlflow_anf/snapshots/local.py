@@ -7,18 +7,31 @@ labels, digest, counts), then one line per entry sorted by path — ``file`` (si
 ``symlink`` (target). The snapshot digest is ``sha256:`` + the sha256 over the canonical form of those entries
 (type, path, mode, size, sha256/target), so it names the content, not the time or the name.
 
-How files are captured (never a byte copy):
+How files are captured:
 
 * **reflink** (``FICLONE``; XFS, btrfs, ...): the snapshot gets its own copy-on-write clone, made read-only; the live
   file is untouched and stays writable.
 * **hard link** (everything else, e.g. ext4, NFS): the snapshot shares the live file's inode. To keep the snapshot
-  immutable the provider **removes the write permission bits from the live file** when it snapshots it. From then on
+  immutable the provider **removes the write permission bits from the live file** when it snapshots it — only from
+  a file whose inode has no other name (``st_nlink == 1``). From then on
   the live tree is copy-on-write by convention: writers must *replace* a file (write a temp file, rename it over the
   old one — what Python's atomic writers, ``torch.save`` to a new path, rsync, git and most tools do) instead of
   rewriting it in place; a replaced file gets a new inode and the snapshot keeps the old one. An owner (or root) can
   still ``chmod u+w`` and rewrite in place, which would change the snapshot too: :meth:`LocalSnapshotProvider.verify`
-  re-hashes every file and reports that as ``changed:``. Manifests record modes without write bits, so the digest
-  does not depend on this chmod, and restore gives files back their owner write bit.
+  re-hashes every file and reports that as ``changed:``, restore (even without verify) and ``snapshot://`` reads
+  hash a file whose inode, mtime or size differs from its manifest entry and refuse changed content. Manifests record
+  modes without write bits, so the digest does not depend on this chmod, and restore gives files back their owner
+  write bit.
+* **copy**: a *writable* file whose inode has other names (a download that ``prepare`` hard-linked into the volume,
+  a second name inside the volume, a file made writable again after an earlier snapshot) is copied byte by byte:
+  permissions of an inode shared with anything outside the snapshot are never changed.
+
+The walk never follows a symbolic link and never acts on a path it has not opened itself: it works from directory
+file descriptors (``fstatat``, ``openat`` with ``O_NOFOLLOW``), changes permissions only with ``fchmod`` on the
+descriptor it opened, and links that very inode (``/proc/self/fd``, or by name checked against the opened inode).
+A name swapped for a link while the walk runs is captured as the link (or looked at again), never followed. If a
+snapshot fails, the write bits it removed are given back. Fifos, sockets and devices are skipped and listed in the
+header's ``skipped`` (the CLI prints them).
 
 Repeated snapshots are cheap: a file whose inode, size and mtime equal those recorded by the volume's latest
 snapshot (and which, for hard links, is still read-only as that snapshot left it) reuses the recorded sha256 instead
@@ -26,12 +39,16 @@ of being read again; a previous manifest that does not match its own digest is n
 git and rsync use: an in-place rewrite that restores size *and* mtime is not noticed by ``create`` — only by
 ``verify``.
 
-Atomicity: a snapshot is built in ``.snapshot/.tmp-<name>-<random>/`` (held with ``flock`` while it is built), its
-manifest is fsynced, its directories are made read-only, the filesystem is synced (one ``syncfs``; an fsync per
-directory where that call is missing), and one ``rename`` publishes it. A killed process
-leaves only a dot-directory that ``list``/``get`` never show; the next ``create``/``list``/``delete`` removes it once
-no live process holds its lock. ``delete`` renames the snapshot away first (``.del-...``), then removes it.
-Snapshot consistency is per file (each file as it was when linked); pause writers for a cut across files.
+Names are DNS-1123 and at most :data:`LOCAL_NAME_MAX` (237) characters, so that the work directories fit the
+255-byte file name limit. Atomicity: a snapshot is built in ``.snapshot/.tmp-<name>-<random>/`` (held with ``flock``
+while it is built), its manifest is fsynced, its directories are made read-only, the filesystem is synced (one
+``syncfs``; an fsync per directory where that call is missing), and one ``rename`` publishes it. A killed process
+leaves only a dot-directory that ``list``/``get`` never show; the next ``create``/``list``/``delete`` removes it
+once no live process holds its lock. ``delete`` renames the snapshot away first (``.del-...``), then removes it.
+Restore checks every manifest path first (relative, normalised, each parent a directory of the manifest) and builds
+the copy in a locked ``.tmp-restore-*`` directory (next to a new target, inside an existing empty one) that is
+published only when complete; the next restore into the same place removes what a killed one left. Snapshot
+consistency is per file (each file as it was when linked); pause writers for a cut across files.
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -54,6 +72,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlflow_anf.snapshots.base import (
+    InvalidSnapshotName,
     Snapshot,
     SnapshotError,
     SnapshotExists,
@@ -72,6 +91,16 @@ _DEL_PREFIX = ".del-"
 _FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 _NO_REFLINK_ERRNOS = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.EXDEV, errno.ENOSYS, errno.EPERM}
 _WRITE_BITS = 0o222
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a fifo swapped in never blocks
+_TOKEN_CHARS = 12  # secrets.token_hex(6)
+_RESTORE_PREFIX = f"{_TMP_PREFIX}restore-"
+_RESTORE_WORK_RE = re.compile(r"^\.tmp-restore-.{0,40}-[0-9a-f]{12}$", re.DOTALL)
+#: the longest snapshot name whose work directories (``.tmp-<name>-<token>``, ``.del-<name>-<token>``) still fit the
+#: 255-byte file name limit of Linux filesystems
+LOCAL_NAME_MAX = 255 - len(_TMP_PREFIX) - 1 - _TOKEN_CHARS
+_ENTRY_TYPES = ("file", "dir", "symlink")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 Progress = Callable[[int, str], None]
 _Known = tuple[tuple[int, ...], int, str]  # what digest reuse needs of a previous entry: (inode, mtime), size, sha
@@ -79,6 +108,10 @@ _Known = tuple[tuple[int, ...], int, str]  # what digest reuse needs of a previo
 
 class InvalidRequest(SnapshotError, ValueError):
     """A request the local provider refuses as given (non-empty restore target, reserved file name, ...)."""
+
+
+class ManifestError(SnapshotVerificationError):
+    """A manifest entry line that is unreadable or unsafe (the message starts with ``<manifest>:<line>:``)."""
 
 
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
@@ -158,6 +191,72 @@ class ManifestHeader(BaseModel):
     skipped: list[str] = Field(default_factory=list)
 
 
+def _show(path: str) -> str:
+    """*path* for a message or a report line: as is when printable, else JSON-quoted (a newline cannot forge lines)."""
+    return path if path.isprintable() else _json_str(path)
+
+
+def check_entries(entries: list[ManifestEntry], manifest: Path | str) -> None:
+    """Refuse a manifest whose entries could write or read outside a snapshot or a restore target.
+
+    Every path must be relative, normalised (no empty, ``.`` or ``..`` segment), free of NUL, listed once, and
+    every parent must itself be a ``dir`` entry listed before it (so no path runs through a symbolic link).
+    Raises :class:`ManifestError` naming ``<manifest>:<line>``; nothing is checked on disk.
+    """
+    dirs: set[str] = set()
+    seen: set[str] = set()
+    for lineno, entry in enumerate(entries, start=2):
+        where = f"{manifest}:{lineno}"
+        path = entry.path
+        if not isinstance(path, str) or not path:
+            raise ManifestError(f"{where}: path: must be a non-empty string, got {path!r}")
+        shown = _json_str(path)
+        if path.startswith("/"):
+            raise ManifestError(f"{where}: path {shown} is absolute; manifest paths are relative")
+        parts = path.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ManifestError(
+                f"{where}: path {shown} is not normalised (empty, '.' or '..' segment); it could leave the snapshot"
+            )
+        if "\x00" in path:  # other control characters are legal in file names (and shown quoted in reports)
+            raise ManifestError(f"{where}: path {shown} contains a NUL character")
+        if path == MANIFEST_NAME:
+            raise ManifestError(f"{where}: path {shown} is the manifest's own name")
+        if path in seen:
+            raise ManifestError(f"{where}: path {shown} is listed twice")
+        parent = path.rpartition("/")[0]
+        if parent and parent not in dirs:
+            raise ManifestError(
+                f"{where}: path {shown}: its parent {_json_str(parent)} is not a directory listed before it "
+                "(a symlink or a missing directory); the manifest was edited"
+            )
+        if entry.type not in _ENTRY_TYPES:
+            raise ManifestError(f"{where}: type {entry.type!r} of {shown} is not one of {_ENTRY_TYPES}")
+        if not 0 <= entry.mode <= 0o7777:
+            raise ManifestError(f"{where}: mode {entry.mode:o} of {shown} is not a permission mode")
+        if entry.type == "file" and (not isinstance(entry.sha256, str) or not _SHA256_RE.match(entry.sha256)):
+            raise ManifestError(f"{where}: sha256 of {shown} is not 64 lower-case hex digits")
+        if entry.type == "file" and entry.size < 0:
+            raise ManifestError(f"{where}: size of {shown} is negative")
+        bad_target = not isinstance(entry.target, str) or not entry.target or "\x00" in entry.target
+        if entry.type == "symlink" and bad_target:
+            raise ManifestError(f"{where}: target of symlink {shown} must be a non-empty string")
+        seen.add(path)
+        if entry.type == "dir":
+            dirs.add(path)
+
+
+def validate_local_name(name: str, field: str = "name") -> str:
+    """:func:`validate_snapshot_name`, plus the local provider's shorter length limit (:data:`LOCAL_NAME_MAX`)."""
+    validate_snapshot_name(name, field)
+    if len(name) > LOCAL_NAME_MAX:
+        raise InvalidSnapshotName(
+            f"{field}: {name[:20]}... is {len(name)} characters; the local provider allows at most {LOCAL_NAME_MAX} "
+            f"(its work directory .tmp-<name>-<token> must fit the 255-byte file name limit)"
+        )
+    return name
+
+
 def manifest_digest(entries: list[ManifestEntry]) -> str:
     """``sha256:<hex>`` over the canonical form of *entries* (which must be sorted by path)."""
     h = hashlib.sha256()
@@ -174,11 +273,6 @@ def _sha256_stream(f: Any, buf: bytearray | None = None) -> str:
     while n := f.readinto(buf):
         h.update(view[:n])
     return h.hexdigest()
-
-
-def _sha256_file(path: Path | str) -> str:
-    with open(path, "rb", buffering=0) as f:
-        return _sha256_stream(f)
 
 
 def _ro_mode(st_mode: int) -> int:
@@ -302,7 +396,7 @@ class LocalSnapshotProvider:
         return path
 
     def _snapshot_dir(self, vol: Path, name: str) -> Path:
-        path = vol / SNAPSHOT_DIR / validate_snapshot_name(name)
+        path = vol / SNAPSHOT_DIR / validate_local_name(name)
         if path.is_symlink() or not (path / MANIFEST_NAME).is_file():
             raise SnapshotNotFound(f"snapshot {name!r} not found in {vol / SNAPSHOT_DIR}")
         return path
@@ -330,20 +424,22 @@ class LocalSnapshotProvider:
                 try:
                     json.loads(line)
                 except ValueError as exc:
-                    raise SnapshotVerificationError(f"{manifest}:{lineno}: bad manifest entry: {exc}") from exc
-            raise SnapshotVerificationError(f"{manifest}: unreadable manifest entries") from None
+                    raise ManifestError(f"{manifest}:{lineno}: bad manifest entry: {exc}") from exc
+            raise ManifestError(f"{manifest}: unreadable manifest entries") from None
         return data
 
     @classmethod
     def _read_entries(cls, snapdir: Path) -> list[ManifestEntry]:
+        """The manifest's entries, checked by :func:`check_entries` (none can lead outside the snapshot)."""
         entries = []
         for lineno, data in enumerate(cls._read_entry_dicts(snapdir), start=2):
             try:
                 entries.append(ManifestEntry.from_dict(data))
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-                raise SnapshotVerificationError(
+                raise ManifestError(
                     f"{snapdir / MANIFEST_NAME}:{lineno}: bad manifest entry: {exc!r}"
                 ) from exc
+        check_entries(entries, snapdir / MANIFEST_NAME)
         return entries
 
     def _record(self, vol: Path, snapdir: Path, header: ManifestHeader) -> Snapshot:
@@ -370,14 +466,20 @@ class LocalSnapshotProvider:
         )
 
     @staticmethod
-    def _clean_stale(snaproot: Path) -> None:
-        """Remove leftovers of killed creates/deletes, unless a live process still holds them."""
+    def _clean_stale(snaproot: Path, pattern: re.Pattern[str] | None = None) -> None:
+        """Remove leftovers of killed creates/deletes (or, with *pattern*, of the work directories whose names
+        match it), unless a live process still holds them."""
         try:
             children = list(os.scandir(snaproot))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         for child in children:
-            if not child.name.startswith((_TMP_PREFIX, _DEL_PREFIX)) or not child.is_dir(follow_symlinks=False):
+            if pattern is not None:
+                if not pattern.match(child.name):
+                    continue
+            elif not child.name.startswith((_TMP_PREFIX, _DEL_PREFIX)):
+                continue
+            if not child.is_dir(follow_symlinks=False):
                 continue
             fd = _try_lock(Path(child.path), blocking=False)
             if fd is None:
@@ -391,10 +493,11 @@ class LocalSnapshotProvider:
 
     def _snapshot_dirs(self, vol: Path) -> Iterator[Path]:
         snaproot = vol / SNAPSHOT_DIR
-        if not snaproot.is_dir():
+        try:
+            with os.scandir(snaproot) as it:
+                children = sorted(it, key=lambda c: c.name)
+        except (FileNotFoundError, NotADirectoryError):
             return
-        with os.scandir(snaproot) as it:
-            children = sorted(it, key=lambda c: c.name)
         for child in children:
             if not child.name.startswith(".") and child.is_dir(follow_symlinks=False):
                 yield Path(child.path)
@@ -429,6 +532,8 @@ class LocalSnapshotProvider:
         for key, value in (labels or {}).items():
             if not isinstance(key, str) or not key or not isinstance(value, str):
                 raise InvalidRequest(f"labels: {key!r}={value!r} — keys must be non-empty strings, values strings")
+            if not (key + value).isprintable():
+                raise InvalidRequest(f"labels: {key!r}={value!r} contains a control or non-printable character")
             out[key] = value
         return out
 
@@ -448,7 +553,7 @@ class LocalSnapshotProvider:
         snaproot = vol / SNAPSHOT_DIR
         if name is None:
             name = "snap-" + created.strftime("%Y%m%d-%H%M%S-%f")
-        validate_snapshot_name(name)
+        validate_local_name(name)
         if os.path.lexists(vol / MANIFEST_NAME):
             raise InvalidRequest(f"volume {vol}: contains {MANIFEST_NAME}, a name reserved for snapshot manifests")
         if os.path.lexists(snaproot) and (snaproot.is_symlink() or not snaproot.is_dir()):
@@ -461,8 +566,8 @@ class LocalSnapshotProvider:
 
         previous = self._latest_entries(vol)
         tmp, lock_fd = _make_locked_dir(snaproot, f"{_TMP_PREFIX}{name}-")
+        builder = _TreeCapture(vol, tmp, previous, self.config.method, progress)
         try:
-            builder = _TreeCapture(vol, tmp, previous, self.config.method, progress)
             builder.run()
             entries = builder.entries
             header = ManifestHeader(
@@ -498,6 +603,7 @@ class LocalSnapshotProvider:
             if self.config.fsync:
                 _fsync_path(snaproot)
         except BaseException:
+            builder.undo_chmods()  # through the work tree's links, before they are removed
             with contextlib.suppress(OSError):
                 _force_rmtree(tmp)
             raise
@@ -533,7 +639,10 @@ class LocalSnapshotProvider:
                 try:
                     snap = self._record(vol, snapdir, self._read_header(snapdir))
                 except SnapshotVerificationError as exc:
-                    created = datetime.fromtimestamp(snapdir.stat().st_mtime, timezone.utc)
+                    try:
+                        created = datetime.fromtimestamp(snapdir.stat().st_mtime, timezone.utc)
+                    except FileNotFoundError:
+                        continue  # deleted while we listed: no longer a snapshot
                     snap = Snapshot(
                         provider=self.name, volume=str(vol), name=snapdir.name, id=snapdir.name,
                         created=created, ready=False, details={"path": str(snapdir), "error": str(exc)},
@@ -560,6 +669,16 @@ class LocalSnapshotProvider:
             )
         return snapdir, header, self._read_entries(snapdir)
 
+    def entries(self, snapshot: Snapshot) -> list[ManifestEntry]:
+        """The manifest entries of *snapshot*, checked (:func:`check_entries`) and matched to its digest."""
+        _snapdir, header, entries = self._resolve_record(snapshot)
+        if manifest_digest(entries) != header.digest:
+            raise SnapshotVerificationError(
+                f"snapshot {snapshot.ref}: its manifest does not match its own digest {header.digest} (edited?); "
+                "see verify"
+            )
+        return entries
+
     def restore(self, snapshot: Snapshot, target: str, *, verify: bool = True) -> str:
         """Copy *snapshot* into directory *target* (new, or empty); returns its absolute path.
 
@@ -569,25 +688,58 @@ class LocalSnapshotProvider:
         snapdir, header, entries = self._resolve_record(snapshot)
         if verify and manifest_digest(entries) != header.digest:
             raise SnapshotVerificationError(f"snapshot {snapshot.ref}: manifest entries do not match its digest")
+        if not isinstance(target, (str, os.PathLike)) or not str(target).strip() or "\x00" in str(target):
+            raise InvalidRequest(f"target: {target!r} is not a directory path")
         dest = Path(target).expanduser().absolute()
         snaproot = snapdir.parent.resolve()
         if dest.resolve() == snaproot or snaproot in dest.resolve().parents:
             raise InvalidRequest(f"target: {dest} is inside {snaproot}; restore to a new directory")
         in_place = dest.exists()
         if in_place:
-            if not dest.is_dir() or any(os.scandir(dest)):
+            if not dest.is_dir():
+                raise InvalidRequest(f"target: {dest} exists and is not a directory")
+            names = [c.name for c in os.scandir(dest)]
+            work = [n for n in names if _RESTORE_WORK_RE.match(n)]
+            if work and len(work) < len(names):
+                raise InvalidRequest(
+                    f"target: {dest} holds an unfinished restore ({work[0]} next to restored files: one was killed "
+                    "while publishing, or another is publishing now); empty the directory and restore again"
+                )
+            if names and not work:
                 raise InvalidRequest(f"target: {dest} exists and is not an empty directory")
-            build, lock_fd = dest, None
+            if work:  # only the work directory of a killed restore into this empty target: remove it
+                self._clean_stale(dest, _RESTORE_WORK_RE)
+                if any(os.scandir(dest)):
+                    raise InvalidRequest(f"target: {dest}: another restore into it is running")
+            parent = dest
         else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            build, lock_fd = _make_locked_dir(dest.parent, f"{_TMP_PREFIX}restore-{dest.name[:40]}-")
+            parent = dest.parent
+            if os.path.lexists(dest):
+                raise InvalidRequest(f"target: {dest} is a dangling symbolic link")
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise InvalidRequest(f"target: {parent} (the target's parent) is not a directory") from None
+            self._clean_stale(parent, _RESTORE_WORK_RE)  # leftovers of a killed restore next to this target
+        # Built in a locked work directory (inside an existing empty target, else next to the new one) and
+        # published only when complete: a killed restore leaves a .tmp-restore-* directory that the next restore
+        # into the same place removes, never a target that looks complete.
+        build, lock_fd = _make_locked_dir(parent, f"{_RESTORE_PREFIX}{dest.name[:40]}-")
         try:
-            _RestoreCopy(snapdir, build, verify).run(entries)
+            _RestoreCopy(snapdir, snapshot.ref, build, verify).run(entries)
             if not in_place:  # the volume root gets the snapshot root's mode, plus the owner's write bit
                 os.chmod(build, stat.S_IMODE(snapdir.stat().st_mode) | 0o700)
             if self.config.fsync and not _syncfs(build):
                 os.sync()
-            if not in_place:
+            if in_place:
+                for child in sorted(os.listdir(build)):
+                    if os.path.lexists(dest / child):
+                        raise InvalidRequest(f"target: {dest / child} appeared while restoring; not overwriting it")
+                    os.rename(build / child, dest / child)
+                os.rmdir(build)
+                if self.config.fsync:
+                    _fsync_path(dest)
+            else:
                 try:
                     os.rename(build, dest)
                 except OSError as exc:
@@ -597,17 +749,11 @@ class LocalSnapshotProvider:
                 if self.config.fsync:
                     _fsync_path(dest.parent)
         except BaseException:
-            if in_place:
-                for child in list(os.scandir(dest)):
-                    with contextlib.suppress(OSError):
-                        _force_rmtree(Path(child.path))
-            else:
-                with contextlib.suppress(OSError):
-                    _force_rmtree(build)
+            with contextlib.suppress(OSError):
+                _force_rmtree(build)
             raise
         finally:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            os.close(lock_fd)
         return str(dest)
 
     def delete(self, volume: str, name: str) -> None:
@@ -627,8 +773,22 @@ class LocalSnapshotProvider:
             os.close(lock_fd)
 
     def verify(self, snapshot: Snapshot) -> VerifyResult:
-        """Re-hash every file against the manifest; report ``changed:``, ``missing:``, ``extra:``, ``writable:``."""
-        snapdir, header, entries = self._resolve_record(snapshot)
+        """Re-hash every file against the manifest; report ``changed:``, ``missing:``, ``extra:``, ``writable:``.
+
+        Paths with control characters are shown JSON-quoted, so a file name cannot forge report lines.
+        """
+        try:
+            snapdir, header, entries = self._resolve_record(snapshot)
+        except ManifestError as exc:  # an unreadable or unsafe entry line: a problem to report, not to follow
+            return VerifyResult(ok=False, checked=0, problems=[f"manifest: {exc}"])
+        try:
+            return self._verify(snapdir, header, entries)
+        except FileNotFoundError:
+            if os.path.lexists(snapdir / MANIFEST_NAME):
+                raise
+            raise SnapshotNotFound(f"snapshot {snapshot.ref} was deleted while it was being verified") from None
+
+    def _verify(self, snapdir: Path, header: ManifestHeader, entries: list[ManifestEntry]) -> VerifyResult:
         problems: list[str] = []
         if manifest_digest(entries) != header.digest:
             problems.append(f"manifest: entries do not match the recorded digest {header.digest} (manifest edited?)")
@@ -640,27 +800,31 @@ class LocalSnapshotProvider:
         for entry in entries:
             st = actual.pop(entry.path, None)
             checked += 1
+            shown = _show(entry.path)
             if st is None:
-                problems.append(f"missing: {entry.path}")
+                problems.append(f"missing: {shown}")
                 continue
             kind = _kind(st.st_mode)
             if kind != entry.type:
-                problems.append(f"changed: {entry.path} (was a {entry.type}, now a {kind})")
+                problems.append(f"changed: {shown} (was a {entry.type}, now a {kind})")
                 continue
             if entry.type == "symlink":
                 if os.readlink(snapdir / entry.path) != entry.target:
-                    problems.append(f"changed: {entry.path} (symlink target)")
+                    problems.append(f"changed: {shown} (symlink target)")
                 continue
             if st.st_mode & _WRITE_BITS:
-                problems.append(f"writable: {entry.path} (snapshot entries must be read-only)")
+                problems.append(f"writable: {shown} (snapshot entries must be read-only)")
             if _ro_mode(st.st_mode) != entry.mode:
-                problems.append(f"changed: {entry.path} (mode {_ro_mode(st.st_mode):04o}, expected {entry.mode:04o})")
+                problems.append(f"changed: {shown} (mode {_ro_mode(st.st_mode):04o}, expected {entry.mode:04o})")
             if entry.type == "file":
                 if st.st_size != entry.size:
-                    problems.append(f"changed: {entry.path} (size {st.st_size}, expected {entry.size})")
-                elif _sha256_file(snapdir / entry.path) != entry.sha256:
-                    problems.append(f"changed: {entry.path} (content)")
-        problems.extend(f"extra: {rel}" for rel in sorted(actual))
+                    problems.append(f"changed: {shown} (size {st.st_size}, expected {entry.size})")
+                else:
+                    fd = os.open(snapdir / entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    with open(fd, "rb", buffering=0) as f:
+                        if _sha256_stream(f) != entry.sha256:
+                            problems.append(f"changed: {shown} (content)")
+        problems.extend(f"extra: {_show(rel)}" for rel in sorted(actual))
         return VerifyResult(ok=not problems, checked=checked, problems=problems)
 
 
@@ -687,8 +851,19 @@ def _walk_lstat(top: Path) -> Iterator[tuple[str, os.stat_result]]:
                 stack.append((rel, child.path))
 
 
+class _Changed(Exception):
+    """The name was replaced between looking at it and opening it: look again."""
+
+
 class _TreeCapture:
-    """Builds one snapshot tree in a private directory: reflink or hard-link each file, hash what is new."""
+    """Builds one snapshot tree in a private directory: reflink, hard-link or copy each file, hash what is new.
+
+    The walk works from directory file descriptors only: every name is looked up with ``fstatat`` and opened with
+    ``O_NOFOLLOW`` relative to its parent's descriptor, every permission change is an ``fchmod`` of a descriptor
+    the walk opened itself, and a hard link is kept only when it names the very inode that was opened. A name
+    swapped for a symbolic link (or a directory swapped for one) while the walk runs is therefore never followed:
+    nothing outside the volume is read, linked or chmod-ed.
+    """
 
     def __init__(
         self,
@@ -699,83 +874,187 @@ class _TreeCapture:
         progress: Progress | None,
     ) -> None:
         self.vol, self.dest, self.previous, self.progress = vol, dest, previous, progress
-        self.dest_str = str(dest)
         self.method = method
         self.reflink_ok: bool | None = {"auto": None, "reflink": True, "hardlink": False}[method]
         self.entries: list[ManifestEntry] = []
         self.dir_modes: list[tuple[str, int]] = []
         self.skipped: list[str] = []
         self.files = self.dirs = self.symlinks = self.bytes = self.reused = 0
-        self.by_method = {"reflink": 0, "hardlink": 0}
-        self.vol_dev = os.stat(vol).st_dev
+        self.by_method = {"reflink": 0, "hardlink": 0, "copy": 0}
+        self.chmodded: list[tuple[str, int]] = []  # live files this run made read-only: (path, original mode)
+        self.vol_dev = 0
+        # linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links exactly the inode that was opened; without /proc
+        # the name is linked and the result compared with the opened inode.
+        self.proc_fd = os.path.isdir("/proc/self/fd")
 
     def method_used(self) -> str:
         used = [m for m, n in self.by_method.items() if n]
         return used[0] if len(used) == 1 else ("mixed" if used else "none")
 
-    def run(self) -> None:
-        stack = [("", str(self.vol))]
-        while stack:
-            rel_dir, abs_dir = stack.pop()
-            try:
-                with os.scandir(abs_dir) as it:
-                    children = sorted(it, key=lambda c: c.name)
-            except OSError as exc:
-                raise SnapshotError(f"volume {self.vol}: cannot read {rel_dir or '.'}: {exc.strerror}") from exc
-            for child in children:
-                if not rel_dir and child.name == SNAPSHOT_DIR:
-                    continue
-                rel = f"{rel_dir}/{child.name}" if rel_dir else child.name
+    def undo_chmods(self) -> None:
+        """Give the live files this run made read-only their write bits back (the snapshot is being discarded).
+
+        Each one is reached through the snapshot's own hard link in the private work directory, which names the
+        same inode; nothing is looked up in the live volume again.
+        """
+        for rel, mode in reversed(self.chmodded):
+            with contextlib.suppress(OSError):
+                fd = os.open(f"{self.dest}/{rel}", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
                 try:
-                    st = child.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed while we walked: not part of this point in time
-                if stat.S_ISDIR(st.st_mode):
-                    if st.st_dev != self.vol_dev:
-                        raise SnapshotError(
-                            f"volume {self.vol}: {rel} is another filesystem (a mount point inside the volume); "
-                            "snapshot that volume separately"
-                        )
-                    os.mkdir(f"{self.dest_str}/{rel}", 0o700)
-                    mode = _ro_mode(st.st_mode) | 0o500  # read-only, but the owner can still walk it
-                    self.entries.append(ManifestEntry(path=rel, type="dir", mode=mode))
-                    self.dir_modes.append((rel, mode))
-                    self.dirs += 1
-                    stack.append((rel, child.path))
-                elif stat.S_ISREG(st.st_mode):
-                    self._file(rel, child.path, st)
-                elif stat.S_ISLNK(st.st_mode):
-                    target = os.readlink(child.path)
-                    os.symlink(target, f"{self.dest_str}/{rel}")
-                    self.entries.append(ManifestEntry(path=rel, type="symlink", target=target))
-                    self.symlinks += 1
-                else:
-                    self.skipped.append(rel)  # sockets, fifos, devices: no content to keep
+                    os.fchmod(fd, mode)
+                finally:
+                    os.close(fd)
+        self.chmodded.clear()
+
+    def run(self) -> None:
+        try:
+            root_fd = os.open(self.vol, _O_DIR)
+        except OSError as exc:
+            raise SnapshotError(f"volume {self.vol}: cannot read it: {exc.strerror}") from exc
+        try:
+            dest_fd = os.open(self.dest, _O_DIR)
+        except BaseException:
+            os.close(root_fd)
+            raise
+        self.vol_dev = os.fstat(root_fd).st_dev
+        # A stack of open directories: (relative path, source dir fd, destination dir fd, names still to visit).
+        stack: list[tuple[str, int, int, Iterator[str]]] = []
+        try:
+            stack.append(("", root_fd, dest_fd, iter(self._names(root_fd, ""))))  # type: ignore[arg-type]
+            while stack:
+                rel_dir, src_fd, dst_fd, names = stack[-1]
+                item = next(names, None)
+                if item is None:
+                    stack.pop()
+                    os.close(src_fd)
+                    os.close(dst_fd)
+                    continue
+                name, hint = item
+                if not rel_dir and name == SNAPSHOT_DIR:
+                    continue
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                sub = self._child(src_fd, dst_fd, rel, name, hint)
+                if sub is not None:
+                    stack.append((rel, sub[0], sub[1], iter(self._names(sub[0], rel))))  # type: ignore[arg-type]
+        finally:
+            for _rel, src_fd, dst_fd, _names in stack:
+                os.close(src_fd)
+                os.close(dst_fd)
         self.entries.sort(key=lambda e: e.path)
 
-    def _file(self, rel: str, src: str, st: os.stat_result) -> None:
-        dst = f"{self.dest_str}/{rel}"
+    def _names(self, dir_fd: int, rel_dir: str) -> list[tuple[str, str | None]]:
+        """Sorted (name, type hint from the directory entry, None when the filesystem gives none) of a directory."""
         try:
-            captured, how = self._capture(src, dst, st)
-        except FileNotFoundError:
-            return  # removed while we walked
+            with os.scandir(dir_fd) as it:
+                return sorted((entry.name, _hint(entry)) for entry in it)
         except OSError as exc:
-            if exc.errno == errno.EMLINK:
-                raise SnapshotLimitExceeded(
-                    f"volume {self.vol}: {rel} has reached the filesystem's hard-link limit; delete old snapshots"
-                ) from exc
-            hint = " (hard links to files of other users need fs.protected_hardlinks=0 or ownership)" \
-                if exc.errno == errno.EPERM else ""  # fmt: skip
-            raise SnapshotError(f"volume {self.vol}: cannot snapshot {rel}: {exc.strerror}{hint}") from exc
+            raise SnapshotError(f"volume {self.vol}: cannot read {rel_dir or '.'}: {exc.strerror}") from exc
+
+    def _child(self, src_fd: int, dst_fd: int, rel: str, name: str, hint: str | None) -> tuple[int, int] | None:
+        """Capture one directory entry; for a directory return its (source fd, destination fd) to descend into.
+
+        The directory entry's type only chooses how to open the name; what is captured is what the ``O_NOFOLLOW``
+        open returns. A name that turns out to be something else is looked at again (``fstatat``).
+        """
+        for _attempt in range(8):
+            kind = hint
+            if kind is None:
+                try:
+                    kind = _kind(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode)
+                except FileNotFoundError:
+                    return None  # removed while we walked: not part of this point in time
+            hint = None
+            try:
+                if kind == "dir":
+                    return self._dir(src_fd, dst_fd, rel, name)
+                if kind == "file":
+                    self._file(src_fd, dst_fd, rel, name)
+                    return None
+                if kind == "symlink":
+                    try:
+                        target = os.readlink(name, dir_fd=src_fd)
+                    except OSError as exc:
+                        if exc.errno == errno.EINVAL:
+                            raise _Changed from None  # no longer a link
+                        raise
+                    os.symlink(target, name, dir_fd=dst_fd)
+                    self.entries.append(ManifestEntry(path=rel, type="symlink", target=target))
+                    self.symlinks += 1
+                    return None
+                self.skipped.append(rel)  # sockets, fifos, devices: no content to keep (reported in the header)
+                return None
+            except FileNotFoundError:
+                return None
+            except _Changed:
+                continue
+        raise SnapshotError(
+            f"volume {self.vol}: {_show(rel)} kept being replaced while it was snapshotted; pause writers and retry"
+        )
+
+    def _dir(self, src_fd: int, dst_fd: int, rel: str, name: str) -> tuple[int, int]:
+        try:
+            fd = os.open(name, _O_DIR, dir_fd=src_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _Changed from None  # swapped for a link or a file since the fstatat
+            if exc.errno == errno.ENOENT:
+                raise
+            raise SnapshotError(f"volume {self.vol}: cannot read {_show(rel)}: {exc.strerror}") from exc
+        try:
+            fst = os.fstat(fd)
+            if fst.st_dev != self.vol_dev:
+                raise SnapshotError(
+                    f"volume {self.vol}: {_show(rel)} is another filesystem (a mount point inside the volume); "
+                    "snapshot that volume separately"
+                )
+            os.mkdir(name, 0o700, dir_fd=dst_fd)
+            sub_dst = os.open(name, _O_DIR, dir_fd=dst_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        mode = _ro_mode(fst.st_mode) | 0o500  # read-only, but the owner can still walk it
+        self.entries.append(ManifestEntry(path=rel, type="dir", mode=mode))
+        self.dir_modes.append((rel, mode))
+        self.dirs += 1
+        return fd, sub_dst
+
+    def _file(self, src_fd: int, dst_fd: int, rel: str, name: str) -> None:
+        try:
+            fd = os.open(name, _O_FILE, dir_fd=src_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENOTDIR):
+                raise _Changed from None  # now a link, a socket, ...
+            if exc.errno == errno.ENOENT:
+                raise
+            raise SnapshotError(f"volume {self.vol}: cannot read {_show(rel)}: {exc.strerror}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _Changed
+            try:
+                captured, how, digest = self._capture(src_fd, dst_fd, rel, name, fd, st)
+            except (_Changed, FileNotFoundError):
+                raise
+            except OSError as exc:
+                if exc.errno == errno.EMLINK:
+                    raise SnapshotLimitExceeded(
+                        f"volume {self.vol}: {_show(rel)} has reached the filesystem's hard-link limit; "
+                        "delete old snapshots"
+                    ) from exc
+                hint = " (hard links to files of other users need fs.protected_hardlinks=0 or ownership)" \
+                    if exc.errno == errno.EPERM else ""  # fmt: skip
+                raise SnapshotError(f"volume {self.vol}: cannot snapshot {_show(rel)}: {exc.strerror}{hint}") from exc
+        finally:
+            os.close(fd)
         key = (captured.st_ino, captured.st_mtime_ns)
         prev = self.previous.get(rel)
-        # A hard-linked file that is writable again may have been rewritten in place: hash it.
+        # A hard-linked file that was writable may have been rewritten in place: hash it.
         trusted = not (how == "hardlink" and st.st_mode & _WRITE_BITS)
-        if prev is not None and trusted and prev[0] == key and prev[1] == captured.st_size:
+        if digest is None and prev is not None and trusted and prev[0] == key and prev[1] == captured.st_size:
             digest = prev[2]
             self.reused += 1
-        else:
-            digest = _sha256_file(dst)
+        elif digest is None:
+            digest = _sha256_at(dst_fd, name)
         self.entries.append(
             ManifestEntry(
                 path=rel, type="file", mode=_ro_mode(st.st_mode), size=captured.st_size, sha256=digest, stat=key
@@ -786,63 +1065,164 @@ class _TreeCapture:
         if self.progress is not None:
             self.progress(self.files, rel)
 
-    def _capture(self, src: str, dst: str, st: os.stat_result) -> tuple[os.stat_result, str]:
-        """Put *src* at *dst* without copying bytes; return (stat of the captured inode, method)."""
+    def _capture(
+        self, src_fd: int, dst_fd: int, rel: str, name: str, fd: int, st: os.stat_result
+    ) -> tuple[os.stat_result, str, str | None]:
+        """Put the opened file *fd* at *name* in *dst_fd* without changing anything outside the volume.
+
+        Returns (stat of the captured inode, method, sha256 when the bytes were read on the way).
+        """
         if self.reflink_ok is not False:
-            captured = self._reflink(src, dst, st)
+            captured = self._reflink(dst_fd, name, fd, st)
             if captured is not None:
                 self.by_method["reflink"] += 1
-                return captured, "reflink"
-        if st.st_mode & _WRITE_BITS:
-            os.chmod(src, _ro_mode(st.st_mode))  # the shared inode: live file and snapshot both read-only
-        os.link(src, dst, follow_symlinks=False)
-        self.by_method["hardlink"] += 1
-        return os.lstat(dst), "hardlink"
-
-    def _reflink(self, src: str, dst: str, st: os.stat_result) -> os.stat_result | None:
-        src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+                return captured, "reflink", None
+        writable = bool(st.st_mode & _WRITE_BITS)
+        if writable and st.st_nlink > 1:
+            # The inode has other names (in another snapshot made writable again, elsewhere in the volume, or
+            # outside it: a download that `prepare` hard-linked): its permissions are not ours to change. Copy it.
+            digest = _copy_fd(fd, dst_fd, name, st)
+            self.by_method["copy"] += 1
+            return st, "copy", digest
+        if writable:
+            os.fchmod(fd, _ro_mode(st.st_mode))  # the shared inode: live file and snapshot both read-only
+            self.chmodded.append((rel, stat.S_IMODE(st.st_mode)))
         try:
-            captured = os.fstat(src_fd)  # before cloning: a write during the clone must not match next time
-            dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                fcntl.ioctl(dst_fd, _FICLONE, src_fd)
-            except OSError as exc:
-                os.close(dst_fd)
-                os.unlink(dst)
-                if exc.errno not in _NO_REFLINK_ERRNOS:
-                    raise
-                if self.method == "reflink":
-                    raise SnapshotError(
-                        f"volume {self.vol}: method 'reflink' requested but the filesystem refuses FICLONE "
-                        f"({exc.strerror}); use method 'auto' or 'hardlink'"
-                    ) from exc
-                self.reflink_ok = False
-                return None
-            try:
-                os.utime(dst_fd, ns=(captured.st_atime_ns, captured.st_mtime_ns))
-                os.fchmod(dst_fd, _ro_mode(st.st_mode))
-            finally:
-                os.close(dst_fd)
-            self.reflink_ok = True
-            return captured
+            if self.proc_fd:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dst_fd, follow_symlinks=True)
+                linked = st  # the opened inode itself: same inode, size and mtime
+            else:
+                os.link(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+                linked = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+                if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):  # the name was replaced after the open
+                    os.unlink(name, dir_fd=dst_fd)
+                    raise _Changed
+        except BaseException:
+            if writable:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                self.chmodded.pop()
+            raise
+        self.by_method["hardlink"] += 1
+        return linked, "hardlink", None
+
+    def _reflink(self, dst_fd: int, name: str, fd: int, st: os.stat_result) -> os.stat_result | None:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_fd)
+        try:
+            fcntl.ioctl(out, _FICLONE, fd)
+        except OSError as exc:
+            os.close(out)
+            os.unlink(name, dir_fd=dst_fd)
+            if exc.errno not in _NO_REFLINK_ERRNOS:
+                raise
+            if self.method == "reflink":
+                raise SnapshotError(
+                    f"volume {self.vol}: method 'reflink' requested but the filesystem refuses FICLONE "
+                    f"({exc.strerror}); use method 'auto' or 'hardlink'"
+                ) from exc
+            self.reflink_ok = False
+            return None
+        try:
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fchmod(out, _ro_mode(st.st_mode))
         finally:
-            os.close(src_fd)
+            os.close(out)
+        self.reflink_ok = True
+        return st  # stat from before cloning: a write during the clone must not match next time
+
+
+def _hint(entry: os.DirEntry[str]) -> str | None:
+    """The type a directory entry reports (``d_type``; no system call), ``None`` if the filesystem reports none."""
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+    except OSError:
+        return None
+    return None  # a special file, or DT_UNKNOWN: fstatat decides
+
+
+def _copy_fd(fd: int, dst_fd: int, name: str, st: os.stat_result) -> str:
+    """Copy the bytes of open file *fd* to a new read-only file *name* in *dst_fd*; returns their sha256."""
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst_fd)
+    try:
+        with open(os.dup(fd), "rb", buffering=0) as src:
+            src.seek(0)
+            while n := src.readinto(buf):
+                h.update(view[:n])
+                done = 0
+                while done < n:
+                    done += os.write(out, view[done:n])
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.fchmod(out, _ro_mode(st.st_mode))
+    finally:
+        os.close(out)
+    return h.hexdigest()
+
+
+def _sha256_at(dir_fd: int, name: str) -> str:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with open(fd, "rb", buffering=0) as f:
+        return _sha256_stream(f)
+
+
+def file_unchanged(entry: ManifestEntry, st: os.stat_result) -> bool:
+    """The cheap check that a snapshot file is still what its manifest entry recorded: inode, mtime and size.
+
+    ``True`` means content hashing may be skipped; ``False`` means hash it (a reflinked or copied file records
+    the live file's inode, so it always takes the hash).
+    """
+    return entry.stat is not None and (st.st_ino, st.st_mtime_ns) == entry.stat and st.st_size == entry.size
+
+
+def open_in_snapshot(root_fd: int, rel: str, flags: int = os.O_RDONLY) -> int:
+    """Open *rel* below directory fd *root_fd* without following any symbolic link on the way (``ELOOP`` if one)."""
+    parts = rel.split("/")
+    fd = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 class _RestoreCopy:
-    """Copies a snapshot's entries into a fresh tree, checking sha256 on the way."""
+    """Copies a snapshot's (validated) entries into a fresh private tree, checking sha256 on the way.
+
+    Sources are opened below the snapshot's directory fd without following links; with ``verify`` off, a file
+    whose inode, mtime or size differs from its manifest entry is still hashed, so an in-place rewrite of a
+    hard-linked snapshot is refused instead of restored.
+    """
 
     _BUF = 1 << 20
 
-    def __init__(self, snapdir: Path, dest: Path, verify: bool) -> None:
-        self.snapdir, self.dest, self.verify = snapdir, dest, verify
+    def __init__(self, snapdir: Path, ref: str, dest: Path, verify: bool) -> None:
+        self.snapdir, self.ref, self.dest, self.verify = snapdir, ref, dest, verify
         self.reflink_ok: bool | None = None
         self._buf = bytearray(self._BUF)
 
     def run(self, entries: list[ManifestEntry]) -> None:
+        try:
+            snap_fd = os.open(self.snapdir, _O_DIR)
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"snapshot {self.ref} was deleted before it could be restored") from None
+        try:
+            self._run(snap_fd, entries)
+        finally:
+            os.close(snap_fd)
+
+    def _run(self, snap_fd: int, entries: list[ManifestEntry]) -> None:
         dirs: list[tuple[Path, int]] = []
-        for entry in entries:  # sorted by path: a directory precedes its contents
-            src, dst = self.snapdir / entry.path, self.dest / entry.path
+        for entry in entries:  # sorted by path, validated: a directory precedes its contents
+            dst = self.dest / entry.path
             try:
                 if entry.type == "dir":
                     os.mkdir(dst, 0o700)
@@ -850,29 +1230,44 @@ class _RestoreCopy:
                 elif entry.type == "symlink":
                     os.symlink(entry.target or "", dst)
                 else:
-                    self._copy(entry, src, dst)
-            except FileNotFoundError as exc:
+                    self._copy(entry, open_in_snapshot(snap_fd, entry.path), dst)
+            except (FileNotFoundError, NotADirectoryError) as exc:
+                if os.fstat(snap_fd).st_nlink == 0:
+                    raise SnapshotNotFound(f"snapshot {self.ref} was deleted while it was being restored") from exc
                 raise SnapshotVerificationError(
-                    f"snapshot {self.snapdir}: {entry.path} is missing; the snapshot is damaged (see verify)"
+                    f"snapshot {self.snapdir}: {_show(entry.path)} is missing; the snapshot is damaged (see verify)"
+                ) from exc
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise SnapshotVerificationError(
+                    f"snapshot {self.snapdir}: {_show(entry.path)} is reached through a symbolic link the manifest "
+                    "does not record; the snapshot is damaged (see verify)"
                 ) from exc
         for path, mode in reversed(dirs):
             os.chmod(path, mode)
 
-    def _copy(self, entry: ManifestEntry, src: Path, dst: Path) -> None:
-        with open(src, "rb", buffering=0) as fsrc, open(dst, "xb", buffering=0) as fdst:
+    def _copy(self, entry: ManifestEntry, src_fd: int, dst: Path) -> None:
+        with open(src_fd, "rb", buffering=0) as fsrc, open(dst, "xb", buffering=0) as fdst:
+            st = os.fstat(fsrc.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise SnapshotVerificationError(
+                    f"snapshot {self.snapdir}: {_show(entry.path)} is not a regular file; the snapshot is damaged"
+                )
+            check = self.verify or not file_unchanged(entry, st)
             digest = None
             if self.reflink_ok is not False:
                 try:
                     fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
                     self.reflink_ok = True
-                    if self.verify:
+                    if check:
                         digest = _sha256_stream(fsrc, self._buf)
                 except OSError as exc:
                     if exc.errno not in _NO_REFLINK_ERRNOS:
                         raise
                     self.reflink_ok = False
             if self.reflink_ok is False:
-                h = hashlib.sha256() if self.verify else None
+                h = hashlib.sha256() if check else None
                 view = memoryview(self._buf)
                 while n := fsrc.readinto(self._buf):
                     chunk = view[:n]
@@ -880,11 +1275,10 @@ class _RestoreCopy:
                         h.update(chunk)
                     fdst.write(chunk)
                 digest = h.hexdigest() if h is not None else None
-            st = os.fstat(fsrc.fileno())
             os.fchmod(fdst.fileno(), entry.mode | 0o200)
             os.utime(fdst.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
-        if self.verify and digest != entry.sha256:
+        if check and digest != entry.sha256:
             raise SnapshotVerificationError(
-                f"snapshot {self.snapdir}: {entry.path} does not match its manifest sha256; "
-                "the snapshot is damaged (see verify)"
+                f"snapshot {self.snapdir}: {_show(entry.path)} does not match its manifest sha256 (changed in place "
+                "since the snapshot was taken?); the snapshot is damaged (see verify)"
             )
