@@ -486,7 +486,7 @@ def test_lanedet_training_reproduces_bit_identically(
     project = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT / "project" / "mlflow_anf_lanedet", project / "project" / "mlflow_anf_lanedet",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("MLproject", "conda.yaml", ".gitignore"):
+    for name in ("MLproject", "conda.yaml", ".gitignore", "project/run.py"):
         shutil.copy(REPO_ROOT / name, project / name)
     commit = commit_all(project)
     monkeypatch.setenv("PYTHONPATH", str(project / "project"))
