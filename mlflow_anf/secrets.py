@@ -83,9 +83,15 @@ _TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
 )
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
-# name<sep>value pairs: password=x, "client_secret": "x", Password=x; (connection strings), --token x is not one
-_PAIR = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>[\"']?\s*[=:]\s*[\"']?)(?P<value>[^\s\"'&;,}]+)")
+# name<sep>value pairs: password=x, "client_secret": "x", Password=x; (connection strings); --token x is not one.
+# The value is a look-ahead, so that a pair inside another pair's value ("ns: 'password=x'") is found too.
+# A ':' separates a pair when quoted ("token": "x") or followed by no space (token:x): "HF_TOKEN: looks like a
+# credential" is prose.
+_PAIR = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)"
+                   r"(?P<sep>[\"']?\s*=\s*[\"']?|[\"']\s*:\s*[\"']?|:(?=[^\s/]))"
+                   r"(?=(?P<value>[^\s\"'&;,{}\[\]]+))")
 # values that only refer to a secret held elsewhere: $(VAR), ${VAR}, $VAR, booleans, ***
+_QUOTES = " \t\"'"
 _REFERENCE = re.compile(r"^(\$\(?\{?[A-Za-z_][A-Za-z0-9_]*\}?\)?|\*+|true|false|none|null|)$", re.I)
 
 
@@ -115,9 +121,9 @@ def secret_in_value(value: str) -> str | None:
         problem = _url_problem(match.group(0))
         if problem:
             return problem
-    for match in _PAIR.finditer(_URL.sub(" ", text)):
-        if is_secret_name(match.group("key").lstrip("-")) and not _REFERENCE.match(match.group("value")):
-            return f"a '{match.group('key')}{match.group('sep').strip()}' credential"
+    for match in _secret_pairs(_URL.sub(" ", text)):
+        sep = match.group("sep").strip(_QUOTES)
+        return f"a '{match.group('key')}{sep}' credential"
     return None
 
 
@@ -143,10 +149,21 @@ def _scrub_url(match: re.Match[str]) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _scrub_pair(match: re.Match[str]) -> str:
-    if is_secret_name(match.group("key").lstrip("-")) and not _REFERENCE.match(match.group("value")):
-        return f"{match.group('key')}{match.group('sep')}{REDACTED}"
-    return match.group(0)
+def _secret_pairs(text: str) -> Iterable[re.Match[str]]:
+    for match in _PAIR.finditer(text):
+        if is_secret_name(match.group("key")) and not _REFERENCE.match(match.group("value")):
+            yield match
+
+
+def _scrub_pairs(text: str) -> str:
+    out, pos = [], 0
+    for match in _secret_pairs(text):
+        start, end = match.start("value"), match.end("value")
+        if start < pos:  # inside a value already scrubbed
+            continue
+        out += [text[pos:start], REDACTED]
+        pos = end
+    return "".join(out) + text[pos:]
 
 
 def redact_text(text: str, values: Iterable[str | None] = ()) -> str:
@@ -160,7 +177,7 @@ def redact_text(text: str, values: Iterable[str | None] = ()) -> str:
             text = pattern.sub(lambda m: m.group(0).split()[0] + " " + REDACTED, text)
         else:
             text = pattern.sub(REDACTED, text)
-    return _PAIR.sub(_scrub_pair, text)
+    return _scrub_pairs(text)
 
 
 def redact(value: Any) -> Any:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlflow_anf.secrets import is_secret_name, secret_in_value
+from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
 MLFLOW_INTERNAL_KEYS = frozenset(
@@ -55,7 +55,8 @@ class BackendConfigError(ValueError):
     """The backend config is unusable. ``problems`` holds one ``"<key>: <what>"`` line per problem."""
 
     def __init__(self, problems: list[str], source: str = "backend config") -> None:
-        self.problems = problems
+        # a format error may quote the rejected value, which may be a secret typed into the wrong key
+        self.problems = problems = [redact_text(p) for p in problems]
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid mpijob {source}:\n{lines}")

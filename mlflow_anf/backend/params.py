@@ -35,7 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mlflow_anf.secrets import is_secret_name, secret_in_value
+from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 HOOK_KEY = "mlflow_anf"
 
@@ -45,7 +45,7 @@ class EntryPointParamError(ValueError):
 
     def __init__(self, entry_point: str, problems: list[str]) -> None:
         self.entry_point = entry_point
-        self.problems = problems
+        self.problems = problems = [redact_text(p) for p in problems]  # a project's message may quote a value
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid parameters for entry point {entry_point!r}:\n{lines}")
 
