@@ -8,7 +8,7 @@ name or a value is a secret everywhere or nowhere. Pure: no I/O, no environment 
   ``AZURE_STORAGE_KEY``, ``clientSecret``, ``sas``, ``example.com/api-token`` ... Names of references to secrets
   (``secret``, ``secretName``, ``image_pull_secrets``, a Secret's ``key``) are not.
 * :func:`secret_in_value` - why a *value* holds a credential whatever its name: a password or a known token in a
-  URL's user info, a secret-named query parameter (``?sig=``, ``?token=``), a ``Password=``/``token:`` pair, a
+  URL's user info (also ``user:password@host`` without a scheme), a secret-named query parameter (``?sig=``, ``?token=``), a ``Password=``/``token:`` pair, a
   bearer/basic authorization, a JWT, a PEM private key, a well-known token format (GitHub, GitLab, Slack, AWS,
   Databricks, Hugging Face, OpenAI, Google). The reason never repeats the value.
 * :func:`redact_text` - *text* with all of the above (and any literal *values* given) replaced by ``***``.
@@ -83,6 +83,9 @@ _TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("a Google API key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b")),
 )
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
+# user:password@host without a scheme (a registry login pasted into an image reference, a DSN); not repo:tag@sha256:
+_BARE_USERINFO = re.compile(r"(?<![\w/:.@-])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?P<password>[^\s@/:'\"]+)@(?!sha256:)"
+                            r"(?=[A-Za-z0-9-]+[.:/A-Za-z0-9-])")
 # name<sep>value pairs: password=x, "client_secret": "x", Password=x; (connection strings); --token x is not one.
 # The value is a look-ahead, so that a pair inside another pair's value ("ns: 'password=x'") is found too.
 # A ':' separates a pair when quoted ("token": "x") or followed by no space (token:x): "HF_TOKEN: looks like a
@@ -105,7 +108,7 @@ def _url_problem(url: str) -> str | None:
         return "a password in the URL's user info"
     for name, value in parse_qsl(parts.query, keep_blank_values=False):
         if is_secret_name(name) and not _REFERENCE.match(value):
-            return f"a credential in the URL's query (?{name}=)"
+            return f"a credential in the URL's query parameter '{name}'"
     if username and any(p.search(username) for _, p in _TOKEN_PATTERNS):
         return "a token in the URL's user info"
     return None
@@ -121,6 +124,9 @@ def secret_in_value(value: str) -> str | None:
         problem = _url_problem(match.group(0))
         if problem:
             return problem
+    for match in _BARE_USERINFO.finditer(_URL.sub(" ", text)):
+        if not _REFERENCE.match(match.group("password")):
+            return "a password before '@' (user:password@host)"
     for match in _secret_pairs(_URL.sub(" ", text)):
         sep = match.group("sep").strip(_QUOTES)
         return f"a '{match.group('key')}{sep}' credential"
@@ -172,6 +178,7 @@ def redact_text(text: str, values: Iterable[str | None] = ()) -> str:
     for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
     text = _URL.sub(_scrub_url, text)
+    text = _BARE_USERINFO.sub(lambda m: f"{m.group('user')}:{REDACTED}@", text)
     for what, pattern in _TOKEN_PATTERNS:
         if what == "an authorization header":
             text = pattern.sub(lambda m: m.group(0).split()[0] + " " + REDACTED, text)

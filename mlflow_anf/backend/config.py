@@ -311,6 +311,13 @@ class MPIJobBackendConfig(_Strict):
             raise ValueError(f"{v!r} is not a valid namespace (DNS-1123 label: lower-case letters, digits, '-', <= 63)")
         return v
 
+    @field_validator("kubeconfig", "kube_context")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c in v for c in "\x00\n\r")):
+            raise ValueError("must be a non-empty single line (leave it out for the default)")
+        return v
+
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, v: str | None) -> str | None:
@@ -321,6 +328,9 @@ class MPIJobBackendConfig(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
+        what = secret_in_value(v)
+        if what:
+            raise ValueError(f"holds {what}; registry credentials go in a Secret named in image_pull_secrets")
         if not _IMAGE.match(v):
             raise ValueError(f"{v!r} is not a valid image reference (registry/repo[:tag][@sha256:<64 hex>])")
         return v
