@@ -194,7 +194,7 @@ def redact(value: Any) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if is_secret_name(str(k)) and not isinstance(v, (Mapping, list)):
+            if is_secret_name(str(k)) and not isinstance(v, Mapping):
                 out[str(k)] = REDACTED
             else:
                 out[str(k)] = redact(v)

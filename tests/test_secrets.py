@@ -82,7 +82,8 @@ def test_redact_walks_structures_and_keeps_references() -> None:
               "tolerations": [{"key": "sku", "value": "gpu"}]}
     out = redact(config)
     assert CANARY not in repr(out)
-    assert out["db_pass"] == REDACTED and out["env"]["NOTE"] == "https://lane:***@h.example.com"
+    assert out["db_pass"] == REDACTED and out["token"] == REDACTED
+    assert out["env"]["NOTE"] == "https://lane:***@h.example.com"
     assert out["secret_env"] == config["secret_env"] and out["tolerations"] == config["tolerations"]
 
 
