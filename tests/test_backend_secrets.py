@@ -143,6 +143,7 @@ def test_secrets_passed_by_reference_are_written_nowhere(k8s_server, k8s_objects
     run = MPIJobBackend(out=out).run(str(sim_project), "train", {"epochs": "2"}, None, cfg, mlflow_store.uri,
                                      mlflow_store.experiment_id)
     assert run.get_status() == "FINISHED"
+    assert "rank 0 sees token ***" in out.getvalue(), out.getvalue()  # the followed log, scrubbed
     mpi_operator.wait_idle()
 
     info = mlflow_store.client().get_run(run.run_id)
