@@ -88,10 +88,10 @@ _BARE_USERINFO = re.compile(r"(?<![\w/:.@-])(?P<user>[A-Za-z][A-Za-z0-9._-]*):(?
                             r"(?=[A-Za-z0-9-]+[.:/A-Za-z0-9-])")
 # name<sep>value pairs: password=x, "client_secret": "x", Password=x; (connection strings); --token x is not one.
 # The value is a look-ahead, so that a pair inside another pair's value ("ns: 'password=x'") is found too.
-# A ':' separates a pair when quoted ("token": "x") or followed by no space (token:x): "HF_TOKEN: looks like a
-# credential" is prose.
+# A ':' separates a pair only after a quoted key ("token": "x"): "HF_TOKEN: looks like a credential" is prose and
+# "registry.example.com/token-service:1.0" an image.
 _PAIR = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.-]*)"
-                   r"(?P<sep>[\"']?\s*=\s*[\"']?|[\"']\s*:\s*[\"']?|:(?=[^\s/]))"
+                   r"(?P<sep>[\"']?\s*=\s*[\"']?|[\"']\s*:\s*[\"']?)"
                    r"(?=(?P<value>[^\s\"'&;,{}\[\]]+))")
 # values that only refer to a secret held elsewhere: $(VAR), ${VAR}, $VAR, booleans, ***
 _QUOTES = " \t\"'"

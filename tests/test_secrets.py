@@ -52,7 +52,8 @@ SECRET_VALUES = {
 PLAIN_VALUES = ["INFO", "http://mlflow.lane-detection.svc:5000", "lane team", "/mnt/tusimple", "true",
                 "token: ${HF_TOKEN}", "password=$(DB_PASSWORD)", "registry.example.com/lanedet:0.1.0@sha256:" + "a" * 64,
                 "git@github.com:org/repo.git", "me@example.com", "-x NCCL_DEBUG=INFO", "TOKENIZERS_PARALLELISM=false",
-                "secret_env.HF_TOKEN.key: required", CANARY]
+                "secret_env.HF_TOKEN.key: required", "registry.example.com/token-service:1.0",
+                "secret-scanner:2024.01.15", "HF_TOKEN: looks like a credential", CANARY]
 
 
 @pytest.mark.parametrize("shape", list(SECRET_VALUES))
