@@ -224,3 +224,36 @@ def test_bad_params_through_mlflow_run_create_no_run_and_no_object(k8s_server, k
         assert f"{name}: " in str(err.value)
     assert k8s_server.requests(mark) == []
     assert mlflow_store.client().search_runs([mlflow_store.experiment_id]) == []
+
+
+HOOKS: dict[str, tuple[str, str]] = {
+    # id: (the MLproject's mlflow_anf section, what the error names)
+    "hook-not-a-target": ("mlflow_anf:\n  params_model:\n    train: not a target\n",
+                          "MLproject: mlflow_anf.params_model: train: 'not a target' is not 'package.module:attribute'"),
+    "hook-path-outside": ("mlflow_anf:\n  python_path: [../elsewhere]\n",
+                          "MLproject: mlflow_anf.python_path: '../elsewhere' must be a directory inside the project"),
+    "hook-unknown-key": ("mlflow_anf:\n  params_models: {}\n", "MLproject: mlflow_anf.params_models: Extra inputs"),
+    "hook-not-a-mapping": ("mlflow_anf: [train]\n", "MLproject: mlflow_anf: expected a mapping"),
+    "hook-missing-module": ("mlflow_anf:\n  params_model:\n    train: no_such_module_here:Model\n",
+                            "MLproject: mlflow_anf.params_model.train: cannot load 'no_such_module_here:Model'"),
+    "hook-missing-attribute": ("mlflow_anf:\n  params_model:\n    train: json:NoSuchModel\n",
+                               "MLproject: mlflow_anf.params_model.train: cannot load 'json:NoSuchModel'"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(HOOKS))
+def test_bad_params_model_hook_names_the_mlproject_key(case_id: str, workdir: Path) -> None:
+    section, fragment = HOOKS[case_id]
+    proj = workdir / "hooked"
+    proj.mkdir()
+    (proj / "MLproject").write_text("name: hooked\n" + section + "entry_points:\n  train:\n    parameters:\n"
+                                    "      epochs: {type: float, default: 1}\n    command: \"python t.py {epochs}\"\n")
+    (workdir / "cfg.json").write_text(json.dumps(BASE))
+    before = tree_state(workdir)
+    result = _runner().invoke(main, ["render", "hooked", "-e", "train", "-c", "cfg.json"])
+    errors = result.stderr if result.stderr_bytes is not None else result.output
+    assert result.exit_code == 2, (result.output, errors)
+    assert fragment in errors.replace(str(proj / "MLproject"), "MLproject"), errors
+    assert result.stdout == ""
+    after = tree_state(workdir)
+    assert after == before, state_diff(before, after)
