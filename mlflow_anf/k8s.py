@@ -119,6 +119,7 @@ class KubeConfigError(RuntimeError):
 
 def api_client(cfg: KubeConfig) -> ApiClient:
     """An official-client ``ApiClient`` for *cfg*; our :func:`call_with_retries` owns all retries."""
+    import yaml
     from kubernetes import client
     from kubernetes.config import ConfigException, incluster_config, kube_config
 
@@ -144,6 +145,12 @@ def api_client(cfg: KubeConfig) -> ApiClient:
         mode = "in-cluster service account" if cfg.use_in_cluster() else f"kubeconfig {cfg.kubeconfig_location()!r}"
         # ConfigException texts name files and contexts, never credentials.
         raise KubeConfigError(f"cannot load Kubernetes credentials from {mode}: {exc}") from None
+    except (yaml.YAMLError, TypeError, AttributeError, ValueError) as exc:
+        # not a kubeconfig at all (bad YAML, a list...): say where, never quote it (it holds tokens)
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not a kubeconfig mapping"
+        raise KubeConfigError(f"kubeconfig {cfg.kubeconfig_location()}{where}: {problem}") from None
     conf.retries = False  # one retry layer only: ours (counted, logged, bounded)
     return client.ApiClient(conf)
 

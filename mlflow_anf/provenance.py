@@ -44,9 +44,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlflow_anf.secrets import REDACTED, is_secret_name, redact, url_without_userinfo
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -88,11 +89,7 @@ DEFAULT_IGNORES = (
     "*.pyo", ".DS_Store",
 )
 MAX_WALK_FILES = 50_000
-_SECRET_KEY = re.compile(
-    r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL|CONNECTION_STRING|SAS)", re.I
-)
 _IMAGE_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
-REDACTED = "***"
 
 
 class ProvenanceError(Exception):
@@ -223,44 +220,9 @@ def short_digest(digest: str | None, chars: int = 12) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ redaction
-# Keys that match the pattern but hold no secret: names of Kubernetes Secrets (references a resubmitted job
-# needs) and the anf provider's ``credential`` option, which chooses a credential *type* (default, environment...).
-_NOT_SECRET_KEYS = frozenset({"secret", "secret_env", "secretKeyRef", "secretRef", "image_pull_secrets",
-                              "imagePullSecrets", "secretName", "credential"})
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a value stored under *key* may be a credential (``*token*``, ``*password*``, ...)."""
-    return key not in _NOT_SECRET_KEYS and bool(_SECRET_KEY.search(key))
-
-
-def redact(value: Any) -> Any:
-    """A copy of *value* with the values of secret-looking keys (``*token*``, ``*password*``...) replaced."""
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            # A reference to a secret (secret_env: {secret, key}) names no value; keep it.
-            if is_secret_key(str(k)) and not isinstance(v, Mapping):
-                out[str(k)] = REDACTED
-            else:
-                out[str(k)] = redact(v)
-        return out
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def _strip_userinfo(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+# One detector for the whole product (mlflow_anf.secrets); these names stay for the callers of this module.
+is_secret_key = is_secret_name
+_strip_userinfo = url_without_userinfo
 
 
 # ---------------------------------------------------------------------------------------------- code version

@@ -62,6 +62,7 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     from mlflow.exceptions import MlflowException
 
     from mlflow_anf.backend.config import BackendConfigError
+    from mlflow_anf.backend.params import EntryPointParamError
     from mlflow_anf.backend.plugin import load_job_entry_point, pod_tracking_uri
     from mlflow_anf.backend.render import JobRequest, job_name_for, render_manifests
 
@@ -70,6 +71,8 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     try:
         command, project_name, _, _ = load_job_entry_point(project_uri, entry_point, values, version, config,
                                                            say=lambda msg: click.echo(msg, err=True))
+    except EntryPointParamError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
     except (MlflowException, OSError) as exc:
         _fail(f"project {project_uri!r}, entry point {entry_point!r}: {exc}", EXIT_BAD_INPUT)
     if tracking_uri is None:

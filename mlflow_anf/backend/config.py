@@ -2,8 +2,12 @@
 
 Every key is validated before anything is created: an unknown key, a bad value or an impossible combination raises
 :class:`BackendConfigError` naming the key (``snapshot.model_pvc``, ``env.HF_TOKEN``, ...). Secrets never live in
-this config: values come from Kubernetes Secrets through ``secret_env`` (rendered as ``secretKeyRef``), and a plain
-``env`` entry whose name looks like a credential, or a tracking URI with a password in it, is rejected.
+this config: values come from Kubernetes Secrets through ``secret_env`` (rendered as ``secretKeyRef``). Everything
+else goes into the pod spec, the run's tags and artifacts as written, so a plain value that looks like a credential
+is refused, naming its key and never repeating the value (one detector for the product: :mod:`mlflow_anf.secrets`):
+an ``env`` name like ``DB_PASS``/``AZURE_STORAGE_KEY``, an ``env`` value such as a URL with a password, any user info
+or credential query parameter in ``tracking_uri``, a secret-named or secret-valued annotation, label or node
+selector, a credential in ``mpi_args`` or any other string.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
 MLFLOW_INTERNAL_KEYS = frozenset(
@@ -33,7 +39,6 @@ _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_LIKE = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY|CREDENTIAL|CONNECTION_STRING)")
 _QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?$")
 _IMAGE = re.compile(
     r"^(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*)"
@@ -50,7 +55,8 @@ class BackendConfigError(ValueError):
     """The backend config is unusable. ``problems`` holds one ``"<key>: <what>"`` line per problem."""
 
     def __init__(self, problems: list[str], source: str = "backend config") -> None:
-        self.problems = problems
+        # a format error may quote the rejected value, which may be a secret typed into the wrong key
+        self.problems = problems = [redact_text(p) for p in problems]
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid mpijob {source}:\n{lines}")
@@ -99,12 +105,67 @@ def _env_name(name: str) -> str:
 
 def _plain_env_name(name: str) -> str:
     _env_name(name)
-    if _SECRET_LIKE.search(name.upper()):
-        raise ValueError(
-            f"looks like a credential; keep its value in a Kubernetes Secret and reference it with "
-            f"secret_env: {{\"{name}\": {{\"secret\": \"<secret>\", \"key\": \"<key>\"}}}}"
-        )
+    if is_secret_name(name):
+        raise ValueError(f"looks like a credential; {_use_secret_env(name)}")
     return name
+
+
+def _use_secret_env(name: str) -> str:
+    return (f"keep its value in a Kubernetes Secret and reference it with "
+            f"secret_env: {{\"{name}\": {{\"secret\": \"<secret>\", \"key\": \"<key>\"}}}}")
+
+
+# Values that name a credential *type* or a flag, not a credential, under a secret-looking key (an annotation such
+# as ``vault.hashicorp.com/agent-inject-token: "true"``).
+_FLAG_VALUES = frozenset({"", "true", "false", "yes", "no", "0", "1"})
+
+
+def plain_secrets(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(key, what)`` for every secret-looking plain value in a backend config's *data* (``model_dump`` form):
+    every string is checked with :func:`~mlflow_anf.secrets.secret_in_value`; the keys of ``annotations``,
+    ``labels`` and ``node_selector`` with :func:`~mlflow_anf.secrets.is_secret_name`; ``tracking_uri`` may carry no
+    user info at all. ``secret_env`` holds references only and is skipped."""
+    problems: list[tuple[str, str]] = []
+    hint = "put the value in a Kubernetes Secret and pass it to the pods with secret_env"
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(value, str):
+            what = secret_in_value(value)
+            if what:
+                name = key.split(".", 1)[1] if key.startswith("env.") else "<NAME>"
+                problems.append((key, f"holds {what}; {_use_secret_env(name) if key.startswith('env.') else hint}"))
+
+    for field, value in data.items():
+        if field == "secret_env":
+            continue
+        if field in ("annotations", "labels", "node_selector") and isinstance(value, Mapping):
+            for k, v in value.items():
+                if is_secret_name(str(k)) and str(v).strip().lower() not in _FLAG_VALUES:
+                    problems.append((f"{field}.{k}", f"looks like a credential (a secret-named key); {hint}"))
+                else:
+                    walk(v, f"{field}.{k}")
+        elif field == "tracking_uri" and isinstance(value, str):
+            parts = urlsplit(value)  # the field validator made sure it parses
+            userinfo = parts.username is not None or parts.password is not None
+            if parts.password is not None:
+                problems.append((field, "must not embed a password; put MLFLOW_TRACKING_USERNAME/"
+                                        "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) in a Secret and "
+                                        "reference them with secret_env"))
+            elif userinfo:
+                problems.append((field, "must not embed user info (a user name or token before '@'); put "
+                                        "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_TOKEN in a Secret and reference "
+                                        "them with secret_env"))
+            else:
+                walk(value, field)
+        else:
+            walk(value, field)
+    return problems
 
 
 EnvName = Annotated[str, AfterValidator(_env_name)]
@@ -250,6 +311,13 @@ class MPIJobBackendConfig(_Strict):
             raise ValueError(f"{v!r} is not a valid namespace (DNS-1123 label: lower-case letters, digits, '-', <= 63)")
         return v
 
+    @field_validator("kubeconfig", "kube_context")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(c in v for c in "\x00\n\r")):
+            raise ValueError("must be a non-empty single line (leave it out for the default)")
+        return v
+
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, v: str | None) -> str | None:
@@ -260,6 +328,9 @@ class MPIJobBackendConfig(_Strict):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
+        what = secret_in_value(v)
+        if what:
+            raise ValueError(f"holds {what}; registry credentials go in a Secret named in image_pull_secrets")
         if not _IMAGE.match(v):
             raise ValueError(f"{v!r} is not a valid image reference (registry/repo[:tag][@sha256:<64 hex>])")
         return v
@@ -296,15 +367,13 @@ class MPIJobBackendConfig(_Strict):
     def _tracking_uri(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        parts = urlsplit(v)
+        try:
+            urlsplit(v)
+        except ValueError as exc:
+            raise ValueError(f"not a valid URL ({exc})") from None
         databricks = v in ("databricks", "databricks-uc") or v.startswith(("databricks:", "databricks-uc:"))
         if "://" not in v and not databricks:
             raise ValueError("needs a scheme: http://, https://, postgresql://, sqlite:///, databricks, ...")
-        if parts.password is not None:
-            raise ValueError(
-                "must not embed a password; put MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
-                "(or MLFLOW_TRACKING_TOKEN) in a Secret and reference them with secret_env"
-            )
         return v
 
     @field_validator("node_selector", "labels")
@@ -338,7 +407,7 @@ class MPIJobBackendConfig(_Strict):
     # --- cross-field checks ----------------------------------------------------------------------------------
     @model_validator(mode="after")
     def _combinations(self) -> MPIJobBackendConfig:
-        problems: list[tuple[str, str]] = []
+        problems = plain_secrets(self.model_dump(mode="json"))
         if self.processes % self.slots_per_worker:
             problems.append(("processes", f"{self.processes} is not a multiple of "
                                           f"slots_per_worker={self.slots_per_worker}"))

@@ -31,6 +31,7 @@ from typing import Any, Literal, TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlflow_anf.backend.render import LAUNCHER_LOG_ARTIFACT, SECRET_ENV_LIST
+from mlflow_anf.secrets import redact_text
 
 __all__ = ["LaunchedProcess", "LauncherError", "LauncherOptions", "build_command", "main", "parse_args",
            "read_hostfile", "run_launcher"]
@@ -174,17 +175,14 @@ def build_command(opts: LauncherOptions, hosts: list[tuple[str, int]], hostfile:
 
 
 class Redactor:
-    """Replaces the values of secret environment variables in text (values shorter than 4 chars are left)."""
+    """Replaces the values of secret environment variables (values shorter than 4 chars are left) and anything else
+    that looks like a credential (:func:`mlflow_anf.secrets.redact_text`) in text."""
 
     def __init__(self, env: Mapping[str, str], names: Sequence[str]) -> None:
-        values = {env[n] for n in names if n in env and len(env[n]) >= 4}
-        self._values = sorted(values, key=len, reverse=True)
+        self._values = [env[n] for n in names if n in env]
 
     def __call__(self, text: str) -> str:
-        for value in self._values:
-            if value in text:
-                text = text.replace(value, "***")
-        return text
+        return redact_text(text, self._values)
 
 
 def secret_env_names(env: Mapping[str, str]) -> list[str]:

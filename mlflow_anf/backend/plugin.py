@@ -27,6 +27,7 @@ from mlflow.projects.backend.abstract_backend import AbstractBackend
 
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
 from mlflow_anf.backend.render import GROUP, PLURAL, VERSION, JobRequest, job_name_for, render_mpijob
+from mlflow_anf.secrets import redact, redact_text, secret_in_value
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ def pod_tracking_uri(config: MPIJobBackendConfig, client_uri: str) -> str:
     if config.tracking_uri:
         return config.tracking_uri
     parts = urlsplit(client_uri or "")
-    if parts.password is not None:
-        raise BackendConfigError(["tracking_uri: this client's tracking URI embeds a password; set tracking_uri "
-                                  "without credentials and pass them to the pods with secret_env"])
+    if parts.password is not None or parts.username is not None or secret_in_value(client_uri or ""):
+        raise BackendConfigError(["tracking_uri: this client's tracking URI embeds a password or token; set "
+                                  "tracking_uri without credentials and pass them to the pods with secret_env"])
     if parts.scheme in ("", "file", "sqlite") or (parts.hostname or "") in _LOCAL_HOSTS:
         raise BackendConfigError([
             f"tracking_uri: the pods cannot reach this machine's tracking store {client_uri!r}; set tracking_uri to "
@@ -99,19 +100,25 @@ def load_job_entry_point(project_uri: str, entry_point: str, params: dict[str, A
     """:func:`load_entry_point` for a job under ``config``: when the backend takes the snapshots (snapshot.data/model),
     the entry point has an ``enable_snapshot`` parameter defaulting to true and the user left it unset, it is set to
     ``"false"`` in ``params`` (one snapshot per role, the backend's, not rank 0's as well). An explicit
-    ``enable_snapshot=true`` is kept, with a warning that each snapshot is then taken twice."""
+    ``enable_snapshot=true`` is kept, with a warning that each snapshot is then taken twice.
+
+    The parameters are then checked (:func:`mlflow_anf.backend.params.validate_params`: no secrets, MLflow's declared
+    types, the project's own parameter model); :class:`~mlflow_anf.backend.params.EntryPointParamError` names the
+    bad ones before anything is created."""
+    from mlflow_anf.backend.params import validate_params
+
     command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
-    if not (config.snapshot.data or config.snapshot.model) or "enable_snapshot" not in ep.parameters:
-        return command, name, work_dir, ep
-    if "enable_snapshot" not in params:
-        if _truthy(ep.parameters["enable_snapshot"].default):
-            say("the backend takes the snapshots (snapshot.data/model): running the entry point with "
-                "enable_snapshot=false")
-            params["enable_snapshot"] = "false"
-            return load_entry_point(project_uri, entry_point, params, version)
-    elif _truthy(params["enable_snapshot"]):
-        log.warning("the backend config takes the snapshots (snapshot.data/model) and -P enable_snapshot=true "
-                    "asks rank 0 to take them as well: each is taken twice")
+    if (config.snapshot.data or config.snapshot.model) and "enable_snapshot" in ep.parameters:
+        if "enable_snapshot" not in params:
+            if _truthy(ep.parameters["enable_snapshot"].default):
+                say("the backend takes the snapshots (snapshot.data/model): running the entry point with "
+                    "enable_snapshot=false")
+                params["enable_snapshot"] = "false"
+                command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
+        elif _truthy(params["enable_snapshot"]):
+            log.warning("the backend config takes the snapshots (snapshot.data/model) and -P enable_snapshot=true "
+                        "asks rank 0 to take them as well: each is taken twice")
+    validate_params(work_dir, ep, params)
     return command, name, work_dir, ep
 
 
@@ -159,6 +166,7 @@ class MPIJobBackend(AbstractBackend):
         from mlflow.projects.utils import get_or_create_run
         from mlflow.tracking import MlflowClient
 
+        from mlflow_anf.backend.params import EntryPointParamError
         from mlflow_anf.backend.submitted_run import MPIJobSubmittedRun
         from mlflow_anf.k8s import KubeApiError, KubeConfigError, api_client, call_with_retries
 
@@ -169,8 +177,11 @@ class MPIJobBackend(AbstractBackend):
         except BackendConfigError as exc:
             raise ExecutionException(str(exc)) from None
 
-        command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version, config,
-                                                                   say=self._say)
+        try:
+            command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version,
+                                                                       config, say=self._say)
+        except EntryPointParamError as exc:
+            raise ExecutionException(str(exc)) from None
 
         kube = kube_config(config)
         try:
@@ -191,12 +202,13 @@ class MPIJobBackend(AbstractBackend):
             client.set_tag(run_id, "mlflow.project.backend", "mpijob")
             client.set_tag(run_id, TAG_PREFIX + "mpijob", f"{config.namespace}/{name}")
             client.set_tag(run_id, TAG_PREFIX + "image", config.image)
-            public = json.dumps(config.public_dict(), sort_keys=True)
+            # the config refuses plain secrets; redacting what is recorded as well costs nothing
+            public = json.dumps(redact(config.public_dict()), sort_keys=True)
             client.log_text(run_id, public, "mlflow_anf/backend-config.json")
             # whole JSON or nothing in the tag (a truncated one would not parse); the artifact always has it
             if len(public) <= _MAX_TAG_CHARS:
                 client.set_tag(run_id, TAG_PREFIX + "config", public)
-            client.log_dict(run_id, manifest, "mlflow_anf/mpijob.yaml")
+            client.log_dict(run_id, redact(manifest), "mlflow_anf/mpijob.yaml")
             if config.snapshot.data:
                 from mlflow_anf.tracking import snapshot_and_log
 
@@ -208,9 +220,9 @@ class MPIJobBackend(AbstractBackend):
                               PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
                               policy=kube.retry)
         except Exception as exc:
-            reason = str(exc)
+            reason = redact_text(str(exc))
             if isinstance(exc, KubeApiError) and exc.conflict:
-                reason = f"MPIJob {config.namespace}/{name} already exists: {exc}"
+                reason = f"MPIJob {config.namespace}/{name} already exists: {reason}"
             self._fail_run(client, run_id, reason)
             raise ExecutionException(f"mpijob backend: run {run_id} not submitted: {reason}") from None
         self._say(f"submitted MPIJob {config.namespace}/{name} for run {run_id} "

@@ -43,6 +43,9 @@ class MPIJobGone(ExecutionException):
     """The MPIJob disappeared while it was being followed (deleted by someone else, or TTL after finishing)."""
 
 
+_LOG_DRAIN_S = 60.0  # upper bound on printing the rest of a finished launcher's log
+
+
 def _true(cond: dict[str, Any]) -> bool:
     return str(cond.get("status")) == "True"
 
@@ -142,6 +145,10 @@ class MPIJobSubmittedRun(SubmittedRun):
         finally:
             if streamer is not None:
                 streamer.join(timeout=max(self.poll_interval * 4, 2.0))
+        if streamer is not None and streamer.is_alive():
+            # the job has ended, so its launcher log is complete: let the stream finish printing it (a loaded
+            # client can take longer than the short join above; the thread ends when the log does)
+            streamer.join(timeout=_LOG_DRAIN_S)
         self._finish_run(status, cond)
         return status == "FINISHED"
 

@@ -66,9 +66,6 @@ _VOLUME_ARM_ID_RE = re.compile(
     re.IGNORECASE,
 )
 _TRANSITIONAL_STATES = frozenset({"Accepted", "Creating", "Updating", "Patching", "Moving"})
-_CREDENTIAL_FIELD_RE = re.compile(
-    r"(?i)\b(access_token|client_secret|client_assertion|refresh_token)([\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"
-)
 _SECRET_ENV = ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD", "AZURE_PASSWORD")
 
 # Volume properties a restore copies from the source volume (documented in restore()).
@@ -116,14 +113,11 @@ class RevertNotConfirmed(AnfInputError):
 
 
 def redact(text: str) -> str:
-    """Scrub bearer tokens, form-encoded credentials and the values of Azure secret env vars from *text*."""
-    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*", r"\1***", text)
-    text = _CREDENTIAL_FIELD_RE.sub(r"\1\2***", text)
-    for var in _SECRET_ENV:
-        value = os.environ.get(var)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    """Scrub credentials (bearer tokens, ``client_secret=``-style fields, ...: :func:`mlflow_anf.secrets.redact_text`)
+    and the values of Azure secret env vars from *text*."""
+    from mlflow_anf.secrets import redact_text
+
+    return redact_text(text, [os.environ.get(var) for var in _SECRET_ENV])
 
 
 # --------------------------------------------------------------------------------------------------------- config
