@@ -3,9 +3,7 @@
 The workload is SCNN's stride-8 feature map of a 288x512 image: ``[B, 128, 36, 64]``, kernel width 9, SCNN's
 initialisation. *reference* is the slice loop of the public ports (1-row 4-D slices, ``conv2d``, one ``torch.cat``
 per direction, plain autograd); *fast* is :class:`mlflow_anf_lanedet.models.MessagePassing` (``conv1d`` on contiguous slices,
-hand-written backward with one batched weight gradient, each slice's convolution one matrix product); *conv1d* is
-the same with each slice's convolution a ``conv1d`` call (the previous code, kept here as the baseline of that
-change). They are timed alternately, so background load hits
+hand-written backward with one batched weight gradient). The two are timed alternately, so background load hits
 both alike; the figure is the median, the minimum is printed too. Also prints the largest differences between the
 two (outputs and gradients: absolute, and relative to the tensor's largest magnitude) and the arithmetic rate.
 
@@ -13,39 +11,18 @@ two (outputs and gradients: absolute, and relative to the tensor's largest magni
 as one batched ``conv1d`` over every slice, x3 for forward, input gradient and weight gradient. No exact float32
 implementation can beat it by much on a CPU; ``fast / floor`` says how close the sequential one gets.
 
-    .venv/bin/python benchmarks/bench_message_passing.py [--quick] [--batch 4 8] [--hw 36x64 16x28] [--threads N]
-
-``--hw 16x28`` is the CPU demo's feature map (128x224 input).
+    .venv/bin/python benchmarks/bench_message_passing.py [--quick] [--batch 4 8] [--threads N] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
-from collections.abc import Iterator
 
 import torch
 
 from mlflow_anf_lanedet.models import MessagePassing
-from mlflow_anf_lanedet.models import scnn
-
-
-@contextlib.contextmanager
-def _slices_by_conv1d() -> Iterator[None]:
-    """The previous code: every slice's convolution a ``conv1d`` call."""
-    saved = scnn._row_conv
-    scnn._row_conv = lambda x, weight, pad: torch.nn.functional.conv1d(x, weight, padding=pad)
-    try:
-        yield
-    finally:
-        scnn._row_conv = saved
-
-
-def _variant(mp: MessagePassing, name: str) -> contextlib.AbstractContextManager:
-    mp.impl = "reference" if name == "reference" else "fast"
-    return _slices_by_conv1d() if name == "conv1d" else contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:
@@ -90,18 +67,17 @@ def bench(batch: int, repeats: int, device: torch.device, hw: tuple[int, int] = 
     x = torch.relu(torch.randn(batch, 128, *hw, device=device))
     grad_y = torch.randn_like(x)
 
-    names = ("fast", "conv1d", "reference")
     results = {}
-    for name in names:  # warm-up, and the outputs to compare
-        with _variant(mp, name):
-            results[name] = _fwd_bwd(mp, x, grad_y)
-    times: dict[str, list[float]] = {k: [] for name in names for k in (name, f"{name}_fwd")}
+    for impl in ("fast", "reference"):  # warm-up, and the outputs to compare
+        mp.impl = impl
+        results[impl] = _fwd_bwd(mp, x, grad_y)
+    times: dict[str, list[float]] = {"fast": [], "reference": [], "fast_fwd": [], "reference_fwd": []}
     for _ in range(repeats):
-        for name in names:
-            with _variant(mp, name):
-                times[name].append(_time(lambda: _fwd_bwd(mp, x, grad_y), device))
-                with torch.no_grad():
-                    times[f"{name}_fwd"].append(_time(lambda: mp(x), device))
+        for impl in ("fast", "reference"):
+            mp.impl = impl
+            times[impl].append(_time(lambda: _fwd_bwd(mp, x, grad_y), device))
+            with torch.no_grad():
+                times[f"{impl}_fwd"].append(_time(lambda: mp(x), device))
 
     abs_diff = max((a - b).abs().max().item() for a, b in zip(results["fast"], results["reference"]))
     rel_diff = max(
@@ -118,8 +94,6 @@ def bench(batch: int, repeats: int, device: torch.device, hw: tuple[int, int] = 
         "ref_ms": med["reference"],
         "fast_min_ms": min(times["fast"]),
         "ref_min_ms": min(times["reference"]),
-        "conv1d_ms": med["conv1d"],
-        "conv1d_fwd_ms": med["conv1d_fwd"],
         "fast_fwd_ms": med["fast_fwd"],
         "ref_fwd_ms": med["reference_fwd"],
         "abs_diff": abs_diff,
@@ -133,7 +107,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 4 only, 3 repeats")
     parser.add_argument("--batch", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--hw", nargs="+", default=["36x64", "16x28"], help="feature maps HxW (stride 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -142,21 +115,19 @@ def main() -> None:
     batches, repeats = ([4], 3) if args.quick else (args.batch, args.repeats)
     device = torch.device(args.device)
 
-    print(f"SCNN message passing, [B, 128, H, W] at stride 8, k=9, fwd+bwd, device={device}, "
+    print(f"SCNN message passing, [B, 128, 36, 64] (288x512 at stride 8), k=9, fwd+bwd, device={device}, "
           f"threads={torch.get_num_threads()}, median of {repeats} (min in brackets)")
-    header = (f"{'HxW':>6} {'B':>3} | {'reference ms':>18} | {'fast ms':>18} | {'ratio':>6} | {'fwd-only ratio':>14} | "
-              f"{'conv1d ms':>9} | {'conv1d/fast':>11} | {'fast GFLOP/s':>12} | {'floor ms':>8} | {'fast/floor':>10} | "
-              f"{'max |diff|':>10} | {'max rel diff':>12}")
+    header = (f"{'B':>3} | {'reference ms':>18} | {'fast ms':>18} | {'ratio':>6} | {'fwd-only ratio':>14} | "
+              f"{'fast GFLOP/s':>12} | {'floor ms':>8} | {'fast/floor':>10} | {'max |diff|':>10} | "
+              f"{'max rel diff':>12}")
     print(header)
     print("-" * len(header))
-    for hw_text, batch in [(h, b) for h in ([args.hw[0]] if args.quick else args.hw) for b in batches]:
-        hw = tuple(int(v) for v in hw_text.split("x"))
-        r = bench(batch, repeats, device, hw)
+    for batch in batches:
+        r = bench(batch, repeats, device)
         print(
-            f"{hw_text:>6} {batch:>3} | {r['ref_ms']:>9.1f} ({r['ref_min_ms']:>6.1f})"
+            f"{batch:>3} | {r['ref_ms']:>9.1f} ({r['ref_min_ms']:>6.1f})"
             f" | {r['fast_ms']:>9.1f} ({r['fast_min_ms']:>6.1f})"
             f" | {r['ref_ms'] / r['fast_ms']:>5.2f}x | {r['ref_fwd_ms'] / r['fast_fwd_ms']:>13.2f}x"
-            f" | {r['conv1d_ms']:>9.1f} | {r['conv1d_ms'] / r['fast_ms']:>10.2f}x"
             f" | {r['gflops_fast']:>12.0f} | {r['floor_ms']:>8.1f} | {r['fast_ms'] / r['floor_ms']:>9.2f}x"
             f" | {r['abs_diff']:>10.2e} | {r['rel_diff']:>12.2e}"
         )

@@ -64,9 +64,9 @@ class MessagePassing(nn.Module):
     each column with ``k x 1``. Weights (no bias) live in ``conv_d``, ``conv_u``, ``conv_r``, ``conv_l``.
 
     ``impl="fast"`` (default) moves the passing axis to the front once per axis (``[L, B, C, N]``), runs each step as
-    one matrix product on a contiguous ``[B, C, N]`` slice (:func:`_row_conv`) in place, and has a hand-written
-    backward: the input gradient walks the slices in reverse (the transposed convolution, the same way), and the
-    weight gradient is one batched correlation over all slices at the end. ``impl="reference"`` runs :func:`message_passing_reference` (plain autograd).
+    a ``conv1d`` on a contiguous ``[B, C, N]`` slice in place, and has a hand-written backward: the input gradient
+    walks the slices in reverse with ``conv_transpose1d``, and the weight gradient is one batched correlation over
+    all slices at the end. ``impl="reference"`` runs :func:`message_passing_reference` (plain autograd).
     """
 
     def __init__(self, channels: int = 128, kernel_width: int = 9, impl: Literal["fast", "reference"] = "fast") -> None:
@@ -158,20 +158,6 @@ def _pass(t: Tensor, weight: Tensor, reverse: bool) -> Tensor:
     return out
 
 
-def _row_conv(x: Tensor, weight: Tensor, pad: int) -> Tensor:
-    """``conv1d(x, weight, padding=pad)`` for one slice ``x`` [B, C, N] as one matrix product (im2col).
-
-    On CPU this is measured faster for message passing's small, many slices than ``conv1d``, which sets up a oneDNN
-    convolution per call (benchmarks/bench_message_passing.py: ``fast`` against ``conv1d``). Returns [B, C_out, N]
-    (a view, not contiguous).
-    """
-    b, c, n = x.shape
-    c_out, _, k = weight.shape
-    cols = F.pad(x, (pad, pad)).unfold(2, k, 1)  # [B, C, N, k]
-    cols = cols.permute(0, 2, 1, 3).reshape(b * n, c * k)  # one row per output position, (channel, tap) order
-    return torch.mm(cols, weight.reshape(c_out, c * k).t()).view(b, n, c_out).permute(0, 2, 1)
-
-
 def _propagate(out: Tensor, weight: Tensor, reverse: bool, mask: Tensor | None) -> None:
     """In place over ``out`` [L, B, C, N]: ``out[i] += relu(conv1d(out[i-1]))`` along the (possibly reversed) axis.
 
@@ -181,7 +167,7 @@ def _propagate(out: Tensor, weight: Tensor, reverse: bool, mask: Tensor | None) 
     for step in range(1, length):
         dst = length - 1 - step if reverse else step
         src = dst + 1 if reverse else dst - 1
-        z = _row_conv(out[src], weight, pad)
+        z = F.conv1d(out[src], weight, padding=pad)
         if mask is not None:
             torch.gt(z, 0, out=mask[min(src, dst)])
         out[dst].add_(z.clamp_(min=0))
@@ -209,15 +195,12 @@ class _DirectionalPass(torch.autograd.Function):
         grad = grad_out.clone(memory_format=torch.contiguous_format)
         # grad_z[k]: gradient at the pre-ReLU conv output of the step whose smaller slice index is k
         grad_z = torch.empty_like(grad[1:])
-        # conv_transpose1d(g, W, padding=p) is conv1d(g, W with in/out swapped and taps reversed, padding=k-1-p)
-        weight_t = weight.transpose(0, 1).flip(-1).contiguous()
-        pad_t = weight.shape[-1] - 1 - pad
         for step in range(length - 1, 0, -1):
             dst = length - 1 - step if reverse else step
             src = dst + 1 if reverse else dst - 1
             k = min(src, dst)
             torch.mul(grad[dst], mask[k], out=grad_z[k])
-            grad[src].add_(_row_conv(grad_z[k], weight_t, pad_t))
+            grad[src].add_(F.conv_transpose1d(grad_z[k], weight, padding=pad))
         grad_weight = None
         if ctx.needs_input_grad[1] and length == 1:
             grad_weight = torch.zeros_like(weight)  # a single slice: the weight was never applied
