@@ -188,7 +188,6 @@ def _watch_parent(stop: StopSignals, signum: int, interval_s: float) -> Callable
     everywhere, a thread compares ``getppid()`` with the parent seen at start (an orphan is re-parented) as the
     fallback, and also covers a parent that died before the ``prctl``.
     """
-    import signal
     import threading
 
     parent = os.getppid()
