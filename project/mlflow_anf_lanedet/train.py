@@ -454,8 +454,8 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
         with stop_signals() as own:
             return run_training(cfg, own)
 
+    pl.seed_everything(cfg.seed, workers=True)  # before preflight, which initialises the model's weights
     plan = preflight(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     # Bit-identical reruns are a CPU promise: on CUDA some SCNN ops (bilinear upsampling backward, adaptive pooling,
     # NLL loss) have no deterministic kernel, so they only warn there instead of stopping the run.
     deterministic: bool | str = cfg.deterministic
