@@ -205,13 +205,17 @@ def test_two_process_train_logs_one_run_and_one_snapshot_each(
 
 @pytest.mark.slow
 def test_rank0_failing_before_training_fails_the_job_instead_of_hanging(tiny_data: Path, tmp_path: Path) -> None:
-    """Rank 0 fails its data snapshot (csi provider without pvc_name) while rank 1 waits for it to form the DDP world.
-    Without the fail-fast guard mpirun would wait until the 30-minute process-group timeout."""
+    """Rank 0 fails its data snapshot (a file named .snapshot is in the way) while rank 1 waits for it to form the DDP
+    world. Without the fail-fast guard mpirun would wait until the 30-minute process-group timeout. (Bad parameters,
+    such as csi without pvc_name, are refused by every rank before any of this: see test_bad_inputs_train.py.)"""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cmd = _train_cmd("ddp", tiny_data, tmp_path / "outputs", "--snapshot-provider", "csi")
+    data = tmp_path / "tusimple"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns(".snapshot"))
+    (data / ".snapshot").write_text("not a directory\n")
+    cmd = _train_cmd("ddp", data, tmp_path / "outputs")
     proc = _launch(cmd, _env(MLFLOW_TRACKING_URI=uri), timeout=150)
     assert proc.returncode != 0
-    assert "[rank 0/2] training failed: ValueError: pvc_name:" in proc.stdout
+    assert "[rank 0/2] training failed:" in proc.stdout and ".snapshot" in proc.stdout, proc.stdout[-3000:]
     runs = _runs(uri)
     assert [r.info.status for r in runs] == ["FAILED"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mlflow_anf_lanedet.data.tusimple import AugmentConfig
 from mlflow_anf_lanedet.decode import LaneFit, parse_lane_fit
@@ -15,6 +15,8 @@ Strategy = Literal["auto", "ddp", "horovod"]
 Optimizer = Literal["sgd", "adamw"]
 Augment = Literal["full", "flip", "none"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
+MAX_SIDE = 2048  # network input side: above it a TuSimple frame (720x1280) is only upscaled, and memory explodes
+MAX_BATCH = 4096
 
 
 def parse_hw(value: Any, field: str = "input_size") -> tuple[int, int]:
@@ -31,19 +33,21 @@ def parse_hw(value: Any, field: str = "input_size") -> tuple[int, int]:
         raise ValueError(f"{field}: expected HEIGHTxWIDTH such as 288x512, got {value!r}") from None
     if h < 32 or w < 32 or h % 8 or w % 8:
         raise ValueError(f"{field}: {h}x{w} must be at least 32x32 and multiples of 8 (the network's stride)")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise ValueError(f"{field}: {h}x{w} is larger than {MAX_SIDE}x{MAX_SIDE} (TuSimple frames are 720x1280)")
     return h, w
 
 
 class TrainConfig(BaseModel):
     """Everything a training run is parameterised by. Field names are the MLproject/CLI parameter names."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     data_dir: Path = Field(description="prepared TuSimple root (see `lanedet prepare`)")
     output_dir: Path = Field(Path("outputs"), description="checkpoints and the saved model; snapshotted after training")
     epochs: int = Field(30, ge=1, le=10_000)
-    batch_size: int = Field(8, ge=1, description="per-process training batch size")
-    val_batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="per-process training batch size")
+    val_batch_size: int = Field(16, ge=1, le=MAX_BATCH)
     use_workers: bool = Field(True, description="load batches in worker processes (the seed's USE_WORKERS)")
     num_workers: int = Field(2, ge=0, le=64)
     use_val: bool = Field(True, description="validate every epoch (the final held-out test always runs)")
@@ -59,8 +63,8 @@ class TrainConfig(BaseModel):
                                  "base rate; either way with the poly schedule and warm-up")
     lr: float = Field(0.01, gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    warmup_epochs: float = Field(1.0, ge=0, le=10_000)
     seed: int = Field(42, ge=0, le=2**32 - 1)
     deterministic: bool = Field(False, description="deterministic algorithms: bit-identical reruns on CPU")
     strategy: Strategy = "auto"
@@ -82,6 +86,14 @@ class TrainConfig(BaseModel):
     @classmethod
     def _hw(cls, value: Any) -> tuple[int, int]:
         return parse_hw(value)
+
+    @field_validator("data_dir", "output_dir", mode="before")
+    @classmethod
+    def _dir_given(cls, value: Any, info: ValidationInfo) -> Any:
+        """An empty path would be the working directory: the checkout (snapshotted, written into) under `mlflow run`."""
+        if isinstance(value, (str, Path)) and not str(value).strip():
+            raise ValueError(f"{info.field_name}: a directory is required, got an empty path")
+        return value
 
     @field_validator("pvc_name", "pretrained", "max_train_frames", mode="before")
     @classmethod

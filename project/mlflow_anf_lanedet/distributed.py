@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -142,3 +142,116 @@ def fail_fast(env: Mapping[str, str] | None = None) -> Iterator[None]:
         print(f"[rank {rank}/{size}] training failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
         abort_world(exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
+
+
+# ------------------------------------------------------------------------------------------------ stopping
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class TrainingStopped(SystemExit):
+    """The process was told to stop (SIGTERM from Kubernetes or ``kill``, Ctrl-C, a hang-up, or its parent died).
+
+    A ``SystemExit`` whose code is 128 + the signal's number (143 for SIGTERM), as a shell reports a process ended
+    by that signal; :func:`fail_fast` passes that code on. The owner of the MLflow run ends it KILLED.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns the first stop signal into :class:`TrainingStopped` raised in the main thread; see :func:`stop_signals`."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = True
+
+    def handle(self, signum: int, frame: object) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if first and self.armed:
+            raise TrainingStopped(signum)
+
+    def disarm(self) -> int | None:
+        """From now on a stop signal is only recorded (the run is being closed). Returns the signal seen so far."""
+        self.armed = False
+        return self.signum
+
+
+def _watch_parent(stop: StopSignals, signum: int, interval_s: float) -> Callable[[], None]:
+    """Send *signum* to this process when its parent goes away; returns the function that ends the watch.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG)`` makes the kernel send it the moment the parent exits (even by SIGKILL);
+    everywhere, a thread compares ``getppid()`` with the parent seen at start (an orphan is re-parented) as the
+    fallback, and also covers a parent that died before the ``prctl``.
+    """
+    import threading
+
+    parent = os.getppid()
+    _set_parent_death_signal(signum)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if os.getppid() != parent:
+                if stop.signum is None:
+                    os.kill(os.getpid(), signum)  # handled in the main thread, like the kernel's signal
+                return
+            done.wait(interval_s)
+
+    threading.Thread(target=watch, name="lanedet-parent-watch", daemon=True).start()
+
+    def end() -> None:
+        done.set()
+        _set_parent_death_signal(0)
+
+    return end
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    """Linux ``prctl(PR_SET_PDEATHSIG, signum)`` (0 clears it); a no-op where there is no such call."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+    except (OSError, AttributeError):  # no libc prctl: the polling thread still watches
+        pass
+
+
+@contextmanager
+def stop_signals(watch_parent: bool = False, parent_poll_s: float = 1.0) -> Iterator[StopSignals]:
+    """Within the block, SIGTERM/SIGINT/SIGHUP raise :class:`TrainingStopped` in the main thread (once; later ones
+    are only recorded), and with *watch_parent* the death of the parent process counts as a SIGTERM.
+
+    An exception raised after a stop signal (e.g. a data-loader worker killed by the same signal) also leaves the
+    block as :class:`TrainingStopped`, so the exit code always says the process was stopped. The previous handlers
+    are restored on exit. Outside the main thread, signals cannot be handled: the block only records nothing.
+    """
+    import signal
+    import threading
+
+    stop = StopSignals()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    signums = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    previous = {s: signal.signal(s, stop.handle) for s in signums}
+    end_watch = _watch_parent(stop, signal.SIGTERM, parent_poll_s) if watch_parent else None
+    try:
+        yield stop
+    except TrainingStopped:
+        raise
+    except BaseException as exc:
+        if stop.signum is not None:
+            raise TrainingStopped(stop.signum) from exc
+        raise
+    finally:
+        if end_watch is not None:
+            end_watch()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pydantic import ValidationError
+from pytorch_lightning.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from mlflow_anf_lanedet.config import TrainConfig, parse_hw
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options, parse_lane_fit
-from mlflow_anf_lanedet.distributed import fail_fast, global_rank, world_size
+from mlflow_anf_lanedet.distributed import StopSignals, fail_fast, global_rank, stop_signals, world_size
 from mlflow_anf_lanedet.metric import evaluate_frame
 from mlflow_anf_lanedet.models import SCNNLoss, build_model, poly_lr_lambda
 from mlflow_anf_lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
@@ -235,25 +237,164 @@ def distribution(cfg: TrainConfig) -> dict[str, Any]:
     return trainer_distribution(cfg.strategy, cfg.devices)
 
 
+class TrainInputError(ValueError):
+    """A training parameter that cannot work, found before any snapshot, run or training; the message names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        prefix = f"{field}:"
+        super().__init__(message if message.startswith(prefix) else f"{prefix} {message}")
+        self.field = field
+
+
+class RunOwnedMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, minus ending the run: ``MLFlowLogger.finalize`` marks the run FINISHED after
+    ``fit`` (and FAILED on any exception), while the held-out test, model export and model snapshot still run. The
+    run's one status is set by :func:`_owned_run`, at the very end."""
+
+    def finalize(self, status: str = "success") -> None:  # noqa: ARG002 - the owner of the run ends it
+        return None
+
+
+@dataclass
+class _Plan:
+    """What the pre-flight check built and the run reuses: nothing of it has touched a volume or MLflow."""
+
+    dm: TuSimpleDataModule
+    module: LaneDetModule
+    placement: dict[str, Any]
+    provider: Any  # a SnapshotProvider when enable_snapshot, else None
+
+
+_TRAIN_SNAPSHOT_KEYS = ("model_volume", "model_path")  # snapshot_options read by the training, not the provider
+
+
+def _provider_options(cfg: TrainConfig) -> dict[str, str]:
+    """``snapshot_options`` minus the training's own keys (``model_volume``, ``model_path``): the provider's options."""
+    return {k: v for k, v in cfg.snapshot_options.items() if k not in _TRAIN_SNAPSHOT_KEYS}
+
+
+def _inside(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+def preflight(cfg: TrainConfig) -> _Plan:
+    """Check every parameter that can only be checked against the world (files, devices, launcher, provider) and
+    build the data module and model, *before* any snapshot, MLflow run, output directory or training.
+
+    Raises :class:`TrainInputError` naming the parameter; writes nothing.
+    """
+    from mlflow_anf_lanedet.data.tusimple import DataError
+    from mlflow_anf_lanedet.models import PretrainedError
+
+    data_dir = cfg.data_dir
+    if not data_dir.is_dir():
+        raise TrainInputError("data_dir", f"{data_dir} is not a directory")
+    out = cfg.output_dir
+    if out.exists() and not out.is_dir():
+        raise TrainInputError("output_dir", f"{out} exists and is not a directory")
+    data_abs, out_abs = data_dir.resolve(), out.resolve()
+    if _inside(out_abs, data_abs) or _inside(data_abs, out_abs):
+        raise TrainInputError(
+            "output_dir", f"{out} and data_dir {data_dir} must not contain one another (the run would write its "
+            "model into its own data, or snapshot the data with the model)")
+    if cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise TrainInputError("accelerator", f"{cfg.accelerator} asked for, but no CUDA device is available")
+    if cfg.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise TrainInputError("accelerator", "mps asked for, but MPS is not available")
+    try:
+        placement = distribution(cfg)
+    except (ValueError, ImportError, RuntimeError) as exc:
+        raise TrainInputError(_named_field(exc, "strategy"), str(exc)) from None
+
+    dm = TuSimpleDataModule(cfg)
+    try:
+        dm.setup("fit")
+        dm.setup("test")
+    except (DataError, ValueError, OSError) as exc:
+        raise TrainInputError("data_dir", f"{data_dir} is not a usable prepared TuSimple root: {exc}") from None
+    for split, dataset in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set)):
+        if dataset is None:
+            continue
+        missing = [lab.raw_file for lab in dataset.labels if not (Path(dataset.root) / lab.raw_file).is_file()]
+        if missing:
+            raise TrainInputError(
+                "data_dir", f"{len(missing)} frame(s) of the {split} split are missing under {data_dir}, "
+                f"e.g. {missing[0]}")
+
+    for path in cfg.overlay_images:
+        try:
+            load_frame(path)
+        except ValueError as exc:
+            raise TrainInputError("overlay_images", str(exc)) from None
+    if cfg.pretrained is not None and not cfg.pretrained.is_file():
+        raise TrainInputError("pretrained", f"{cfg.pretrained} is not a file")
+    try:
+        module = _build_module(cfg)
+    except (PretrainedError, OSError) as exc:
+        raise TrainInputError("pretrained", str(exc)) from None
+
+    provider = None
+    if cfg.enable_snapshot:
+        from mlflow_anf.snapshots import SnapshotError, get_provider
+
+        data_volume, model_volume = _volumes(cfg)
+        if not data_volume or not model_volume:
+            raise TrainInputError(
+                "pvc_name", f"the {cfg.snapshot_provider} provider needs the data volume name (PVC_NAME)")
+        try:
+            provider = get_provider(cfg.snapshot_provider, **_provider_options(cfg))
+        except SnapshotError as exc:  # ProviderConfigError included: names the option, never its value
+            raise TrainInputError("snapshot_options", str(exc)) from None
+    return _Plan(dm=dm, module=module, placement=placement, provider=provider)
+
+
+def _named_field(exc: BaseException, default: str) -> str:
+    """The field a ``"field: message"`` error names, else *default*."""
+    head = str(exc).split(":", 1)[0]
+    return head if head in TrainConfig.model_fields else default
+
+
+def _build_module(cfg: TrainConfig) -> LaneDetModule:
+    return LaneDetModule(
+        backbone=cfg.backbone,
+        input_hw=cfg.input_size,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        warmup_epochs=cfg.warmup_epochs,
+        exist_threshold=cfg.exist_threshold,
+        prob_threshold=cfg.prob_threshold,
+        pretrained=str(cfg.pretrained) if cfg.pretrained else None,
+        lane_fit=cfg.lane_fit,
+    )
+
+
 @contextmanager
-def _mlflow_run(cfg: TrainConfig, is_rank0: bool) -> Iterator[Any]:
+def _owned_run(stop: StopSignals, is_rank0: bool) -> Iterator[Any]:
+    """The MLflow run (rank 0; ``None`` elsewhere), ended exactly once, after the block: FINISHED when the block
+    completed, KILLED when the process was told to stop (:class:`TrainingStopped`), FAILED on any other error."""
     if not is_rank0:
         yield None
         return
     import mlflow
 
     # `mlflow run` passes MLFLOW_RUN_ID; start_run() resumes it. Otherwise a new run is created.
-    with mlflow.start_run(log_system_metrics=True) as run:
+    run = mlflow.start_run(log_system_metrics=True)
+    status = "FAILED"
+    try:
         yield run
+        status = "FINISHED"
+    finally:
+        if stop.disarm() is not None:  # a stop signal, whatever it interrupted (or if it came while closing)
+            status = "KILLED"
+        log.info("run %s ends %s", run.info.run_id, status)
+        mlflow.end_run(status)
 
 
-def _snapshot(cfg: TrainConfig, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
-    from mlflow_anf.snapshots import get_provider
+def _snapshot(provider: Any, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
     from mlflow_anf.tracking import snapshot_and_log
 
-    if not volume:
-        raise ValueError(f"pvc_name: the {cfg.snapshot_provider} provider needs the data volume name (PVC_NAME)")
-    provider = get_provider(cfg.snapshot_provider, **cfg.snapshot_options)
     return snapshot_and_log(provider, volume, role, run_id=run_id, artifact_path=artifact_path)
 
 
@@ -303,24 +444,30 @@ def _model_requirements() -> list[str]:
     return [f"{name}=={md.version(name).split('+')[0]}" for name in ("torch", "numpy", "pydantic", "pillow")]
 
 
-def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Train, test on the held-out split, log everything (rank 0). Returns the final metrics and run id."""
-    from pytorch_lightning.loggers import MLFlowLogger
+def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str, Any]:
+    """Check the inputs, then train, test on the held-out split, log everything (rank 0). Returns the final metrics
+    and run id. Raises :class:`TrainInputError` (nothing written) for a parameter that cannot work.
 
-    pl.seed_everything(cfg.seed, workers=True)
+    *stop*: the process's :func:`stop_signals` state; a run stopped by a signal ends KILLED (default: a fresh one,
+    with the signals handled for this call)."""
+    if stop is None:
+        with stop_signals() as own:
+            return run_training(cfg, own)
+
+    pl.seed_everything(cfg.seed, workers=True)  # before preflight, which initialises the model's weights
+    plan = preflight(cfg)
     # Bit-identical reruns are a CPU promise: on CUDA some SCNN ops (bilinear upsampling backward, adaptive pooling,
     # NLL loss) have no deterministic kernel, so they only warn there instead of stopping the run.
     deterministic: bool | str = cfg.deterministic
     if cfg.deterministic and torch.cuda.is_available() and cfg.accelerator != "cpu":
         deterministic = "warn"
     is_rank0 = global_rank() == 0
-    cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    placement = distribution(cfg)
     result: dict[str, Any] = {}
 
-    with _mlflow_run(cfg, is_rank0) as run:
+    with _owned_run(stop, is_rank0) as run:
         import mlflow
 
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
         logger: Any = False
         if run is not None:
             run_id = run.info.run_id
@@ -333,31 +480,18 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
             log_provenance(run_id, entry_point="train", code_path=__file__, provider_options=cfg.snapshot_options)
             mlflow.set_tags({"lanedet.entry_point": "train", "mlflow_anf.world_size": str(world_size())})
-            if cfg.enable_snapshot:
+            if plan.provider is not None:
                 data_volume, _ = _volumes(cfg)
-                snap = _snapshot(cfg, "data", data_volume, run_id)
+                snap = _snapshot(plan.provider, "data", data_volume, run_id)
                 log.info("data snapshot %s", snap.ref)
-            logger = MLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
+            logger = RunOwnedMLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
             result["run_id"] = run_id
 
-        dm = TuSimpleDataModule(cfg)
-        module = LaneDetModule(
-            backbone=cfg.backbone,
-            input_hw=cfg.input_size,
-            lr=cfg.lr,
-            optimizer=cfg.optimizer,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            warmup_epochs=cfg.warmup_epochs,
-            exist_threshold=cfg.exist_threshold,
-            prob_threshold=cfg.prob_threshold,
-            pretrained=str(cfg.pretrained) if cfg.pretrained else None,
-            lane_fit=cfg.lane_fit,
-        )
+        dm, module = plan.dm, plan.module
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
             accelerator=cfg.accelerator,
-            **placement,  # strategy, devices, num_nodes
+            **plan.placement,  # strategy, devices, num_nodes
             precision=cfg.precision,
             logger=logger,
             callbacks=[ThroughputCallback(), EpochSummaryCallback()],
@@ -395,11 +529,11 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
                 mlflow.pytorch.log_model(module.model, name="model", **model_kwargs)
             if cfg.overlays or cfg.overlay_images:
                 _log_overlays(module, dm, cfg)
-            if cfg.enable_snapshot:
+            if plan.provider is not None:
                 _, model_volume = _volumes(cfg)
                 # the model inside the snapshot is loadable from the run's mlflow_anf.model.artifact_uri tag
                 inside = "model" if cfg.snapshot_provider == "local" else cfg.snapshot_options.get("model_path")
-                snap = _snapshot(cfg, "model", model_volume, result["run_id"], artifact_path=inside)
+                snap = _snapshot(plan.provider, "model", model_volume, result["run_id"], artifact_path=inside)
                 log.info("model snapshot %s", snap.ref)
     return result
 
@@ -426,11 +560,16 @@ def _validated(values: dict[str, Any]) -> TrainConfig:
 def train_command(**values: Any) -> None:
     """Train SCNN on a prepared TuSimple root; logs to the active MLflow run (or a new one)."""
     cfg = _validated(values)
-    if not cfg.data_dir.is_dir():
-        raise click.UsageError(f"--data-dir: {cfg.data_dir} is not a directory")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with fail_fast():  # an exception on any rank ends the whole job instead of leaving the others hanging
-        result = run_training(cfg)
+    # A stop (SIGTERM from Kubernetes or `mlflow run`'s cancel, Ctrl-C, or - under `mlflow run`, whose child this
+    # process is - the death of that parent) ends the run KILLED and exits 128 + the signal number.
+    watch_parent = bool(os.environ.get("MLFLOW_RUN_ID")) and world_size() == 1
+    # fail_fast: an exception on any rank ends the whole job instead of leaving the others hanging
+    with fail_fast(), stop_signals(watch_parent=watch_parent) as stop:
+        try:
+            result = run_training(cfg, stop)
+        except TrainInputError as exc:
+            raise click.UsageError(f"--{exc.field.replace('_', '-')}{str(exc)[len(exc.field):]}") from None
     if "run_id" in result:
         metrics = result.get("metrics", {})
         summary = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("test_", "val_"))}
