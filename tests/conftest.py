@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def pytest_configure(config: pytest.Config) -> None:
     # Tests run offline: MLflow must not try to send usage telemetry (inherited by subprocesses too).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Each test leaves ``os.environ`` as it found it. Code run in-process may set variables for its own children
+    (Lightning's ``seed_everything`` sets ``PL_GLOBAL_SEED``, which seeds its DistributedSampler), and a later test's
+    subprocesses must not inherit them."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)
