@@ -288,13 +288,13 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
 
 
 def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
-                                              mlflow_store, sim_project, mpi_operator):
+                                              mlflow_store, sim_project, mpi_operator, request):
     import os
     import signal
     import threading
 
     def interrupt_once_running() -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a loaded 2-core machine can take a while to start the launcher
         while time.monotonic() < deadline:
             pods = k8s_objects.list("Pod", NS, "training.kubeflow.org/job-role=launcher")
             if pods and (pods[0].get("status") or {}).get("phase") == "Running":
@@ -302,10 +302,14 @@ def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfi
                 return
             time.sleep(0.05)
 
+    # Python turns SIGINT into KeyboardInterrupt only where it was not ignored at start, and a shell starts background
+    # jobs with SIGINT ignored (`make test &`): give this test the interactive behaviour it simulates
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     cfg = make_config(kubeconfig_path, mlflow_store, sim_project, wait=True)
     with pytest.raises(KeyboardInterrupt):
-        submit(cfg, mlflow_store, sim_project, sleep=30)
+        submit(cfg, mlflow_store, sim_project, sleep=120)  # does not end by itself before the Ctrl-C
     assert owned_objects(k8s_objects) == {kind: [] for kind in KINDS_OWNED}
     mpi_operator.wait_idle()
     [run] = mlflow_store.client().search_runs([mlflow_store.experiment_id])
