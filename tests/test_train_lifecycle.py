@@ -18,6 +18,14 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.test_e2e_train import _mlflow_env, tiny_data  # noqa: F401 - the module-scoped tiny dataset fixture
 
+
+def _lifecycle_env(tracking_uri: str) -> dict[str, str]:
+    """The e2e environment with system metrics sampled every second (not every 0.1 s): these runs last tens of
+    seconds, and a sampler writing to the sqlite store ten times a second only adds lock contention to the stop."""
+    env = _mlflow_env(tracking_uri)
+    env.update(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")
+    return env
+
 pytestmark = pytest.mark.slow
 
 # the tiny, fast settings of test_e2e_train; epochs high enough that only a stop ends the run within the test
@@ -93,7 +101,7 @@ def test_sigterm_to_the_trainer_ends_the_run_killed_with_exit_143(tiny_data: Pat
     out = tmp_path / "outputs"
     cmd = [sys.executable, str(REPO_ROOT / "project" / "run.py"), "train", "--data-dir", str(tiny_data),
            "--output-dir", str(out), "--epochs", "500", *_cli_args(TINY)]
-    proc = subprocess.Popen(cmd, env=_mlflow_env(tracking_uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=_lifecycle_env(tracking_uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines = _Lines(proc)
     try:
@@ -123,7 +131,7 @@ def test_killing_mlflow_run_stops_its_trainer_and_ends_the_run_killed(
            "-P", f"data_dir={tiny_data}", "-P", f"output_dir={tmp_path / 'outputs'}", "-P", "epochs=500",
            "-P", "batch_size=4", "-P", "val_batch_size=4", "-P", "backbone=resnet18_lite",
            "-P", "input_size=64x128", "-P", "num_workers=0", "-P", "enable_snapshot=false"]
-    proc = subprocess.Popen(cmd, env=_mlflow_env(tracking_uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, env=_lifecycle_env(tracking_uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines = _Lines(proc)
     trainers: list[int] = []

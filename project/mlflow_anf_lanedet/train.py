@@ -389,7 +389,33 @@ def _owned_run(stop: StopSignals, is_rank0: bool) -> Iterator[Any]:
         if stop.disarm() is not None:  # a stop signal, whatever it interrupted (or if it came while closing)
             status = "KILLED"
         log.info("run %s ends %s", run.info.run_id, status)
-        mlflow.end_run(status)
+        _end_run(run.info.run_id, status)
+
+
+def _end_run(run_id: str, status: str, attempts: int = 5) -> None:
+    """``mlflow.end_run(status)``, retried: a stop signal can land while this process is writing to the tracking
+    store (a sqlite store then stays locked until the interrupted write's connection is collected), and a run must
+    not be left RUNNING for that. The last attempt goes through a fresh client."""
+    import gc
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    for attempt in range(attempts):
+        try:
+            if attempt < attempts - 1:
+                mlflow.end_run(status)
+            else:
+                MlflowClient().set_terminated(run_id, status)
+                mlflow.end_run(status)  # also stops the system-metrics monitor and clears the active run
+            return
+        except Exception as exc:  # the store's errors come in many types (sqlalchemy, MlflowException, HTTP)
+            log.warning("ending run %s as %s failed (attempt %d of %d): %s", run_id, status, attempt + 1, attempts,
+                        exc)
+            if attempt == attempts - 1:
+                raise
+            gc.collect()  # releases a connection left in a write by an interrupted call
+            time.sleep(1.0 + attempt)
 
 
 def _snapshot(provider: Any, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
