@@ -487,7 +487,9 @@ def check_code(rec: RunRecord, project_dir: Path, allow_change: bool) -> tuple[s
     raise CodeMismatch(f"{message}\n{hint}pass --allow-code-change to run the current code (recorded)")
 
 
-def _check_installed_code(rec: RunRecord, recorded: dict[str, str | None], allow_change: bool) -> tuple[str, CodeVersion]:
+def _check_installed_code(
+    rec: RunRecord, recorded: dict[str, str | None], allow_change: bool
+) -> tuple[str, CodeVersion]:
     """A run whose code came from an installed distribution: the same package content must be installed here."""
     import importlib.util
 

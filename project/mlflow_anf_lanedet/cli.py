@@ -11,12 +11,14 @@ import click
 
 # name -> "module:attribute" of a click.Command
 _COMMANDS = {
-    "prepare": ("mlflow_anf_lanedet.data.prepare:prepare_command", "Unpack/validate a TuSimple download into a prepared root."),
+    "prepare": ("mlflow_anf_lanedet.data.prepare:prepare_command",
+                "Unpack/validate a TuSimple download into a prepared root."),
     "synth": ("mlflow_anf_lanedet.synth:synth_command", "Write a synthetic TuSimple-format dataset."),
     "train": ("mlflow_anf_lanedet.train:train_command", "Train SCNN with PyTorch Lightning, tracked in MLflow."),
     "evaluate": ("mlflow_anf_lanedet.train:evaluate_command", "Predict on a split with a trained model and score it."),
     "budget": ("mlflow_anf_lanedet.budget:budget_command", "Measure this machine and fit epochs to a time budget."),
-    "eval": ("mlflow_anf_lanedet.metric:eval_command", "Score a prediction file against ground truth (official TuSimple metric)."),
+    "eval": ("mlflow_anf_lanedet.metric:eval_command",
+             "Score a prediction file against ground truth (official TuSimple metric)."),
 }
 
 

@@ -77,7 +77,8 @@ class TrainConfig(BaseModel):
     exist_threshold: float = Field(0.5, gt=0, lt=1)
     prob_threshold: float = Field(0.3, gt=0, lt=1)
     lane_fit: LaneFit = Field(0, description="decode: 0 = points as found (standard SCNN); 1-3 = robust polynomial of "
-                              "that degree per lane; road = all lanes jointly on the flat-road model (mlflow_anf_lanedet.decode)")
+                              "that degree per lane; road = all lanes jointly on the flat-road model "
+                              "(mlflow_anf_lanedet.decode)")
     overlays: int = Field(4, ge=0, le=64, description="validation frames drawn with predictions as artifacts")
     overlay_images: list[Path] = Field(default_factory=list, description="extra frames to draw predictions on")
     log_model: bool = True

@@ -6,8 +6,8 @@ the peak along x; the row gets a point when the peak exceeds ``prob_thr``. The p
 is mapped back to the source image and rounded. Lanes with fewer than ``min_points`` points are dropped. Lanes
 come out in slot order, which is left to right (see ``mlflow_anf_lanedet.data.tusimple.lane_slots``).
 
-Coordinates use pixel centres, as ``mlflow_anf_lanedet.data.tusimple.build_targets`` draws them: source pixel ``x`` is at map
-position ``(x + 0.5) * w / W - 0.5``. Accepts numpy arrays or torch tensors (converted on the CPU; torch is never
+Coordinates use pixel centres, as ``mlflow_anf_lanedet.data.tusimple.build_targets`` draws them: source pixel ``x``
+is at map position ``(x + 0.5) * w / W - 0.5``. Accepts numpy arrays or torch tensors (converted on the CPU; torch is never
 imported here).
 """
 

@@ -1,6 +1,7 @@
 """Inference on whole frames: image → network → probability map → lanes at the frame's h_samples; overlays.
 
-Core code: no MLflow, no Lightning. The same decode path as validation (``mlflow_anf_lanedet.decode``) is used everywhere.
+Core code: no MLflow, no Lightning. The same decode path as validation (``mlflow_anf_lanedet.decode``) is used
+everywhere.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Turn a TuSimple download into a *prepared root* that :class:`~mlflow_anf_lanedet.data.tusimple.TuSimpleDataset` reads.
+"""Turn a TuSimple download into a *prepared root* that
+:class:`~mlflow_anf_lanedet.data.tusimple.TuSimpleDataset` reads.
 
 Accepted sources (``src`` is a directory):
 

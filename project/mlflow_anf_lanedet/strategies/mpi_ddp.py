@@ -28,5 +28,6 @@ class MPIDDPStrategy(DDPStrategy):
             raise ValueError(
                 f"devices: Trainer(devices={self.num_processes}, num_nodes={self.num_nodes}) makes "
                 f"{self.num_nodes * self.num_processes} processes but mpirun started {expected}; pass the processes "
-                "per node as devices and the node count as num_nodes (mlflow_anf_lanedet.strategies.trainer_distribution does)"
+                "per node as devices and the node count as num_nodes "
+                "(mlflow_anf_lanedet.strategies.trainer_distribution does)"
             )

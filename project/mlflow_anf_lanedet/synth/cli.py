@@ -17,7 +17,8 @@ from .config import SynthError
     "--labels",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     default=None,
-    help="Real TuSimple label_data JSON lines the lane geometry comes from [default: the packaged labels of clips 0313].",
+    help="Real TuSimple label_data JSON lines the lane geometry comes from "
+         "[default: the packaged labels of clips 0313].",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True, help="Rendering processes.")
