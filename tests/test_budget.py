@@ -47,7 +47,7 @@ def test_a_budget_too_small_for_anything_says_how_much_is_needed() -> None:
 
 
 @pytest.mark.slow
-def test_the_command_measures_this_machine_and_writes_the_params(tmp_path: Path, tusimple_fixtures: Path) -> None:
+def test_the_command_measures_this_machine_and_writes_the_params(tmp_path: Path) -> None:
     from mlflow_anf_lanedet.data.prepare import prepare
     from mlflow_anf_lanedet.synth import generate
 

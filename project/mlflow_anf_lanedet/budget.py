@@ -132,35 +132,30 @@ def plan_schedule(
                 remaining_s=remaining_s, spent_s=spent_s, full_epochs=full_epochs, full_estimate_s=full, rates=rates)
 
 
-def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int = 3, warmup: int = 2) -> Rates:
+def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int = 3, warmup: int = 2,
+                  datamodule: Any = None) -> Rates:
     """Time *train_steps* training steps and *eval_batches* evaluation batches of *cfg* on this machine.
 
-    The steps are the run's own: its dataset (augmentation, input size), data loader workers, model, loss and
-    optimizer; evaluation decodes with the run's ``lane_fit``. Nothing is written; the model is thrown away.
+    The steps are the run's own: its data module (*datamodule*, else a new one: augmentation, input size, loader
+    workers), module (:func:`~mlflow_anf_lanedet.train._build_module`), loss and optimizer; evaluation decodes as the
+    run's validation does (``LaneDetModule.decode``). Nothing is written; the model is thrown away.
     """
     import torch
 
-    from mlflow_anf_lanedet.decode import auto_smooth, decode_batch, fit_options
-    from mlflow_anf_lanedet.models import SCNNLoss, build_model
-    from mlflow_anf_lanedet.predict import TUSIMPLE_HW
-    from mlflow_anf_lanedet.train import LaneDetModule, TuSimpleDataModule
+    from mlflow_anf_lanedet.train import TuSimpleDataModule, _build_module
 
     torch.manual_seed(cfg.seed)
-    dm = TuSimpleDataModule(cfg)
+    dm = datamodule or TuSimpleDataModule(cfg)
     dm.setup("fit")
-    module = LaneDetModule(backbone=cfg.backbone, input_hw=cfg.input_size, lr=cfg.lr, optimizer=cfg.optimizer,
-                           pretrained=str(cfg.pretrained) if cfg.pretrained else None, lane_fit=cfg.lane_fit)
+    module = _build_module(cfg)
     model: Any = module.model.train()
-    criterion = SCNNLoss()
     # The run's optimizer at a tiny learning rate: the cost of a step does not depend on it, and a dozen steps at
     # the peak rate without the run's warm-up can diverge (NaN logits would then fail the decoding being timed).
-    lr = cfg.lr * 1e-4
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr) if cfg.optimizer == "adamw" else \
-        torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum)
+    optimizer = module.make_optimizer(lr=cfg.lr * 1e-4)
 
     def timed(batches: Any, count: int, step: Any) -> tuple[float, int]:
         it = iter(batches)
-        done, items, start = 0, 0, 0.0
+        items, start = 0, 0.0
         for k in range(warmup + count):
             try:
                 batch = next(it)
@@ -171,13 +166,12 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
                 start = time.perf_counter()
             step(batch)
             if k >= warmup:
-                done += 1
                 items += int(batch["image"].shape[0])
         return time.perf_counter() - start, items
 
     def train_step(batch: dict[str, Any]) -> None:
         seg, exist = model(batch["image"])
-        loss = criterion(seg, exist, batch["mask"], batch["exist"])["loss"]
+        loss = module.criterion(seg, exist, batch["mask"], batch["exist"])["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -193,10 +187,7 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
     def eval_step(batch: dict[str, Any]) -> None:
         with torch.no_grad():
             seg, exist = model(batch["image"])
-            labels = [eval_set.labels[i] for i in batch["index"].tolist()]
-            decode_batch(torch.softmax(seg.float(), dim=1).numpy(), torch.sigmoid(exist.float()).numpy(),
-                         [lab.h_samples for lab in labels], src_hw=TUSIMPLE_HW, exist_thr=cfg.exist_threshold,
-                         prob_thr=cfg.prob_threshold, smooth=auto_smooth(seg.shape[-1]), **fit_options(cfg.lane_fit))
+            module.decode(seg, exist, [eval_set.labels[i] for i in batch["index"].tolist()])
 
     eval_s, eval_n = timed(loader, eval_batches, eval_step)
     return Rates(train_images_per_s=train_n / train_s, eval_frames_per_s=eval_n / eval_s, train_steps=train_steps,
@@ -205,20 +196,22 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
 
 def plan_for(cfg: TrainConfig, *, minutes: float, spent_s: float, min_epochs: int = 2, overhead_s: float = 60.0,
              rates: Rates | None = None) -> Plan:
-    """Measure (unless *rates* are given) and plan *cfg*'s run for a budget of *minutes*, *spent_s* of it gone."""
-    from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
+    """Measure (unless *rates* are given) and plan *cfg*'s run for a budget of *minutes*, *spent_s* of it gone.
 
-    def frames(split: str) -> int:
-        return len(TuSimpleDataset(cfg.data_dir, split, input_hw=cfg.input_size, allow_empty=True))
+    The frame counts are those of the run's own data module (``max_train_frames``, ``use_val`` applied), which the
+    measurement then uses too.
+    """
+    from mlflow_anf_lanedet.data.tusimple import DataError
+    from mlflow_anf_lanedet.train import TuSimpleDataModule
 
-    train = frames("train")
-    if cfg.max_train_frames is not None:
-        train = min(train, cfg.max_train_frames)
-    if train == 0:
-        raise BudgetError(f"data_dir: {cfg.data_dir} has no training frames")
-    rates = rates or measure_rates(cfg)
-    return plan_schedule(rates, remaining_s=minutes * 60 - spent_s, train_frames=train,
-                         val_frames=frames("val") if cfg.use_val else 0, test_frames=frames("test"),
+    dm = TuSimpleDataModule(cfg)
+    try:
+        dm.setup(None)  # train (max_train_frames applied), val when use_val, test
+    except (ValueError, DataError) as exc:  # no training frames, or a split the run could not read
+        raise BudgetError(str(exc)) from None
+    rates = rates or measure_rates(cfg, datamodule=dm)
+    return plan_schedule(rates, remaining_s=minutes * 60 - spent_s, train_frames=len(dm.train_set),
+                         val_frames=len(dm.val_set) if dm.val_set is not None else 0, test_frames=len(dm.test_set),
                          full_epochs=cfg.epochs, min_epochs=min_epochs, overhead_s=overhead_s, spent_s=spent_s)
 
 

@@ -135,7 +135,14 @@ class LaneDetModule(pl.LightningModule):
         losses = self.criterion(seg, exist, batch["mask"], batch["exist"])
         self.log(f"{stage}_loss", losses["loss"], on_epoch=True, sync_dist=True, batch_size=batch["image"].shape[0])
         labels = [self._dataset(stage).labels[i] for i in batch["index"].tolist()]
-        preds = decode_batch(
+        preds = self.decode(seg, exist, labels)
+        for index, label, pred in zip(batch["index"].tolist(), labels, preds):
+            acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
+            self._frame_scores[index] += torch.tensor([acc, fp, fn, 1.0], dtype=torch.float64, device=self.device)
+
+    def decode(self, seg: torch.Tensor, exist: torch.Tensor, labels: list[Any]) -> list[list[list[int]]]:
+        """Lanes of a batch's raw outputs at each label's h_samples, with this module's thresholds and lane fit."""
+        return decode_batch(
             torch.softmax(seg.float(), dim=1).cpu().numpy(),
             torch.sigmoid(exist.float()).cpu().numpy(),
             [label.h_samples for label in labels],
@@ -145,9 +152,6 @@ class LaneDetModule(pl.LightningModule):
             smooth=auto_smooth(seg.shape[-1]),
             **fit_options(self.hparams.lane_fit),
         )
-        for index, label, pred in zip(batch["index"].tolist(), labels, preds):
-            acc, fp, fn = evaluate_frame(pred, label.lanes, label.h_samples, 0.0)
-            self._frame_scores[index] += torch.tensor([acc, fp, fn, 1.0], dtype=torch.float64, device=self.device)
 
     def _end_scores(self, stage: str) -> None:
         # Sum over ranks; a frame seen twice (distributed sampler padding) is averaged, so the score is exact.
@@ -180,17 +184,19 @@ class LaneDetModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._end_scores("test")
 
+    def make_optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        """The run's optimizer over the model's parameters (peak learning rate ``lr``, default the run's)."""
+        hp = self.hparams
+        lr = hp.lr if lr is None else lr
+        if hp.optimizer == "adamw":
+            return torch.optim.AdamW(
+                self.model.parameters(), lr=lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
+            )
+        return torch.optim.SGD(self.model.parameters(), lr=lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer: torch.optim.Optimizer
-        if hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(
-                self.model.parameters(), lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay
-            )
-        else:
-            optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
+        optimizer = self.make_optimizer()
         total = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         warmup = min(total - 1, int(hp.warmup_epochs * steps_per_epoch)) if total > 1 else 0
