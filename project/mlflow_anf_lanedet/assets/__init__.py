@@ -93,8 +93,8 @@ def _text(arr: np.ndarray) -> str:
     return arr.tobytes().decode("utf-8")
 
 
-def decode_label_lines(path: Path) -> list[dict[str, Any]]:
-    """The records of a compact label file, in the original key order."""
+def _load(path: Path) -> tuple[list[dict[str, Any]], str, bool]:
+    """The records of a compact label file (original key order), its recorded sha256 and trailing-newline flag."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if _text(z["format"]) != _FORMAT:
@@ -104,26 +104,29 @@ def decode_label_lines(path: Path) -> list[dict[str, Any]]:
             names = _text(z["raw_file"]).split("\n")
             extra = [k for k in _text(z["extra_keys"]).split("\n") if k]
             extras = {k: z[f"extra_{k}"].tolist() for k in extra}
+            sha256, trailing = _text(z["sha256"]), bool(z["trailing_newline"])
     except (OSError, KeyError, ValueError) as exc:
         if isinstance(exc, AssetError):
             raise
         raise AssetError(f"{path}: not a compact label file ({exc})") from None
     if len(names) != len(lanes):
         raise AssetError(f"{path}: {len(names)} raw_file names for {len(lanes)} label lines")
-    out = []
+    records = []
     for i, (lane_rows, name) in enumerate(zip(lanes, names)):
         rec: dict[str, Any] = {"lanes": lane_rows, "h_samples": list(grid), "raw_file": name}
         rec.update({k: v[i] for k, v in extras.items()})
-        out.append(rec)
-    return out
+        records.append(rec)
+    return records, sha256, trailing
+
+
+def decode_label_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a compact label file, in the original key order."""
+    return _load(path)[0]
 
 
 def decode_bytes(path: Path) -> bytes:
     """The original file's bytes; :class:`AssetError` if they do not have the recorded sha256."""
-    records = decode_label_lines(path)
-    with np.load(path, allow_pickle=False) as z:
-        want = _text(z["sha256"])
-        trailing = bool(z["trailing_newline"])
+    records, want, trailing = _load(path)
     raw = ("\n".join(json.dumps(rec) for rec in records) + ("\n" if trailing else "")).encode("utf-8")
     if hashlib.sha256(raw).hexdigest() != want:
         raise AssetError(f"{path}: decoded content does not match its recorded sha256 {want[:12]} (damaged file?)")
