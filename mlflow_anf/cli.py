@@ -56,7 +56,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("mlflow_anf.cli_reproduce:diff", "Compare two runs: params, code, data digests, metrics."),
 }
 
-_OUTPUT_KEY = "mlflow_anf.output"
+_OUTPUT_KEY = "mlflow-anf:output"  # key in click's context meta
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:

@@ -49,14 +49,16 @@ class SnapshotDatasetSource(DatasetSource):
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> SnapshotDatasetSource:
-        path = snapshot.details.get("path") if snapshot.provider == "local" else None
+        from mlflow_anf.snapshots import traits_for
+
+        path = traits_for(snapshot.provider).local_path(snapshot)
         return cls(
             provider=snapshot.provider,
             volume=snapshot.volume,
             name=snapshot.name,
             snapshot_id=snapshot.id,
             digest=snapshot.digest,
-            path=str(path) if path else None,
+            path=path,
         )
 
     @property

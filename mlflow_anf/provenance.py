@@ -47,6 +47,24 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    SnapshotRef,
+    parse_snapshot_tags,
+    ARTIFACT_DIR,
+    ARTIFACT_PROVENANCE,
+    MLFLOW_TAG_BACKEND,
+    MLFLOW_TAG_ENTRY_POINT,
+    TAG_BACKEND_CONFIG,
+    TAG_BACKEND_IMAGE,
+    TAG_BACKEND_JOB,
+    TAG_CODE_COMMIT,
+    TAG_CODE_DIGEST,
+    TAG_CODE_DIRTY,
+    TAG_CODE_KIND,
+    TAG_IMAGE,
+    TAG_IMAGE_DIGEST,
+    TAG_PROVENANCE,
+)
 from mlflow_anf.secrets import REDACTED, is_secret_name, redact, url_without_userinfo
 
 if TYPE_CHECKING:
@@ -55,24 +73,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT = "mlflow-anf-provenance/1"
-ARTIFACT_DIR = "mlflow_anf"
-ARTIFACT_NAME = "provenance.json"
-ARTIFACT_PATH = f"{ARTIFACT_DIR}/{ARTIFACT_NAME}"
-
-TAG_PROVENANCE = "mlflow_anf.provenance"  # value: the artifact path
-TAG_CODE_KIND = "mlflow_anf.code.kind"
-TAG_CODE_COMMIT = "mlflow_anf.code.commit"
-TAG_CODE_DIRTY = "mlflow_anf.code.dirty"
-TAG_CODE_DIGEST = "mlflow_anf.code.digest"
-TAG_IMAGE = "mlflow_anf.image.ref"
-TAG_IMAGE_DIGEST = "mlflow_anf.image.digest"
-
-# Tags other parts of mlflow-anf / MLflow put on a run that provenance reads back.
-TAG_MLFLOW_ENTRY_POINT = "mlflow.project.entryPoint"
-TAG_MLFLOW_BACKEND = "mlflow.project.backend"
-TAG_BACKEND_JOB = "mlflow_anf.backend.mpijob"
-TAG_BACKEND_IMAGE = "mlflow_anf.backend.image"
-TAG_BACKEND_CONFIG = "mlflow_anf.backend.config"
+ARTIFACT_NAME = ARTIFACT_PROVENANCE.rsplit("/", 1)[1]
+ARTIFACT_PATH = ARTIFACT_PROVENANCE
+TAG_MLFLOW_ENTRY_POINT = MLFLOW_TAG_ENTRY_POINT
+TAG_MLFLOW_BACKEND = MLFLOW_TAG_BACKEND
 
 ENV_DIRTY_POLICY = "MLFLOW_ANF_DIRTY_TREE"
 ENV_IMAGE = "MLFLOW_ANF_IMAGE"
@@ -163,15 +167,7 @@ class ImageInfo(BaseModel):
     source: str = Field(description="where it came from: env or the run's backend tag")
 
 
-class SnapshotRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    role: str
-    provider: str
-    volume: str
-    name: str
-    ref: str
-    digest: str | None = None
+SnapshotRecord = SnapshotRef  # the one snapshot-reference model (mlflow_anf.vocabulary); old name kept
 
 
 class Provenance(BaseModel):
@@ -461,19 +457,9 @@ def parse_backend_config(text: str, source: str) -> dict[str, Any]:
     return redact(data)
 
 
-def snapshot_records(tags: Mapping[str, str]) -> list[SnapshotRecord]:
-    """Snapshot references in ``mlflow_anf.<role>.*`` tags (lenient: incomplete groups are skipped)."""
-    grouped: dict[str, dict[str, str]] = {}
-    for key, value in tags.items():
-        parts = key.split(".")
-        if len(parts) == 3 and parts[0] == "mlflow_anf":
-            grouped.setdefault(parts[1], {})[parts[2]] = value
-    out = []
-    for role, fields in sorted(grouped.items()):
-        if all(fields.get(f) for f in ("snapshot_id", "provider", "volume", "name", "ref")):
-            out.append(SnapshotRecord(role=role, provider=fields["provider"], volume=fields["volume"],
-                                      name=fields["name"], ref=fields["ref"], digest=fields.get("digest")))
-    return out
+def snapshot_records(tags: Mapping[str, str]) -> list[SnapshotRef]:
+    """Snapshot references in a run's tags, either layout (lenient: incomplete groups are skipped)."""
+    return list(parse_snapshot_tags(tags, strict=False).values())
 
 
 def collect_provenance(

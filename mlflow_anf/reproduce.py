@@ -40,6 +40,20 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    ARTIFACT_BACKEND_CONFIG,
+    ARTIFACT_MPIJOB,
+    TAG_REPRODUCED_BY,
+    TAG_REPRODUCES,
+    TAG_REPRODUCE_CODE,
+    TAG_REPRODUCE_IDENTICAL,
+    TAG_REPRODUCE_IMAGE,
+    TAG_REPRODUCE_NOTES,
+    TAG_REPRODUCE_OVERRIDES,
+    TAG_REPRODUCE_RESTORED,
+    TAG_REPRODUCE_REWRITTEN,
+    TAG_VALUE_MAX,
+)
 from mlflow_anf.provenance import (
     REDACTED,
     TAG_CODE_COMMIT,
@@ -68,21 +82,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAG_REPRODUCES = "mlflow_anf.reproduces"
-TAG_REPRODUCED_BY = "mlflow_anf.reproduced_by"
-TAG_OVERRIDES = "mlflow_anf.reproduce.overrides"
-TAG_REWRITTEN = "mlflow_anf.reproduce.rewritten"
-TAG_RESTORED = "mlflow_anf.reproduce.restored"
-TAG_CODE_CHECK = "mlflow_anf.reproduce.code"
-TAG_IMAGE_CHECK = "mlflow_anf.reproduce.image"
-TAG_IDENTICAL = "mlflow_anf.reproduce.identical"
+TAG_OVERRIDES = TAG_REPRODUCE_OVERRIDES
+TAG_REWRITTEN = TAG_REPRODUCE_REWRITTEN
+TAG_RESTORED = TAG_REPRODUCE_RESTORED
+TAG_CODE_CHECK = TAG_REPRODUCE_CODE
+TAG_IMAGE_CHECK = TAG_REPRODUCE_IMAGE
+TAG_IDENTICAL = TAG_REPRODUCE_IDENTICAL
 TAG_LEGACY_ENTRY_POINT = "lanedet.entry_point"
 TAG_SOURCE_TYPE = "mlflow.source.type"
 TAG_SOURCE_NAME = "mlflow.source.name"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
-TAG_MAX = 8000  # MLflow's tag value limit
-MPIJOB_ARTIFACT = "mlflow_anf/mpijob.yaml"  # the manifest the mpijob backend logs on its runs
-BACKEND_CONFIG_ARTIFACT = "mlflow_anf/backend-config.json"  # its config (also a tag when it fits)
+TAG_MAX = TAG_VALUE_MAX
+MPIJOB_ARTIFACT = ARTIFACT_MPIJOB
+BACKEND_CONFIG_ARTIFACT = ARTIFACT_BACKEND_CONFIG
 
 #: metrics that measure time or the machine, not the model: never expected to be identical
 TIMING_METRICS = ("system/*", "throughput", "*throughput*", "*_time", "*_time_*", "*duration*", "*_per_s*",
@@ -845,7 +857,7 @@ class _Reproduction:
         self.result.project_dir = str(self.project_dir)
         self.ep = _load_entry_point(self.project_dir, self.entry_point)
         if ref is None and (opts.restore_only or not opts.restored):
-            raise SourceGone(f"run {rec.run_id}: no data snapshot recorded (tags mlflow_anf.data.*); nothing to "
+            raise SourceGone(f"run {rec.run_id}: no data snapshot recorded (tags mlflow_anf.snapshot.data.*); nothing to "
                              "restore - pass --restored VOLUME to name the data to run on")
         self.params, dropped = entry_point_params(rec, {n: p.default for n, p in self.ep.parameters.items()})
         if dropped:
@@ -970,7 +982,7 @@ class _Reproduction:
         if result.image:
             tags[TAG_IMAGE_CHECK] = result.image[:TAG_MAX]
         if result.notes:
-            tags["mlflow_anf.reproduce.notes"] = "; ".join(result.notes)[:TAG_MAX]
+            tags[TAG_REPRODUCE_NOTES] = "; ".join(result.notes)[:TAG_MAX]
         return tags
 
     # ---- 4. run --------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """MLflow adapter: record on a run which snapshots it used, and find (and restore) them again.
 
-Per role (``data``, ``model``, ...) a run carries the tags ``mlflow_anf.<role>.<field>`` for the fields
+Per role (``data``, ``model``, ...) a run carries the tags ``mlflow_anf.snapshot.<role>.<field>`` for the fields
 ``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created`` (and ``artifact_uri`` where
-a path inside the snapshot was given). A ``data`` snapshot is also
+a path inside the snapshot was given); the keys, the model and the parser live in :mod:`mlflow_anf.vocabulary`,
+which also reads runs recorded in the earlier ``mlflow_anf.<role>.<field>`` layout. A ``data`` snapshot is also
 logged as a dataset input (source :class:`~mlflow_anf.dataset_source.SnapshotDatasetSource`, context ``training``)
 so the MLflow UI's Datasets column shows it. MLflow is imported inside the functions only.
 """
@@ -12,13 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
+from mlflow_anf.vocabulary import (
+    LABEL_EXPERIMENT_ID,
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    ROLE_DATA,
+    SNAPSHOT_FIELDS,
+    TAG_NAMESPACE,
+    SnapshotRef,
+    SnapshotTagError,
+    normalize_role,
+    parse_snapshot_tags,
+    snapshot_tag,
+)
 from mlflow_anf.snapshots.base import (
     Snapshot,
     SnapshotError,
@@ -34,72 +44,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "mlflow_anf"
-TAG_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created")
-_REQUIRED_FIELDS = ("snapshot_id", "name", "provider", "volume", "ref")
-# Label keys that are valid Kubernetes label keys and ANF tag names alike.
-LABEL_RUN_ID = "mlflow-anf/run-id"
-LABEL_EXPERIMENT_ID = "mlflow-anf/experiment-id"
-LABEL_ROLE = "mlflow-anf/role"
 DATASET_CONTEXT = "training"
 DATASET_DIGEST_CHARS = 12  # MLflow stores dataset digests in a 36-character column; the UI shows short ones
-_ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-
-
-class SnapshotRef(BaseModel):
-    """What a run records about one snapshot it used (parsed back from its tags)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    role: str
-    provider: str
-    volume: str
-    name: str
-    snapshot_id: str
-    ref: str
-    digest: str | None = None
-    created: datetime | None = None
-
-    @classmethod
-    def from_snapshot(cls, snapshot: Snapshot, role: str | SnapshotRole) -> SnapshotRef:
-        return cls(
-            role=normalize_role(role),
-            provider=snapshot.provider,
-            volume=snapshot.volume,
-            name=snapshot.name,
-            snapshot_id=snapshot.id,
-            ref=snapshot.ref,
-            digest=snapshot.digest,
-            created=snapshot.created,
-        )
-
-    def tags(self) -> dict[str, str]:
-        """The run tags recording this reference (``digest``/``created`` only when known)."""
-        values = {
-            "snapshot_id": self.snapshot_id,
-            "name": self.name,
-            "provider": self.provider,
-            "volume": self.volume,
-            "digest": self.digest,
-            "ref": self.ref,
-            "created": self.created.isoformat() if self.created else None,
-        }
-        return {tag_key(self.role, k): v for k, v in values.items() if v is not None}
-
-
-def normalize_role(role: str | SnapshotRole) -> str:
-    """Return the role as a tag-safe string (``data``, ``model``, or another lower-case word)."""
-    value = role.value if isinstance(role, SnapshotRole) else role
-    if not isinstance(value, str) or not _ROLE_RE.match(value):
-        raise ValueError(
-            f"role: {role!r} is not a valid snapshot role (lower-case letter, then letters, digits, '-' or '_'; "
-            f"usually one of {', '.join(r.value for r in SnapshotRole)})"
-        )
-    return value
+# Names other modules imported from here before the vocabulary module existed.
+TAG_PREFIX = TAG_NAMESPACE
+TAG_FIELDS = SNAPSHOT_FIELDS
 
 
 def tag_key(role: str | SnapshotRole, field: str) -> str:
-    return f"{TAG_PREFIX}.{normalize_role(role)}.{field}"
+    return snapshot_tag(role, field)
 
 
 def dataset_digest(snapshot: Snapshot) -> str:
@@ -169,19 +122,21 @@ def log_snapshot(
     """
     from mlflow.entities import RunTag
 
-    ref = SnapshotRef.from_snapshot(snapshot, role)
+    role = normalize_role(role)
     client = _client(client)
     run_id = _run_id(run_id)
-    tags = ref.tags()
+    artifact_uri = None
     if artifact_path is not None:
-        from mlflow_anf.artifact_repo import InvalidSnapshotUri, snapshot_artifact_uri
+        from mlflow_anf.snapshots.uri import InvalidSnapshotUri, snapshot_artifact_uri
 
         try:
-            tags[tag_key(ref.role, "artifact_uri")] = snapshot_artifact_uri(snapshot, artifact_path)
+            artifact_uri = snapshot_artifact_uri(snapshot, artifact_path)
         except InvalidSnapshotUri as exc:
             log.warning("no artifact URI for snapshot %s: %s", snapshot.ref, exc)
+    ref = SnapshotRef.from_snapshot(snapshot, role, artifact_uri=artifact_uri)
+    tags = ref.tags()
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    if ref.role == SnapshotRole.DATA.value:
+    if ref.role == ROLE_DATA:
         client.log_inputs(run_id, datasets=[snapshot_dataset_input(snapshot)])
     return ref
 
@@ -228,28 +183,12 @@ def snapshot_and_log(
 
 
 def get_run_snapshots(run_id: str, client: MlflowClient | None = None) -> dict[str, SnapshotRef]:
-    """The snapshots run *run_id* recorded, by role."""
+    """The snapshots run *run_id* recorded, by role (either tag layout; incomplete records raise)."""
     tags = _client(client).get_run(run_id).data.tags
-    grouped: dict[str, dict[str, str]] = {}
-    for key, value in tags.items():
-        parts = key.split(".")
-        if len(parts) == 3 and parts[0] == TAG_PREFIX and parts[2] in TAG_FIELDS:
-            grouped.setdefault(parts[1], {})[parts[2]] = value
-    refs: dict[str, SnapshotRef] = {}
-    for role, fields in sorted(grouped.items()):
-        if "snapshot_id" not in fields:
-            continue  # some other mlflow_anf.<x>.<y> tag, not a snapshot record
-        missing = [f for f in _REQUIRED_FIELDS if not fields.get(f)]
-        if missing:
-            raise SnapshotError(
-                f"run {run_id}: snapshot tags for role {role!r} are incomplete; missing "
-                + ", ".join(f"{TAG_PREFIX}.{role}.{f}" for f in missing)
-            )
-        try:
-            refs[role] = SnapshotRef(role=role, **fields)
-        except ValueError as exc:
-            raise SnapshotError(f"run {run_id}: bad snapshot tags for role {role!r}: {exc}") from None
-    return refs
+    try:
+        return parse_snapshot_tags(tags, strict=True, source=f"run {run_id}")
+    except SnapshotTagError as exc:
+        raise SnapshotError(str(exc)) from None
 
 
 def restore(
@@ -289,13 +228,13 @@ def restore(
             refs = get_run_snapshots(source, client)
             if role_name not in refs:
                 raise SnapshotNotFound(
-                    f"run {source}: no {role_name!r} snapshot recorded (tags {TAG_PREFIX}.{role_name}.*); "
+                    f"run {source}: no {role_name!r} snapshot recorded (tags {snapshot_tag(role_name, 'ref')[:-4]}.*); "
                     f"recorded roles: {', '.join(refs) or 'none'}"
                 )
             ref = refs[role_name]
         prov = _provider_for(ref.provider)
         snapshot = prov.get(ref.volume, ref.name)
-        if snapshot.id != ref.snapshot_id:
+        if ref.snapshot_id is not None and snapshot.id != ref.snapshot_id:
             raise SnapshotVerificationError(
                 f"snapshot {ref.ref}: id is now {snapshot.id}, the run recorded {ref.snapshot_id} (name reused?)"
             )

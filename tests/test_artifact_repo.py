@@ -133,11 +133,11 @@ def test_registered_model_version_and_run_tag_point_into_the_snapshot(
     original = _weights(mlflow.pytorch.load_model(str(out / "model")))
     uri = snapshot_artifact_uri(snap, "model")
     run = tracking.create_run(experiment_id="0")
-    tracking.set_tag(run.info.run_id, "mlflow_anf.model.artifact_uri", uri)
+    tracking.set_tag(run.info.run_id, "mlflow_anf.snapshot.model.artifact_uri", uri)
     version = mlflow.register_model(uri, "lanedet-from-snapshot")
     shutil.rmtree(out / "model")
 
-    tagged = tracking.get_run(run.info.run_id).data.tags["mlflow_anf.model.artifact_uri"]
+    tagged = tracking.get_run(run.info.run_id).data.tags["mlflow_anf.snapshot.model.artifact_uri"]
     assert _same(_weights(mlflow.pytorch.load_model(tagged)), original)
     assert _same(_weights(mlflow.pytorch.load_model(f"models:/lanedet-from-snapshot/{version.version}")), original)
 

@@ -261,15 +261,15 @@ def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_object
     assert info.info.status == "FINISHED"
     tags = info.data.tags
     snaps = {s["metadata"]["name"]: s for s in k8s_objects.list("VolumeSnapshot", NS)}
-    assert {tags["mlflow_anf.data.name"], tags["mlflow_anf.model.name"]} == set(snaps)
+    assert {tags["mlflow_anf.snapshot.data.name"], tags["mlflow_anf.snapshot.model.name"]} == set(snaps)
     for role in ("data", "model"):
-        snap = snaps[tags[f"mlflow_anf.{role}.name"]]
-        assert tags[f"mlflow_anf.{role}.provider"] == "csi"
-        assert tags[f"mlflow_anf.{role}.volume"] == f"{NS}/tusimple-data"
+        snap = snaps[tags[f"mlflow_anf.snapshot.{role}.name"]]
+        assert tags[f"mlflow_anf.snapshot.{role}.provider"] == "csi"
+        assert tags[f"mlflow_anf.snapshot.{role}.volume"] == f"{NS}/tusimple-data"
         assert snap["metadata"]["labels"]["mlflow-anf/run-id"] == run.run_id
         assert snap["metadata"]["labels"]["mlflow-anf/role"] == role
         assert snap["status"]["readyToUse"] is True
-    assert [d.dataset.name for d in info.inputs.dataset_inputs] == [tags["mlflow_anf.data.name"]]
+    assert [d.dataset.name for d in info.inputs.dataset_inputs] == [tags["mlflow_anf.snapshot.data.name"]]
 
 
 def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
@@ -284,7 +284,7 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
     assert info.info.status == "FAILED"
     assert info.data.tags["mlflow_anf.launcher.exit_code"] == "3"
     assert "ANF quota exceeded" in info.data.tags["mlflow_anf.launcher.error"]
-    assert "mlflow_anf.model.name" not in info.data.tags
+    assert "mlflow_anf.snapshot.model.name" not in info.data.tags
 
 
 def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811

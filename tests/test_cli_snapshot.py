@@ -202,7 +202,7 @@ def test_create_with_run_logs_to_mlflow_and_restores_from_it(
     snap = _json(result)
     assert snap["labels"]["mlflow-anf/run-id"] == run_id and snap["labels"]["mlflow-anf/role"] == "data"
     run = tracking.get_run(run_id)
-    assert run.data.tags["mlflow_anf.data.ref"] == snap["ref"]
+    assert run.data.tags["mlflow_anf.snapshot.data.ref"] == snap["ref"]
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [snap["name"]]
 
     restored = _run("snapshot", "restore", "--run-id", run_id, "--target", str(tmp_path / "again"), "-o", "json")

@@ -196,8 +196,8 @@ def test_two_process_train_logs_one_run_and_one_snapshot_each(
     data_snaps = [p.name for p in (data / ".snapshot").iterdir()]
     model_snaps = [p.name for p in (out / ".snapshot").iterdir()]
     assert len(data_snaps) == 1 and len(model_snaps) == 1
-    assert run.data.tags["mlflow_anf.data.name"] == data_snaps[0]
-    assert run.data.tags["mlflow_anf.model.name"] == model_snaps[0]
+    assert run.data.tags["mlflow_anf.snapshot.data.name"] == data_snaps[0]
+    assert run.data.tags["mlflow_anf.snapshot.model.name"] == model_snaps[0]
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "test_accuracy")
     assert len(history) == 1  # logged once, by rank 0
     assert proc.stdout.count(f"run {run.info.run_id}:") == 1  # only rank 0 reports a run

@@ -72,8 +72,8 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     assert (run.data.params["optimizer"], run.data.params["lane_fit"], run.data.params["augment"]) == (
         "adamw", "road", "flip")
     tags = run.data.tags
-    assert tags["mlflow_anf.data.provider"] == "local" and tags["mlflow_anf.model.provider"] == "local"
-    assert tags["mlflow_anf.data.digest"] and tags["mlflow_anf.model.digest"]
+    assert tags["mlflow_anf.snapshot.data.provider"] == "local" and tags["mlflow_anf.snapshot.model.provider"] == "local"
+    assert tags["mlflow_anf.snapshot.data.digest"] and tags["mlflow_anf.snapshot.model.digest"]
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.source_type == "mlflow_anf_snapshot"
 
@@ -111,11 +111,11 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     import shutil
 
     shutil.rmtree(out / "model")
-    pinned = mlflow.pytorch.load_model(tags["mlflow_anf.model.artifact_uri"])
+    pinned = mlflow.pytorch.load_model(tags["mlflow_anf.snapshot.model.artifact_uri"])
     assert torch.equal(pinned(torch.zeros(1, 3, 64, 128))[0], seg)
 
     # the data snapshot is a read-only point-in-time copy under the volume's .snapshot/
-    snap_dir = tiny_data / ".snapshot" / tags["mlflow_anf.data.name"]
+    snap_dir = tiny_data / ".snapshot" / tags["mlflow_anf.snapshot.data.name"]
     assert (snap_dir / "label_data_0313.json").exists()
 
 

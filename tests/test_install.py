@@ -157,7 +157,7 @@ def test_wheels_carry_the_package_data_and_a_run_of_a_commit_runs_that_commit(
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == commit and tags["mlflow_anf.code.commit"] == commit
     assert tags["mlflow_anf.code.dirty"] == "false"
-    assert tags["mlflow_anf.data.provider"] == "local" and tags["mlflow_anf.model.snapshot_id"]
+    assert tags["mlflow_anf.snapshot.data.provider"] == "local" and tags["mlflow_anf.snapshot.model.snapshot_id"]
 
     # reproduce accepts it: same code, data restorable (restore only, nothing trained again)
     rep = subprocess.run([str(venv.parent / "mlflow-anf"), "reproduce", run.info.run_id, "--restore-only",

@@ -272,8 +272,8 @@ def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
     assert run.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new
     assert run.data.tags["mlflow_anf.reproduce.identical"] == "true"
-    assert run.data.tags["mlflow_anf.data.digest"] == original.data.tags["mlflow_anf.data.digest"]
-    assert run.data.tags["mlflow_anf.data.volume"] == str(workdir / "data")
+    assert run.data.tags["mlflow_anf.snapshot.data.digest"] == original.data.tags["mlflow_anf.snapshot.data.digest"]
+    assert run.data.tags["mlflow_anf.snapshot.data.volume"] == str(workdir / "data")
     moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
     assert run.data.params == {**original.data.params, **moved}  # logged as MLflow's runner logged the source's
     assert (out / "model.txt").exists() and (workdir / "outputs" / "model.txt").exists()
@@ -521,7 +521,7 @@ def test_lanedet_training_reproduces_bit_identically(
     model_metrics = {k: v for k, v in original.data.metrics.items() if k.startswith(("train_", "val_", "test_"))}
     assert {"train_loss", "val_accuracy", "test_accuracy", "test_loss"} <= set(model_metrics)
     assert {k: new.data.metrics[k] for k in model_metrics} == model_metrics  # bit for bit
-    assert new.data.tags["mlflow_anf.data.digest"] == original.data.tags["mlflow_anf.data.digest"]
+    assert new.data.tags["mlflow_anf.snapshot.data.digest"] == original.data.tags["mlflow_anf.snapshot.data.digest"]
     moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
     assert new.data.params == {**original.data.params, **moved}  # the same params, on the restored copy
     assert new.data.tags[TAG_REPRODUCES] == source
@@ -629,7 +629,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     source = original.run_id
     src = tracking.get_run(source)
     assert src.info.status == "FINISHED" and src.data.tags["mlflow_anf.image.digest"] == digest
-    snapshot = src.data.tags["mlflow_anf.data.name"]
+    snapshot = src.data.tags["mlflow_anf.snapshot.data.name"]
 
     result = cli("reproduce", source, "--wait", "-o", "json")
     assert result.exit_code == 0, result.output
@@ -644,7 +644,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert pvc["spec"]["dataSource"] == {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
                                          "name": snapshot}
     # the resubmitted MPIJob mounts it, with the same image, command and params
-    jobs = {j["metadata"]["labels"]["mlflow-anf.io/run-id"]: j for j in cluster.list("MPIJob", NS)}
+    jobs = {j["metadata"]["labels"]["mlflow-anf/run-id"]: j for j in cluster.list("MPIJob", NS)}
     worker = jobs[new_run_id]["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
     assert worker["volumes"][0]["persistentVolumeClaim"]["claimName"] == new_pvc
     assert worker["containers"][0]["image"] == image
@@ -656,7 +656,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert new.info.status == "FINISHED" and new.data.metrics["score"] == src.data.metrics["score"]
     assert new.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
-    assert new.data.tags["mlflow_anf.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
+    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
     assert new.data.params["seed"] == "2"
 
     # the local MLproject makes the command the image runs: a changed one is refused before anything is created

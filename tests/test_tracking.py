@@ -73,13 +73,13 @@ def test_data_snapshot_sets_tags_and_a_dataset_input(
 
     run = tracking.get_run(run_id)
     tags = run.data.tags
-    assert tags["mlflow_anf.data.snapshot_id"] == "train-v1"
-    assert tags["mlflow_anf.data.name"] == "train-v1"
-    assert tags["mlflow_anf.data.provider"] == "local"
-    assert tags["mlflow_anf.data.volume"] == str(volume.resolve())
-    assert tags["mlflow_anf.data.digest"] == snap.digest
-    assert tags["mlflow_anf.data.ref"] == snap.ref
-    assert tags["mlflow_anf.data.created"] == snap.created.isoformat()
+    assert tags["mlflow_anf.snapshot.data.snapshot_id"] == "train-v1"
+    assert tags["mlflow_anf.snapshot.data.name"] == "train-v1"
+    assert tags["mlflow_anf.snapshot.data.provider"] == "local"
+    assert tags["mlflow_anf.snapshot.data.volume"] == str(volume.resolve())
+    assert tags["mlflow_anf.snapshot.data.digest"] == snap.digest
+    assert tags["mlflow_anf.snapshot.data.ref"] == snap.ref
+    assert tags["mlflow_anf.snapshot.data.created"] == snap.created.isoformat()
 
     [dataset_input] = run.inputs.dataset_inputs
     dataset = dataset_input.dataset
@@ -105,7 +105,7 @@ def test_model_snapshot_only_sets_tags(
     snap = provider.create(str(volume), "ckpt")
     log_snapshot(snap, "model", run_id=run_id)
     run = tracking.get_run(run_id)
-    assert run.data.tags["mlflow_anf.model.name"] == "ckpt"
+    assert run.data.tags["mlflow_anf.snapshot.model.name"] == "ckpt"
     assert run.inputs.dataset_inputs == []
 
 
@@ -151,7 +151,7 @@ def test_snapshot_and_log_labels_the_snapshot_with_the_run(
         LABEL_ROLE: "data",
     }
     assert provider.list(str(volume), labels={LABEL_RUN_ID: run_id}) == [snap]
-    assert run.data.tags["mlflow_anf.data.digest"] == snap.digest
+    assert run.data.tags["mlflow_anf.snapshot.data.digest"] == snap.digest
     assert len(run.inputs.dataset_inputs) == 1
 
 
@@ -176,8 +176,8 @@ def test_get_run_snapshots_parses_tags_back(
     assert refs["data"] == SnapshotRef.from_snapshot(data, "data")
     assert refs["model"].ref == model.ref and refs["model"].created == model.created
 
-    tracking.delete_tag(run_id, "mlflow_anf.model.volume")
-    with pytest.raises(SnapshotError, match="missing mlflow_anf.model.volume"):
+    tracking.delete_tag(run_id, "mlflow_anf.snapshot.model.volume")
+    with pytest.raises(SnapshotError, match="missing mlflow_anf.snapshot.model.volume"):
         get_run_snapshots(run_id)
 
 

@@ -114,7 +114,7 @@ def test_sigterm_to_the_trainer_ends_the_run_killed_with_exit_143(tiny_data: Pat
     run = _only_run(tracking_uri)
     assert run.info.status == "KILLED"
     assert not (out / "model").exists()  # a stopped run exports no model
-    assert "mlflow_anf.model.name" not in run.data.tags  # ... and takes no model snapshot
+    assert "mlflow_anf.snapshot.model.name" not in run.data.tags  # ... and takes no model snapshot
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])

@@ -30,6 +30,12 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    TAG_LAUNCHER_ERROR,
+    TAG_LAUNCHER_EXIT_CODE,
+    TAG_LAUNCHER_PREFIX,
+    clip,
+)
 from mlflow_anf.backend.render import LAUNCHER_LOG_ARTIFACT, SECRET_ENV_LIST
 from mlflow_anf.secrets import redact_text
 
@@ -45,7 +51,7 @@ DEFAULT_HOSTFILE = "/etc/mpi/hostfile"
 # Variables OpenMPI's mpirun must forward explicitly (-x); hydra (MPICH/Intel) and horovodrun forward everything.
 _FORWARD_PREFIXES = ("MLFLOW_", "NCCL_", "HOROVOD_", "CUDA_", "PYTORCH_", "TORCH_", "OMP_", "AZURE_", "KUBERNETES_")
 _FORWARD_NAMES = ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "TZ")
-TAG_PREFIX = "mlflow_anf.launcher."
+TAG_PREFIX = TAG_LAUNCHER_PREFIX
 EXIT_NO_LAUNCHER = 127
 EXIT_BAD_HOSTFILE = 2
 EXIT_SNAPSHOT_FAILED = 3
@@ -292,9 +298,9 @@ def run_launcher(
             error = redact(f"model snapshot of {opts.model_snapshot} failed: {exc}")
             out.write(f"[mlflow-anf launcher] {error}\n")
             rc, status = EXIT_SNAPSHOT_FAILED, "FAILED"
-    tags = {TAG_PREFIX + "exit_code": str(rc)}
+    tags = {TAG_LAUNCHER_EXIT_CODE: str(rc)}
     if error:
-        tags[TAG_PREFIX + "error"] = error[:5000]
+        tags[TAG_LAUNCHER_ERROR] = clip(error)
     try:
         for key, value in tags.items():
             client.set_tag(run_id, key, value)

@@ -25,15 +25,25 @@ from urllib.parse import urlsplit
 from mlflow.exceptions import ExecutionException
 from mlflow.projects.backend.abstract_backend import AbstractBackend
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    ARTIFACT_BACKEND_CONFIG,
+    ARTIFACT_MPIJOB,
+    TAG_BACKEND_CONFIG,
+    TAG_BACKEND_ERROR,
+    TAG_BACKEND_IMAGE,
+    TAG_BACKEND_JOB,
+    TAG_BACKEND_PREFIX,
+    TAG_VALUE_MAX,
+    clip,
+)
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
 from mlflow_anf.backend.render import GROUP, PLURAL, VERSION, JobRequest, job_name_for, render_mpijob
 from mlflow_anf.secrets import redact, redact_text, secret_in_value
 
 log = logging.getLogger(__name__)
 
-TAG_PREFIX = "mlflow_anf.backend."
+TAG_PREFIX = TAG_BACKEND_PREFIX
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-_MAX_TAG_CHARS = 5000  # MLflow's smallest tag value limit across its stores
 
 
 def pod_tracking_uri(config: MPIJobBackendConfig, client_uri: str) -> str:
@@ -200,15 +210,15 @@ class MPIJobBackend(AbstractBackend):
         try:
             # MLflow tags the backend only after run() returns, which it does not when waiting ends in failure
             client.set_tag(run_id, "mlflow.project.backend", "mpijob")
-            client.set_tag(run_id, TAG_PREFIX + "mpijob", f"{config.namespace}/{name}")
-            client.set_tag(run_id, TAG_PREFIX + "image", config.image)
+            client.set_tag(run_id, TAG_BACKEND_JOB, f"{config.namespace}/{name}")
+            client.set_tag(run_id, TAG_BACKEND_IMAGE, config.image)
             # the config refuses plain secrets; redacting what is recorded as well costs nothing
             public = json.dumps(redact(config.public_dict()), sort_keys=True)
-            client.log_text(run_id, public, "mlflow_anf/backend-config.json")
+            client.log_text(run_id, public, ARTIFACT_BACKEND_CONFIG)
             # whole JSON or nothing in the tag (a truncated one would not parse); the artifact always has it
-            if len(public) <= _MAX_TAG_CHARS:
-                client.set_tag(run_id, TAG_PREFIX + "config", public)
-            client.log_dict(run_id, redact(manifest), "mlflow_anf/mpijob.yaml")
+            if len(public) <= TAG_VALUE_MAX:
+                client.set_tag(run_id, TAG_BACKEND_CONFIG, public)
+            client.log_dict(run_id, redact(manifest), ARTIFACT_MPIJOB)
             if config.snapshot.data:
                 from mlflow_anf.tracking import snapshot_and_log
 
@@ -260,7 +270,7 @@ class MPIJobBackend(AbstractBackend):
     @staticmethod
     def _fail_run(client: Any, run_id: str, reason: str) -> None:
         try:
-            client.set_tag(run_id, TAG_PREFIX + "error", reason[:5000])
+            client.set_tag(run_id, TAG_BACKEND_ERROR, clip(reason))
             client.set_terminated(run_id, "FAILED")
         except Exception as exc:  # noqa: BLE001 - report the original failure, not this one
             log.warning("could not mark run %s FAILED: %s", run_id, exc)

@@ -16,6 +16,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    ANNOTATION_PROJECT,
+    ANNOTATION_TRACKING_URI,
+    ARTIFACT_LAUNCHER_LOG,
+    LABEL_ENTRY_POINT,
+    LABEL_EXPERIMENT_ID,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    MANAGED_BY,
+    ROLE_DATA,
+)
 from mlflow_anf.backend.config import RUN_SUFFIX_LEN, MPIJobBackendConfig
 
 API_VERSION = "kubeflow.org/v2beta1"
@@ -24,19 +36,12 @@ PLURAL = "mpijobs"
 GROUP = "kubeflow.org"
 VERSION = "v2beta1"
 
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "mlflow-anf"
-LABEL_RUN_ID = "mlflow-anf.io/run-id"
-LABEL_EXPERIMENT_ID = "mlflow-anf.io/experiment-id"
-LABEL_ENTRY_POINT = "mlflow-anf.io/entry-point"
-ANNOTATION_TRACKING_URI = "mlflow-anf.io/tracking-uri"
-ANNOTATION_PROJECT = "mlflow-anf.io/project"
 
 # Labels the MPI operator puts on the pods it creates (pkg/apis/kubeflow/v2beta1/constants.go).
 OPERATOR_JOB_NAME_LABEL = "training.kubeflow.org/job-name"
 OPERATOR_JOB_ROLE_LABEL = "training.kubeflow.org/job-role"
 
-LAUNCHER_LOG_ARTIFACT = "launcher.log"
+LAUNCHER_LOG_ARTIFACT = ARTIFACT_LAUNCHER_LOG
 SECRET_ENV_LIST = "MLFLOW_ANF_SECRET_ENV"
 WORKER_COMMAND = ["/usr/sbin/sshd", "-De"]
 DEFAULT_RUNAI_SCHEDULER = "runai-scheduler"
@@ -246,8 +251,8 @@ def render_manifests(config: MPIJobBackendConfig, req: JobRequest, name: str | N
 
     out: list[dict[str, Any]] = []
     if config.snapshot.data and config.data_pvc:
-        labels = {LABEL_MANAGED_BY: MANAGED_BY, "mlflow-anf/run-id": req.run_id,
-                  "mlflow-anf/experiment-id": _label_value(str(req.experiment_id)), "mlflow-anf/role": "data"}
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN_ID: req.run_id,
+                  LABEL_EXPERIMENT_ID: _label_value(str(req.experiment_id)), LABEL_ROLE: ROLE_DATA}
         out.append(render_volume_snapshot(data_snapshot_name(config, req.run_id), config.namespace, config.data_pvc,
                                           config.snapshot.snapshot_class, labels=labels))
     out.append(render_mpijob(config, req, name))

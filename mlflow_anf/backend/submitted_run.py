@@ -22,13 +22,18 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import ExecutionException
 from mlflow.projects.submitted_run import SubmittedRun
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    TAG_BACKEND_CONDITION,
+    TAG_BACKEND_JOB,
+    clip,
+)
 from mlflow_anf.backend.render import GROUP, KIND, OPERATOR_JOB_NAME_LABEL, OPERATOR_JOB_ROLE_LABEL, PLURAL, VERSION
 from mlflow_anf.k8s import KubeApiError, RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-TAG_JOB = "mlflow_anf.backend.mpijob"
-TAG_CONDITION = "mlflow_anf.backend.condition"
+TAG_JOB = TAG_BACKEND_JOB
+TAG_CONDITION = TAG_BACKEND_CONDITION
 
 
 class MPIJobSubmitTimeout(ExecutionException):
@@ -355,7 +360,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         try:
             current = client.get_run(self._run_id).info.status
             if cond is not None:
-                client.set_tag(self._run_id, TAG_CONDITION, describe_condition(cond)[:5000])
+                client.set_tag(self._run_id, TAG_CONDITION, clip(describe_condition(cond)))
             if not RunStatus.is_terminated(RunStatus.from_string(current)):
                 client.set_terminated(self._run_id, status)
         except Exception as exc:  # noqa: BLE001 - never hide the job's outcome behind a tracking hiccup

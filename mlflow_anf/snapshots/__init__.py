@@ -22,7 +22,9 @@ from pydantic import BaseModel, ValidationError
 
 from mlflow_anf.snapshots.base import (
     InvalidSnapshotName,
+    ProviderTraits,
     Snapshot,
+    SnapshotInputError,
     SnapshotError,
     SnapshotExists,
     SnapshotLimitExceeded,
@@ -43,7 +45,7 @@ _PROVIDERS: dict[str, str] = {
 }
 
 
-class ProviderConfigError(SnapshotError, ValueError):
+class ProviderConfigError(SnapshotInputError):
     """Unknown provider, unknown option or an option value its ``Config`` model rejects."""
 
 
@@ -103,6 +105,17 @@ def build_provider_config(cls: type, options: Mapping[str, Any], *, provider: st
         raise ProviderConfigError(f"provider {label!r}: {problems}") from None
 
 
+def traits_for(name: str) -> type[ProviderTraits]:
+    """What callers may ask of provider *name* (:class:`ProviderTraits`) without building one.
+
+    An unregistered name (a URI naming a provider this installation lacks) gets the defaults: a remote provider.
+    """
+    if name not in _PROVIDERS:
+        return ProviderTraits
+    cls = provider_class(name)
+    return cls if isinstance(cls, type) and issubclass(cls, ProviderTraits) else ProviderTraits
+
+
 def get_provider(name: str, **options: Any) -> SnapshotProvider:
     """Build the provider registered as *name* from keyword options validated by its ``Config``."""
     cls = provider_class(name)
@@ -112,9 +125,11 @@ def get_provider(name: str, **options: Any) -> SnapshotProvider:
 __all__ = [
     "InvalidSnapshotName",
     "ProviderConfigError",
+    "ProviderTraits",
     "Snapshot",
     "SnapshotError",
     "SnapshotExists",
+    "SnapshotInputError",
     "SnapshotLimitExceeded",
     "SnapshotNotFound",
     "SnapshotProvider",
@@ -127,5 +142,6 @@ __all__ = [
     "get_provider",
     "provider_class",
     "register_provider",
+    "traits_for",
     "validate_snapshot_name",
 ]

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mlflow_anf.snapshots import ProviderConfigError
 from mlflow_anf.snapshots.base import (
     InvalidSnapshotName,
+    ProviderTraits,
     Snapshot,
     SnapshotError,
     SnapshotLimitExceeded,
@@ -418,8 +419,14 @@ def _gib(n: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- provider
-class AnfSnapshotProvider:
+class AnfSnapshotProvider(ProviderTraits):
     """Snapshots of Azure NetApp Files volumes, plus restore, revert and service-level change."""
+
+    mount_hint: ClassVar[str] = (
+        "a volume restored from the snapshot must be mounted before it can be trained on; run `mlflow-anf reproduce "
+        "RUN --restore-only`, mount the new volume, then `mlflow-anf reproduce RUN --restored POOL/VOLUME "
+        "-P <data param>=<mount path>`"
+    )
 
     name: ClassVar[str] = "anf"
     supports_labels: ClassVar[bool] = False  # ARM snapshot resources have no tags; MLflow tags keep the link

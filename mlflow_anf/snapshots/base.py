@@ -8,9 +8,11 @@ This module knows nothing of MLflow or Kubernetes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +26,14 @@ class SnapshotError(Exception):
     """Base class of every error a provider raises on purpose."""
 
 
-class InvalidSnapshotName(SnapshotError, ValueError):
+class SnapshotInputError(SnapshotError, ValueError):
+    """The one input-error type: a name, volume id, URI, option or path given to mlflow-anf that it refuses.
+
+    The message names the field (or URI part, option, file) and what is wrong, never a secret value.
+    """
+
+
+class InvalidSnapshotName(SnapshotInputError):
     pass
 
 
@@ -94,6 +103,92 @@ class VerifyResult(BaseModel):
     problems: list[str] = Field(default_factory=list)
 
 
+# DNS-1123-compatible names and the wider names ANF, ONTAP and Trident give snapshots on the storage side.
+_STORAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+def validate_storage_name(name: str, field: str = "name") -> str:
+    """*name* if it is a storage-side snapshot name (letters, digits, ``-``, ``_``, ``.``), else raise naming *field*."""
+    if not isinstance(name, str) or not _STORAGE_NAME_RE.match(name):
+        raise InvalidSnapshotName(
+            f"{field}: {name!r} is not a valid snapshot name (letters, digits, '-', '_' and '.', starting with a "
+            "letter or digit, at most 255 characters)"
+        )
+    return name
+
+
+class ProviderTraits:
+    """What callers outside :mod:`mlflow_anf.snapshots` may ask of a provider *class*, without building one.
+
+    Every branch on a provider's name that used to sit in reproduce, the artifact repository, the dataset source or
+    training is one of these questions. The defaults describe a remote provider whose snapshots are volumes on some
+    storage system (csi, anf, a third-party provider); the local provider overrides what differs. Get the class of a
+    registered provider with :func:`mlflow_anf.snapshots.provider_class` and ask it.
+    """
+
+    name: ClassVar[str]
+    #: whether snapshots can carry labels (ANF snapshots cannot: the ARM resource has no tags)
+    supports_labels: ClassVar[bool] = True
+    #: whether a volume restored from a snapshot must be mounted (by a pod, on a host) before a process can read it;
+    #: False: the restored volume is a directory on this machine (local)
+    restore_needs_mount: ClassVar[bool] = True
+    #: what to tell a user who wants to train on a restored volume through MLflow's local backend
+    mount_hint: ClassVar[str] = "mount the restored volume, then name the mount path in the run's data parameter"
+
+    @classmethod
+    def check_volume(cls, volume: str, field: str = "volume") -> str:
+        """*volume* if it is a volume id this provider can name, else :class:`SnapshotInputError` naming *field*."""
+        if not isinstance(volume, str) or not volume.strip() or "\x00" in volume:
+            raise SnapshotInputError(f"{field}: a non-empty volume id is required")
+        return volume
+
+    @classmethod
+    def check_name(cls, name: str, field: str = "snapshot") -> str:
+        """*name* if this provider could have given a snapshot that name."""
+        return validate_storage_name(name, field)
+
+    @classmethod
+    def storage_dir(cls, snapshot: Snapshot) -> str | None:
+        """The snapshot's directory under the volume's ``.snapshot/`` when it is not the snapshot's name."""
+        return None
+
+    @classmethod
+    def local_root(cls, volume: str) -> Path | None:
+        """Where *volume*'s files are on this machine without any mount table (local: the directory itself)."""
+        return None
+
+    @classmethod
+    def local_path(cls, snapshot: Snapshot) -> str | None:
+        """A directory on this machine holding the snapshot's files, where the provider knows one."""
+        return None
+
+    @classmethod
+    def refers_to(cls, value: str, volume: str, *, base: Path) -> bool:
+        """Whether the run parameter *value* names *volume* (relative paths are taken from *base*)."""
+        return value == volume
+
+    @classmethod
+    def param_value(cls, value: str, volume: str, restored: str) -> str:
+        """What a parameter that named *volume* as *value* names after the restore into *restored*."""
+        return restored
+
+    @classmethod
+    def restore_scope(cls, volume: str) -> str | None:
+        """The scope a restore of a snapshot of *volume* must stay in (csi: the namespace), if any."""
+        return None
+
+    @classmethod
+    def default_restore_target(cls, volume: str, workdir: Path) -> str:
+        """Where ``reproduce`` restores a snapshot of *volume* when no target is given: a new, unique name."""
+        base = volume.rsplit("/", 1)[-1]
+        return f"{base[:40].rstrip('-.')}-repro-{secrets.token_hex(3)}"
+
+
+def volume_matcher(traits: type[ProviderTraits], volume: str, base: Path) -> Callable[[str], bool]:
+    """A predicate: does a parameter value name *volume* (see :meth:`ProviderTraits.refers_to`)."""
+    return lambda value: traits.refers_to(value, volume, base=base)
+
+
 @runtime_checkable
 class SnapshotProvider(Protocol):
     """What every provider implements. Methods raise :class:`SnapshotError` subclasses with clear messages."""
@@ -110,8 +205,13 @@ class SnapshotProvider(Protocol):
 
     def get(self, volume: str, name: str) -> Snapshot: ...
 
-    def restore(self, snapshot: Snapshot, target: str, **options: Any) -> str:
-        """Materialise *snapshot* as a new volume *target*; returns the new volume id."""
+    def restore(self, snapshot: Snapshot, target: str, *, wait: bool = False,
+                timeout_s: float | None = None) -> str:
+        """Materialise *snapshot* as a new volume *target*; returns the new volume id.
+
+        ``wait``: return only when the new volume is usable (csi: the PVC is Bound; anf: the volume succeeded),
+        within ``timeout_s`` (the provider's configured timeout when ``None``).
+        """
         ...
 
     def delete(self, volume: str, name: str) -> None: ...

@@ -26,6 +26,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
+    ANNOTATION_CREATED_AT,
+    ANNOTATION_RESTORED_FROM,
+    ANNOTATION_SOURCE_PVC,
+    ANNOTATION_SOURCE_STORAGE_CLASS,
+    LABEL_EXPERIMENT_ID,
+    LABEL_ROLE,
+    LABEL_RUN_ID,
+    LABEL_SOURCE_PVC,
+    MANAGED_BY,
+)
 from mlflow_anf.k8s import (
     SERVICE_ACCOUNT_DIR,
     KubeApiError,
@@ -47,6 +58,7 @@ from mlflow_anf.k8s import (
     validate_label_key,
 )
 from mlflow_anf.snapshots.base import (
+    ProviderTraits,
     Snapshot,
     SnapshotError,
     SnapshotExists,
@@ -54,8 +66,10 @@ from mlflow_anf.snapshots.base import (
     SnapshotNotFound,
     SnapshotTimeout,
     SnapshotVerificationError,
+    SnapshotInputError,
     VerifyResult,
     validate_snapshot_name,
+    validate_storage_name,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -71,15 +85,6 @@ CONTENTS = "volumesnapshotcontents"
 CLASSES = "volumesnapshotclasses"
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "mlflow-anf"
-LABEL_RUN_ID = "mlflow-anf/run-id"
-LABEL_EXPERIMENT_ID = "mlflow-anf/experiment-id"
-LABEL_ROLE = "mlflow-anf/role"
-LABEL_SOURCE_PVC = "mlflow-anf/source-pvc"
-ANNOTATION_CREATED_AT = "mlflow-anf/created-at"
-ANNOTATION_SOURCE_PVC = "mlflow-anf/source-pvc"
-ANNOTATION_SOURCE_STORAGE_CLASS = "mlflow-anf/source-storage-class"
-ANNOTATION_RESTORED_FROM = "mlflow-anf/restored-from"
 DEFAULT_CLASS_ANNOTATION = "snapshot.storage.kubernetes.io/is-default-class"
 PROVISIONER_ANNOTATIONS = ("volume.kubernetes.io/storage-provisioner", "volume.beta.kubernetes.io/storage-provisioner")
 ANF_MAX_SNAPSHOTS_PER_VOLUME = 255
@@ -264,12 +269,41 @@ def _age_key(obj: Mapping[str, Any]) -> tuple[datetime, datetime, str]:
 # the provider
 
 
-class CsiSnapshotProvider:
+class CsiSnapshotProvider(ProviderTraits):
     """Snapshots of PVCs as CSI ``VolumeSnapshot`` objects. See the module docstring."""
 
     name: ClassVar[str] = "csi"
     supports_labels: ClassVar[bool] = True
     Config: ClassVar[type[CsiConfig]] = CsiConfig
+    mount_hint: ClassVar[str] = (
+        "a restored PVC must be mounted by a pod; reproduce it with --backend mpijob --backend-config ..."
+    )
+
+    # ---- traits (see ProviderTraits): what callers may ask without building a provider
+    @classmethod
+    def storage_dir(cls, snapshot: Snapshot) -> str | None:
+        """The last part of the VolumeSnapshotContent's ``snapshotHandle`` (Trident: ``snapshot-<uid>``)."""
+        handle = snapshot.details.get("snapshot_handle")
+        if not handle:
+            raise SnapshotInputError(
+                f"snapshot {snapshot.ref}: details.snapshot_handle is missing (is the VolumeSnapshot ready?); without "
+                "it the snapshot's directory on the volume is unknown"
+            )
+        leaf = str(handle).rstrip("/").rsplit("/", 1)[-1]
+        return None if leaf == snapshot.name else validate_storage_name(leaf, "details.snapshot_handle")
+
+    @classmethod
+    def refers_to(cls, value: str, volume: str, *, base: Path) -> bool:
+        """A parameter names a PVC as ``namespace/pvc`` or as the bare PVC name."""
+        return value in (volume, volume.rpartition("/")[2])
+
+    @classmethod
+    def param_value(cls, value: str, volume: str, restored: str) -> str:
+        return restored.rpartition("/")[2] if "/" not in value else restored
+
+    @classmethod
+    def restore_scope(cls, volume: str) -> str | None:
+        return volume.rpartition("/")[0] or None
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlflow_anf.snapshots.base import (
     InvalidSnapshotName,
+    ProviderTraits,
+    SnapshotInputError,
     Snapshot,
     SnapshotError,
     SnapshotExists,
@@ -361,11 +363,46 @@ def _force_rmtree(path: Path) -> None:
             shutil.rmtree(path)
 
 
-class LocalSnapshotProvider:
+class LocalSnapshotProvider(ProviderTraits):
     """Snapshots of local directories (see the module docstring for layout, immutability and atomicity)."""
 
     name: ClassVar[str] = "local"
     supports_labels: ClassVar[bool] = True
+    restore_needs_mount: ClassVar[bool] = False  # a restore is a directory on this machine
+
+    # ---- traits (see ProviderTraits): what callers may ask without building a provider
+    @classmethod
+    def check_volume(cls, volume: str, field: str = "volume") -> str:
+        super().check_volume(volume, field)
+        if not volume.startswith("/"):
+            raise SnapshotInputError(f"{field}: {volume!r} must be an absolute directory for the local provider")
+        return volume
+
+    @classmethod
+    def check_name(cls, name: str, field: str = "snapshot") -> str:
+        return validate_snapshot_name(name, field)  # the local provider only ever creates DNS-1123 names
+
+    @classmethod
+    def local_root(cls, volume: str) -> Path | None:
+        return Path(volume)
+
+    @classmethod
+    def local_path(cls, snapshot: Snapshot) -> str | None:
+        path = snapshot.details.get("path")
+        return str(path) if path else None
+
+    @classmethod
+    def refers_to(cls, value: str, volume: str, *, base: Path) -> bool:
+        if not value or "://" in value:
+            return False
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        return os.path.normpath(path.resolve()) == os.path.normpath(Path(volume).resolve())
+
+    @classmethod
+    def default_restore_target(cls, volume: str, workdir: Path) -> str:
+        return str(workdir / "data")
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)

@@ -509,9 +509,10 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
             # -- provenance for `mlflow-anf reproduce` (mlflow_anf.provenance): code version, image, seeds,
             # -- package versions; MLFLOW_ANF_DIRTY_TREE=refuse stops here on uncommitted code
             from mlflow_anf.provenance import log_provenance
+            from mlflow_anf.vocabulary import TAG_WORLD_SIZE
 
             log_provenance(run_id, entry_point="train", code_path=__file__, provider_options=cfg.snapshot_options)
-            mlflow.set_tags({"lanedet.entry_point": "train", "mlflow_anf.world_size": str(world_size())})
+            mlflow.set_tags({"lanedet.entry_point": "train", TAG_WORLD_SIZE: str(world_size())})
             if plan.provider is not None:
                 data_volume, _ = _volumes(cfg)
                 snap = _snapshot(plan.provider, "data", data_volume, run_id)
@@ -563,7 +564,7 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
                 _log_overlays(module, dm, cfg)
             if plan.provider is not None:
                 _, model_volume = _volumes(cfg)
-                # the model inside the snapshot is loadable from the run's mlflow_anf.model.artifact_uri tag
+                # the model inside the snapshot is loadable from the run's mlflow_anf.snapshot.model.artifact_uri tag
                 inside = "model" if cfg.snapshot_provider == "local" else cfg.snapshot_options.get("model_path")
                 snap = _snapshot(plan.provider, "model", model_volume, result["run_id"], artifact_path=inside)
                 log.info("model snapshot %s", snap.ref)
