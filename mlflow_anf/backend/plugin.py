@@ -43,6 +43,8 @@ from mlflow_anf.secrets import redact, redact_text, secret_in_value
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = TAG_BACKEND_PREFIX
+#: The snapshot provider the backend uses: the job's volumes are PVCs, snapshotted as CSI VolumeSnapshots.
+SNAPSHOT_PROVIDER = "csi"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
@@ -85,7 +87,17 @@ def csi_provider(config: MPIJobBackendConfig) -> Any:
         options["kubeconfig"] = config.kubeconfig
     if config.kube_context:
         options["context"] = config.kube_context
-    return get_provider("csi", **options)
+    return get_provider(SNAPSHOT_PROVIDER, **options)
+
+
+def snapshot_provider(config: MPIJobBackendConfig | Mapping[str, Any], provider: str) -> Any | None:
+    """The provider this backend would use for snapshots of *provider*, reaching the cluster as the backend does;
+    ``None`` when the backend does not take that provider's snapshots (reproduce then configures one itself)."""
+    if provider != SNAPSHOT_PROVIDER:
+        return None
+    if not isinstance(config, MPIJobBackendConfig):
+        config = load_backend_config(dict(config))
+    return csi_provider(config)
 
 
 def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, Any], version: str | None = None,
