@@ -249,8 +249,6 @@ def run_launcher(
     child = child or LaunchedProcess()
     workdir = tempfile.mkdtemp(prefix="mlflow-anf-launcher-")
     log_path = Path(workdir) / opts.log_artifact
-    rc: int
-    error: str | None = None
     with open(log_path, "w", encoding="utf-8") as log:
         def say(msg: str) -> None:
             line = redact(f"[mlflow-anf launcher] {msg}\n")
@@ -259,33 +257,50 @@ def run_launcher(
             log.write(line)
             log.flush()
 
-        try:
-            hostfile = hostfile_path(opts, env)
-            hosts = read_hostfile(hostfile)
-            cmd = build_command(opts, hosts, hostfile, env, secrets)
-            exe = shutil.which(cmd[0], path=env.get("PATH"))
-            if exe is None:
-                raise LauncherError(f"{cmd[0]} not found on PATH; is it installed in the image?")
-            say(f"run {run_id}: {opts.processes} processes on {len(hosts)} hosts with {opts.launcher}")
-            say("command: " + shlex.join(cmd))
-            if child.killed:
-                raise LauncherError("terminated before the command started")
-            child.proc = subprocess.Popen(
-                [exe, *cmd[1:]], env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, errors="replace", start_new_session=True,
-            )
-            if child.killed:  # a SIGTERM between the check above and Popen
-                child.terminate()
-            _tee(child.proc, (out, log), redact)
-            raw_rc = child.proc.wait()
-            rc = 128 + (-raw_rc) if raw_rc < 0 else raw_rc
-            say(f"exit code {rc}" + (" (terminated)" if child.killed else ""))
-        except LauncherError as exc:
-            error = str(exc)
-            say(f"error: {error}")
-            rc = EXIT_NO_LAUNCHER if "not found on PATH" in error else EXIT_BAD_HOSTFILE
+        rc, error = _run_command(opts, env, run_id, child, say, (out, log), redact, secrets, cwd)
     status = "KILLED" if child.killed else ("FINISHED" if rc == 0 else "FAILED")
+    rc = _close_run(opts, env, run_id, client, child, rc, status, error, log_path, out, redact, snapshot_model)
+    out.flush()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return rc
 
+
+def _run_command(opts: LauncherOptions, env: Mapping[str, str], run_id: str, child: LaunchedProcess,
+                 say: Callable[[str], None], sinks: tuple[TextIO, TextIO], redact: Redactor, secrets: Any,
+                 cwd: str | None) -> tuple[int, str | None]:
+    """Start the launch command on all ranks and tee its output; returns (exit code, error or None)."""
+    try:
+        hostfile = hostfile_path(opts, env)
+        hosts = read_hostfile(hostfile)
+        cmd = build_command(opts, hosts, hostfile, env, secrets)
+        exe = shutil.which(cmd[0], path=env.get("PATH"))
+        if exe is None:
+            raise LauncherError(f"{cmd[0]} not found on PATH; is it installed in the image?")
+        say(f"run {run_id}: {opts.processes} processes on {len(hosts)} hosts with {opts.launcher}")
+        say("command: " + shlex.join(cmd))
+        if child.killed:
+            raise LauncherError("terminated before the command started")
+        child.proc = subprocess.Popen(
+            [exe, *cmd[1:]], env=dict(env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, errors="replace", start_new_session=True,
+        )
+        if child.killed:  # a SIGTERM between the check above and Popen
+            child.terminate()
+        _tee(child.proc, sinks, redact)
+        raw_rc = child.proc.wait()
+        rc = 128 + (-raw_rc) if raw_rc < 0 else raw_rc
+        say(f"exit code {rc}" + (" (terminated)" if child.killed else ""))
+        return rc, None
+    except LauncherError as exc:
+        error = str(exc)
+        say(f"error: {error}")
+        return (EXIT_NO_LAUNCHER if "not found on PATH" in error else EXIT_BAD_HOSTFILE), error
+
+
+def _close_run(opts: LauncherOptions, env: Mapping[str, str], run_id: str, client: Any, child: LaunchedProcess,
+               rc: int, status: str, error: str | None, log_path: Path, out: TextIO, redact: Redactor,
+               snapshot_model: Callable[[LauncherOptions, Mapping[str, str], str, Any], Any] | None) -> int:
+    """Upload the log, snapshot the model after a success, tag and end the run; returns the final exit code."""
     try:
         client.log_artifact(run_id, str(log_path))
     except Exception as exc:  # the log is precious but must not change the run's outcome
@@ -308,8 +323,6 @@ def run_launcher(
     except Exception as exc:
         out.write(redact(f"[mlflow-anf launcher] could not set the run status to {status}: {exc}\n"))
         rc = rc or 1
-    out.flush()
-    shutil.rmtree(workdir, ignore_errors=True)
     return rc
 
 
