@@ -348,6 +348,10 @@ def test_restore_takes_the_protocol_keywords(emu):
             p.restore(snap, "never", timeout_s=bad)
     with pytest.raises(TypeError):
         p.restore(snap, "never", colour="blue")  # no catch-all **options any more
+    with pytest.raises(AnfInputError, match="timeout_s"):
+        p.revert("data", "golden", confirm="data", timeout_s=0)
+    with pytest.raises(AnfInputError, match="timeout_s"):
+        p.change_service_level("data", "standard", timeout_s=-1)
     assert emu.requests == []
 
 

@@ -249,13 +249,15 @@ class AnfSnapshotProvider(ProviderTraits):
         """See :meth:`AnfVolumes.plan_revert`."""
         return self.volumes.plan_revert(volume, snapshot)
 
-    def revert(self, volume: str, snapshot: str, *, confirm: str | None, wait: bool = True) -> RevertPlan:
+    def revert(self, volume: str, snapshot: str, *, confirm: str | None, wait: bool = True,
+               timeout_s: float | None = None) -> RevertPlan:
         """See :meth:`AnfVolumes.revert` (destructive; ``confirm`` must be the volume's name)."""
-        return self.volumes.revert(volume, snapshot, confirm=confirm, wait=wait)
+        return self.volumes.revert(volume, snapshot, confirm=confirm, wait=wait, timeout_s=timeout_s)
 
-    def change_service_level(self, volume: str, target_pool: str, *, wait: bool = True) -> PoolChangeResult:
+    def change_service_level(self, volume: str, target_pool: str, *, wait: bool = True,
+                             timeout_s: float | None = None) -> PoolChangeResult:
         """See :meth:`AnfVolumes.change_service_level`."""
-        return self.volumes.change_service_level(volume, target_pool, wait=wait)
+        return self.volumes.change_service_level(volume, target_pool, wait=wait, timeout_s=timeout_s)
 
     def describe_volume(self, volume: str) -> VolumeInfo:
         """See :meth:`AnfVolumes.describe_volume`."""

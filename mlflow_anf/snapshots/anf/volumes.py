@@ -109,7 +109,13 @@ def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / GIB:,.0f} GiB"
 
 
-def _newest_first_key(resource: Mapping[str, Any]) -> datetime:
+def _check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or timeout_s <= 0):
+        raise AnfInputError(f"timeout_s: must be a positive number of seconds, got {timeout_s!r}")
+
+
+def _created_key(resource: Mapping[str, Any]) -> datetime:
     return parse_time(props(resource).get("created")) or datetime.min.replace(tzinfo=timezone.utc)
 
 
@@ -179,9 +185,7 @@ class AnfVolumes:
         dest = new_volume_ref(target, self.config, pool=pool, default_pool=src.pool)
         if size_gib is not None and (isinstance(size_gib, bool) or not isinstance(size_gib, int) or size_gib <= 0):
             raise AnfInputError(f"size_gib: must be a positive whole number of GiB, got {size_gib!r}")
-        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-                                      or timeout_s <= 0):
-            raise AnfInputError(f"timeout_s: must be a positive number of seconds, got {timeout_s!r}")
+        _check_timeout(timeout_s)
         what = f"restore {snapshot_text(src, snapshot.name)} to new volume {dest.id}"
 
         snap = self.arm.get_snapshot(src, snapshot.name)
@@ -259,6 +263,7 @@ class AnfVolumes:
         request is sent. Returns the :class:`RevertPlan` of what was lost."""
         ref = self._ref(volume)
         validate_snapshot_name(snapshot, field="snapshot")
+        _check_timeout(timeout_s)
         if confirm not in (ref.volume, ref.id):
             raise RevertNotConfirmed(
                 f"revert anf:{ref.id} to {snapshot}: destructive; pass confirm={ref.volume!r} (the volume name) to "
@@ -284,6 +289,7 @@ class AnfVolumes:
         state, service level, encryption, cool access and unallocated capacity."""
         ref = self._ref(volume)
         check_pool_name(target_pool, "target_pool")
+        _check_timeout(timeout_s)
         what = f"move anf:{ref.id} to pool {target_pool!r}"
         if target_pool == ref.pool:
             raise AnfInputError(f"{what}: the volume is already in pool {target_pool!r}")
@@ -320,7 +326,7 @@ class AnfVolumes:
         vol = self.arm.get_volume(ref)
         p = props(vol)
         snaps = self.arm.list_snapshots(ref)
-        latest = max(snaps, key=_newest_first_key, default=None)
+        latest = max(snaps, key=_created_key, default=None)
         what = f"describe anf:{ref.id}"
         pool = self.arm.get_pool(ref.pool, what)
         pool_size = int(props(pool).get("size") or 0) or None
