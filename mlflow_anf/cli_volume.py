@@ -1,5 +1,8 @@
 """``mlflow-anf volume``: Azure NetApp Files volume operations (service level, revert, restore, show).
 
+A thin CLI over :class:`~mlflow_anf.snapshots.anf.AnfVolumes` (the provider's :attr:`volumes`); only ``restore`` also
+uses the snapshot provider, to look the snapshot up.
+
 Options mirror ``mlflow-anf snapshot`` (:mod:`mlflow_anf.cli`): ``--provider-config FILE`` (JSON or YAML mapping of
 :class:`~mlflow_anf.snapshots.anf.AnfConfig` fields), ``--option KEY=VALUE`` (repeatable, overrides the file), validated
 by the provider registry, whose errors name the option but never echo its value; ``--output/-o table|json``. Exit codes
@@ -104,7 +107,7 @@ def volume() -> None:
 def set_service_level(provider: AnfSnapshotProvider, output: str, volume_id: str, target_pool: str,
                       wait: bool) -> None:
     """Move VOLUME to the capacity pool TARGET_POOL (its service level changes; data stays, mounts keep working)."""
-    result = provider.change_service_level(volume_id, target_pool, wait=wait)
+    result = provider.volumes.change_service_level(volume_id, target_pool, wait=wait)
     gib = 1024**3
     text = (
         f"{'moved' if result.status == 'succeeded' else 'moving'} {result.volume} → {result.new_volume}: "
@@ -128,7 +131,7 @@ def revert(provider: AnfSnapshotProvider, output: str, volume_id: str, snapshot:
     from mlflow_anf.snapshots.anf import parse_volume_id
 
     ref = parse_volume_id(volume_id, provider.config)
-    plan = provider.plan_revert(volume_id, snapshot)
+    plan = provider.volumes.plan_revert(volume_id, snapshot)
     lost = plan.snapshots_lost
     lines = [
         f"reverting anf:{plan.volume} to {plan.snapshot} (taken {_fmt_time(plan.snapshot_created)}) destroys:",
@@ -149,7 +152,7 @@ def revert(provider: AnfSnapshotProvider, output: str, volume_id: str, snapshot:
             click.echo("\n".join(lines), err=True)
         click.echo(f"Error: {message}", err=True)
         click.get_current_context().exit(code)
-    done = provider.revert(volume_id, snapshot, confirm=confirm, wait=wait)
+    done = provider.volumes.revert(volume_id, snapshot, confirm=confirm, wait=wait)
     lines.append("reverted." if done.status == "succeeded" else "revert started.")
     _emit(output, {"revert": done.model_dump(mode="json")}, "\n".join(lines))
 
@@ -166,7 +169,7 @@ def restore(provider: AnfSnapshotProvider, output: str, snapshot: str, target: s
     """Create NEW_VOLUME from SNAPSHOT ('pool/volume@name'), copying the source volume's network and export setup."""
     volume_id, name = _parse_snapshot_ref(snapshot)
     snap = provider.get(volume_id, name)
-    new_id = provider.restore(snap, target, pool=pool, size_gib=size_gib, wait=wait)
+    new_id = provider.volumes.restore(snap, target, pool=pool, size_gib=size_gib, wait=wait)
     _emit(output, {"restored": {"snapshot": snap.ref, "volume": new_id, "waited": wait}},
           f"{'restored' if wait else 'restoring'} {snap.ref} → new volume {new_id}")
 
@@ -176,7 +179,7 @@ def restore(provider: AnfSnapshotProvider, output: str, snapshot: str, target: s
 @_command
 def show(provider: AnfSnapshotProvider, output: str, volume_id: str) -> None:
     """Show VOLUME: state, service level, quota, mount target, snapshots and its pool's free capacity."""
-    info = provider.describe_volume(volume_id)
+    info = provider.volumes.describe_volume(volume_id)
     gib = 1024**3
 
     def g(n: int | None) -> str:

@@ -118,6 +118,27 @@ def test_restore(emu, config_file):
     assert emu.volume(RG, ACCOUNT, "standard", "data-std")["properties"]["usageThreshold"] == 120 * GIB
 
 
+def test_restore_without_wait_only_starts(emu, config_file):
+    seed_snapshots(emu, "golden")
+    result = run(config_file, "restore", "data@golden", "--to", "later", "--no-wait")
+    assert result.exit_code == 0, result.stderr
+    assert "restoring anf:premium/data@golden → new volume premium/later" in result.stdout
+    assert emu.volume(RG, ACCOUNT, "premium", "later")["properties"]["provisioningState"] == "Creating"
+    assert emu.count("GET", "/operationStatuses/") == 0
+
+
+def test_snapshot_restore_command_waits_and_takes_no_verify(emu, config_file):
+    """`mlflow-anf snapshot restore --provider anf` still waits for the new volume; --no-verify no longer fails."""
+    seed_snapshots(emu, "golden")
+    args = ["snapshot", "restore", "--provider", "anf", "--provider-config", str(config_file), "--volume", "data",
+            "golden"]
+    for target, extra in (("copy", []), ("copy-unverified", ["--no-verify"])):
+        result = CliRunner().invoke(main, [*args, "--target", target, *extra])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        assert f"premium/{target}" in result.stdout
+        assert emu.volume(RG, ACCOUNT, "premium", target)["properties"]["provisioningState"] == "Succeeded"
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["restore", "data-golden", "--to", "x"], 2, "not 'pool/volume@snapshot'"),
     (["restore", "data@missing", "--to", "x"], 3, "no such snapshot"),

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 import traceback
-from pathlib import Path
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -17,20 +16,25 @@ from mlflow_anf.snapshots import ProviderConfigError, get_provider
 from mlflow_anf.snapshots.anf import (
     RESTORE_COPIED_PROPERTIES,
     AnfApiError,
+    AnfArm,
     AnfConfig,
     AnfInputError,
     AnfNotFound,
     AnfSnapshotProvider,
+    AnfVolumes,
     RevertNotConfirmed,
+    VolumeRef,
     parse_volume_id,
     volume_for_pv,
 )
+from mlflow_anf.snapshots.anf.volumes import pool_change_problems, restore_body
 from mlflow_anf.snapshots.base import (
     InvalidSnapshotName,
     SnapshotLimitExceeded,
     SnapshotNotFound,
     SnapshotProvider,
     SnapshotTimeout,
+    SnapshotVerificationError,
 )
 
 CANARY_TOKEN = "CANARY-token-5d41402abc4b2a76"
@@ -320,6 +324,97 @@ def test_restore_rejected_by_arm_is_reported(emu):
     assert emu.volume(RG, ACCOUNT, "premium", "small") is None
 
 
+def test_restore_takes_the_protocol_keywords(emu):
+    p = make(emu)
+    snap = p.create("data", "golden")
+    emu.clear_requests()
+    # wait=False: back as soon as ARM accepted the create; nothing polled, the new volume is still Creating
+    assert p.restore(snap, "quick", wait=False) == "premium/quick"
+    assert emu.count("GET", "/operationStatuses/") == 0
+    assert emu.volume(RG, ACCOUNT, "premium", "quick")["properties"]["provisioningState"] == "Creating"
+    # the default waits until ARM reports the volume Succeeded
+    p.restore(snap, "waited")
+    assert emu.volume(RG, ACCOUNT, "premium", "waited")["properties"]["provisioningState"] == "Succeeded"
+    # timeout_s bounds the wait instead of lro_timeout_s
+    emu.hang_operations = True
+    started = time.monotonic()
+    with pytest.raises(SnapshotTimeout, match="still running after timeout_s=0.3s"):
+        make(emu, lro_timeout_s=8).restore(snap, "slow", timeout_s=0.3)
+    assert time.monotonic() - started < 6
+    emu.hang_operations = False
+    emu.clear_requests()
+    for bad in (0, -1.5, "soon", True):
+        with pytest.raises(AnfInputError, match="timeout_s: must be a positive number"):
+            p.restore(snap, "never", timeout_s=bad)
+    with pytest.raises(TypeError):
+        p.restore(snap, "never", colour="blue")  # no catch-all **options any more
+    with pytest.raises(AnfInputError, match="timeout_s"):
+        p.revert("data", "golden", confirm="data", timeout_s=0)
+    with pytest.raises(AnfInputError, match="timeout_s"):
+        p.change_service_level("data", "standard", timeout_s=-1)
+    assert emu.requests == []
+
+
+def test_restore_refuses_a_snapshot_that_is_no_longer_the_recorded_one(emu):
+    p = make(emu)
+    snap = p.create("data", "golden")
+    p.delete("data", "golden")
+    p.create("data", "golden")  # same name, another snapshot (new GUID)
+    emu.clear_requests()
+    with pytest.raises(SnapshotVerificationError, match="deleted and re-created .*nothing was created"):
+        p.restore(snap, "stale")
+    moved = p.get("data", "golden").model_copy(update={"id": snap.id.replace("/volumes/data/", "/volumes/old/")})
+    with pytest.raises(SnapshotVerificationError, match="ARM resource id is now"):
+        p.restore(moved, "stale")
+    assert emu.writes() == [] and emu.volume(RG, ACCOUNT, "premium", "stale") is None
+    assert p.restore(snap, "stale", verify=False) == "premium/stale"  # the caller vouches for the name
+    assert p.verify(moved).problems and not p.verify(p.get("data", "golden")).problems
+
+
+def test_volume_administration_stands_alone(emu):
+    volumes = AnfVolumes(AnfArm(AnfConfig(**options(emu)), credential=StaticTokenCredential(CANARY_TOKEN)))
+    info = volumes.describe_volume("data")
+    assert (info.id, info.service_level, info.quota_bytes) == ("premium/data", "Premium", 100 * GIB)
+    snap = make(emu).create("data", "s1")
+    assert volumes.restore(snap, "copy", size_gib=120) == "premium/copy"
+    assert emu.volume(RG, ACCOUNT, "premium", "copy")["properties"]["usageThreshold"] == 120 * GIB
+    assert volumes.change_service_level("copy", "standard").new_volume == "standard/copy"
+    p = make(emu)
+    assert isinstance(p.volumes, AnfVolumes) and p.volumes.arm is p.arm and p.client is p.arm.client
+
+
+def test_restore_body_copies_cool_access_and_throughput_only_where_the_target_pool_takes_them():
+    source = {"location": "westeurope", "tags": {"team": "x"}, "properties": {
+        "subnetId": "/sub/net", "coolAccess": True, "coolnessPeriod": 7, "throughputMibps": 64.0,
+        "usageThreshold": 100 * GIB, "dataProtection": {"backup": {"backupEnabled": True}},
+        "volumeType": "DataProtection",
+    }}
+    snap, dest = {"id": "/x/snapshots/s"}, VolumeRef(pool="p", volume="v")
+    plain = restore_body(source, {"properties": {"serviceLevel": "Premium"}}, snap, dest, 200 * GIB,
+                         restored_from="p/d@s")
+    assert plain == {"location": "westeurope", "tags": {"team": "x", "mlflow-anf-restored-from": "p/d@s"},
+                     "properties": {"subnetId": "/sub/net", "creationToken": "v", "usageThreshold": 200 * GIB,
+                                    "serviceLevel": "Premium", "snapshotId": "/x/snapshots/s"}}
+    pool = {"properties": {"serviceLevel": "Standard", "coolAccess": True, "qosType": "Manual"}}
+    rich = restore_body({**source, "zones": ["2"]}, pool, snap, dest, 200 * GIB, restored_from="p/d@s")
+    assert {k: rich["properties"].get(k) for k in ("coolAccess", "coolnessPeriod", "throughputMibps")} == {
+        "coolAccess": True, "coolnessPeriod": 7, "throughputMibps": 64.0}
+    assert rich["zones"] == ["2"] and rich["properties"]["serviceLevel"] == "Standard"
+
+
+def test_pool_change_rules():
+    src, ok = {"serviceLevel": "Premium"}, {"serviceLevel": "Standard", "provisioningState": "Succeeded"}
+    assert pool_change_problems("premium", src, ok, {}, 100 * GIB, 100 * GIB) == []
+    assert pool_change_problems("premium", src, ok, {"coolAccess": True}, 0, 0) == [
+        "the volume uses cool access but the target pool does not allow it"]
+    manual = {**ok, "qosType": "Manual", "totalThroughputMibps": 100, "utilizedThroughputMibps": 90}
+    assert pool_change_problems("premium", src, manual, {"throughputMibps": 32.0}, 0, 0) == [
+        "target manual-QoS pool has 10 MiB/s unassigned, the volume has 32 MiB/s"]
+    assert pool_change_problems("premium", src, manual, {"throughputMibps": 10.0}, 0, 0) == []
+    assert pool_change_problems("premium", src, {**ok, "provisioningState": "Updating"}, {}, 0, 0) == [
+        "target pool is 'Updating', not 'Succeeded'"]
+
+
 # ------------------------------------------------------------------------------------------------ revert
 def test_revert_requires_exact_confirm_and_sends_nothing_without_it(emu):
     p = make(emu)
@@ -567,7 +662,8 @@ def test_volume_id_for_pv_resolves_in_the_account(emu):
 
 
 def test_importing_the_modules_loads_no_azure():
-    code = ("import sys, mlflow_anf.snapshots.anf, mlflow_anf.cli_volume; "
+    code = ("import sys, mlflow_anf.snapshots.anf, mlflow_anf.snapshots.anf.provider, "
+            "mlflow_anf.snapshots.anf.volumes, mlflow_anf.snapshots.anf.arm, mlflow_anf.cli_volume; "
             "bad = [m for m in sys.modules if m.startswith(('azure', 'msal'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
