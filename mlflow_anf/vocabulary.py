@@ -120,6 +120,9 @@ ANNOTATION_RESTORED_FROM = label("restored-from")
 ANNOTATION_TRACKING_URI = label("tracking-uri")
 ANNOTATION_PROJECT = label("project")
 
+#: Azure resource tag on a volume restored from a snapshot (ARM tag names allow no '/', so not a label key).
+ARM_TAG_RESTORED_FROM = "mlflow-anf-restored-from"
+
 # ------------------------------------------------------------------------------------ snapshot references
 SNAPSHOT_LEVEL = "snapshot"
 SNAPSHOT_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created", "artifact_uri")

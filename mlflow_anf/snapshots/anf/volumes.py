@@ -13,7 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mlflow_anf.snapshots.anf.arm import AnfArm, leaf, parse_time, props
-from mlflow_anf.snapshots.anf.errors import AnfInputError, AnfNotFound, RevertNotConfirmed
+from mlflow_anf.snapshots.anf.errors import (
+    AnfInputError,
+    AnfNotFound,
+    RevertNotConfirmed,
+)
 from mlflow_anf.snapshots.anf.names import (
     VolumeRef,
     check_pool_name,
@@ -23,14 +27,16 @@ from mlflow_anf.snapshots.anf.names import (
     snapshot_text,
     volume_for_pv,
 )
-from mlflow_anf.snapshots.base import Snapshot, SnapshotVerificationError, validate_snapshot_name
+from mlflow_anf.snapshots.base import (
+    Snapshot,
+    SnapshotVerificationError,
+    validate_snapshot_name,
+)
+from mlflow_anf.vocabulary import ARM_TAG_RESTORED_FROM
 
 _LOG = logging.getLogger(__name__)
 
 GIB = 1024**3
-#: ARM tag a restored volume carries: ``pool/volume@snapshot`` it was created from (an ARM resource tag, not an MLflow
-#: tag nor a Kubernetes label, so not in :mod:`mlflow_anf.vocabulary`)
-ARM_TAG_RESTORED_FROM = "mlflow-anf-restored-from"
 MIN_VOLUME_BYTES = 50 * GIB  # ANF minimum quota of a regular volume
 
 # Volume properties a restore copies from the source volume (documented in AnfVolumes.restore()).
