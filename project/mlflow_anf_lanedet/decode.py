@@ -19,6 +19,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlflow_anf_lanedet.tusimple_format import IMAGE_HW, IMAGE_W
+
 MISSING = -2
 """x value of a row without a point (TuSimple format)."""
 
@@ -54,7 +56,7 @@ class DecodeError(ValueError):
     """Inputs that cannot be decoded (wrong shapes, NaNs, values that are not probabilities, rows off the image)."""
 
 
-def auto_smooth(map_w: int, src_w: int = 1280, line_width: float = 15.0) -> int:
+def auto_smooth(map_w: int, src_w: int = IMAGE_W, line_width: float = 15.0) -> int:
     """The box-filter size that suits a probability map ``map_w`` wide: the largest odd size not wider than a lane
     marking drawn ``line_width`` source pixels wide (the training targets' width). A wider filter dilutes a thin lane
     below the threshold at small input sizes; 9, the SCNN default, is right for 800-wide maps."""
@@ -67,7 +69,7 @@ class DecodeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    src_hw: tuple[int, int] = Field((720, 1280), description="(height, width) of the source image that h_samples "
+    src_hw: tuple[int, int] = Field(IMAGE_HW, description="(height, width) of the source image that h_samples "
                                     "and the output x refer to")
     exist_thr: float = Field(0.5, ge=0.0, le=1.0, description="a lane slot is decoded when its existence "
                              "probability is above this")
@@ -225,7 +227,7 @@ def fit_road(
     found = lanes != MISSING
     counts = found.sum(axis=1)
     joint = [i for i in range(len(lanes)) if counts[i] >= 4]
-    scale = src_w / 1280.0
+    scale = src_w / IMAGE_W
     keep = found.copy()
     w = np.ones(lanes.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     # a whole lane off the road (another vanishing point) drags every lane with it in least squares: leave out the
@@ -328,7 +330,7 @@ def decode_batch(
     prob: Any,
     exist_prob: Any,
     h_samples: Sequence[float] | Sequence[Sequence[float]],
-    src_hw: tuple[int, int] = (720, 1280),
+    src_hw: tuple[int, int] = IMAGE_HW,
     exist_thr: float = 0.5,
     prob_thr: float = 0.3,
     smooth: int = 9,
@@ -371,7 +373,7 @@ def decode_lanes(
     prob: Any,
     exist_prob: Any,
     h_samples: Sequence[float],
-    src_hw: tuple[int, int] = (720, 1280),
+    src_hw: tuple[int, int] = IMAGE_HW,
     exist_thr: float = 0.5,
     prob_thr: float = 0.3,
     smooth: int = 9,

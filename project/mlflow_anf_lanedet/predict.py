@@ -15,9 +15,10 @@ from PIL import Image, ImageDraw
 
 from mlflow_anf_lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD, load_input
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
+from mlflow_anf_lanedet.tusimple_format import H_SAMPLE_STEP, H_SAMPLES_TEST, IMAGE_HW
 
-TUSIMPLE_HW = (720, 1280)
-TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
+TUSIMPLE_HW = IMAGE_HW
+TUSIMPLE_H_SAMPLES = list(H_SAMPLES_TEST)
 LANE_COLOURS = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0)]
 
 
@@ -108,11 +109,13 @@ class LanePredictor:
 
 
 def default_rows(height: int) -> list[int]:
-    """Rows to report lanes on for a frame without labels: TuSimple's 160..710 step 10, scaled to *height*."""
-    if height == TUSIMPLE_HW[0]:
-        return TUSIMPLE_H_SAMPLES
-    start = int(height * 160 / 720)
-    return list(range(start, height, max(1, height // 72)))
+    """Rows to report lanes on for a frame without labels: TuSimple's test grid (160..710 step 10), scaled to
+    *height*."""
+    tusimple_h = TUSIMPLE_HW[0]
+    if height == tusimple_h:
+        return list(H_SAMPLES_TEST)
+    start = int(height * H_SAMPLES_TEST[0] / tusimple_h)
+    return list(range(start, height, max(1, height * H_SAMPLE_STEP // tusimple_h)))
 
 
 def draw_lanes(

@@ -41,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlflow_anf_lanedet.tusimple_format import IMAGE_H, IMAGE_HW
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -64,7 +66,8 @@ __all__ = [
 ]
 
 NUM_SLOTS = 4
-SRC_HW = (720, 1280)
+SRC_HW = IMAGE_HW
+"""(height, width) that label coordinates refer to (:data:`mlflow_anf_lanedet.tusimple_format.IMAGE_HW`)."""
 COORD_LIMIT = 10_000
 """Label coordinates (x, and rows) must lie within ±this many pixels: several times any camera frame that the format
 is used with (TuSimple is 1280×720), so a larger value is a corrupt label, not a lane point."""
@@ -121,7 +124,9 @@ class LaneLabel(BaseModel):
         if value[0] < 0:
             raise ValueError(f"rows must be >= 0, got {value[0]}")
         if value[-1] >= COORD_LIMIT:
-            raise ValueError(f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are 720 high), got {value[-1]}")
+            raise ValueError(
+                f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are {IMAGE_H} high), got {value[-1]}"
+            )
         for a, b in zip(value, value[1:]):
             if b <= a:
                 raise ValueError(f"rows must be strictly increasing, got {a} then {b}")
