@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..road import solve_road
 from .config import H_SAMPLES_0313, IMAGE_H, IMAGE_W, SynthError
 
 #: consecutive real frames per hold-out block, and which block slots (of 10) go to val / test.
@@ -178,7 +179,9 @@ def split_sources(sources: list[SourceFrame]) -> dict[str, list[int]]:
 
 
 def fit_road(src: SourceFrame) -> RoadFit | None:
-    """Fit the road model to one real frame; None if fewer than two lanes have two points."""
+    """Fit the road model to one real frame (:func:`mlflow_anf_lanedet.road.solve_road`, every labelled point with
+    weight 1, horizon rows 150, 151, ... up to 4 rows above the highest point or 300); None if fewer than two lanes
+    have two points."""
     ys_all = src.h_samples.astype(np.float64)
     pts = [(ys_all[lane >= 0], lane[lane >= 0].astype(np.float64)) for lane in src.lanes]
     pts = [(y, x) for y, x in pts if len(x) >= 2]
@@ -188,36 +191,19 @@ def fit_road(src: SourceFrame) -> RoadFit | None:
     y = np.concatenate([p[0] for p in pts])
     x = np.concatenate([p[1] for p in pts])
     lane_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(pts)])
-    cand = np.arange(150.0, min(y.min() - 4.0, 300.0), 1.0)
-    if len(cand) == 0:
+    fit = solve_road(y, x, lane_of, n, np.arange(150.0, min(y.min() - 4.0, 300.0), 1.0), ridge=0.0)
+    if fit is None:
         return None
-    t = y[None, :] - cand[:, None]  # (G, m)
-    g, m = t.shape
-    design = np.zeros((g, m, 2 + n))
-    design[:, :, 0] = 1.0
-    design[:, :, 1] = 1.0 / t
-    design[:, np.arange(m), 2 + lane_of] = t
-    ata = np.einsum("gmp,gmq->gpq", design, design)
-    atr = np.einsum("gmp,m->gp", design, x)
-    try:
-        sol = np.linalg.solve(ata, atr[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return None
-    resid = np.einsum("gmp,gp->gm", design, sol) - x[None, :]
-    rms = np.sqrt((resid**2).mean(axis=1))
-    best = int(np.argmin(rms))
-    x_c, k = float(sol[best, 0]), float(sol[best, 1])
-    b = sol[best, 2:]
-    t_first = np.array([p[0].min() for p in pts]) - cand[best]
-    order = np.argsort(b)
+    t_first = np.array([p[0].min() for p in pts]) - fit.y_h
+    order = np.argsort(fit.b)
     return RoadFit(
         raw_file=src.raw_file,
-        y_h=float(cand[best]),
-        x_c=x_c,
-        k=k,
-        b=tuple(float(v) for v in b[order]),
+        y_h=fit.y_h,
+        x_c=fit.x_c,
+        k=fit.k,
+        b=tuple(float(v) for v in fit.b[order]),
         t_first=tuple(float(v) for v in t_first[order]),
-        rms=float(rms[best]),
+        rms=fit.rms,
     )
 
 
