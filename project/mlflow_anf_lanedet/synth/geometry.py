@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..road import solve_road
+from . import palette
 from .config import H_SAMPLES_0313, IMAGE_H, IMAGE_W, SynthError
 
 #: consecutive real frames per hold-out block, and which block slots (of 10) go to val / test.
@@ -217,19 +218,6 @@ def usable(fit: RoadFit | None, max_rms: float) -> bool:
 # --------------------------------------------------------------------------------------------------------------------
 # scene sampling
 
-_WHITE = (236.0, 236.0, 230.0)
-_YELLOW = (226.0, 184.0, 72.0)
-_CAR_COLORS = [
-    (235, 235, 232), (200, 202, 205), (150, 152, 156), (95, 97, 100), (35, 36, 40), (25, 25, 28),
-    (130, 25, 28), (30, 50, 110), (70, 90, 120), (180, 170, 150), (90, 30, 30), (40, 70, 50),
-]  # fmt: skip
-_VEHICLES = {  # width, height, length (m)
-    "car": (1.8, 1.45, 4.6),
-    "suv": (1.95, 1.8, 4.9),
-    "truck": (2.5, 3.7, 13.0),
-}
-
-
 def sample_scene(fit: RoadFit, rng: np.random.Generator) -> Scene | None:
     """Perturb a real road fit into a new frame geometry with 3-5 lanes; None if the draw leaves fewer than 3."""
     spacing = fit.spacing
@@ -293,18 +281,19 @@ def _sample_marking(
 ) -> LaneSpec:
     if outer and rng.random() < 0.55:
         style = "double" if left and rng.random() < 0.2 else "solid"
-        color = _YELLOW if left and rng.random() < 0.6 else _WHITE
+        color = palette.MARKING_YELLOW if left and rng.random() < 0.6 else palette.MARKING_WHITE
     else:
         style = str(rng.choice(["dashed", "dots", "solid"], p=[0.78, 0.12, 0.10]))
-        color = _WHITE
+        color = palette.MARKING_WHITE
     bright = float(rng.uniform(0.82, 1.0))
     paint = float(rng.uniform(0.35, 0.6)) if rng.random() < 0.15 else float(rng.uniform(0.6, 1.0))
     if style == "dots":
-        width, dash, gap = float(rng.uniform(0.11, 0.14)), float(rng.uniform(0.1, 0.14)), float(rng.uniform(0.7, 1.1))
+        width = float(rng.uniform(*palette.DOT_WIDTH_M))
+        dash, gap = float(rng.uniform(*palette.DOT_LENGTH_M)), float(rng.uniform(*palette.DOT_GAP_M))
         paint = max(paint, 0.85)
     else:
-        width = float(rng.uniform(0.1, 0.17))
-        dash, gap = float(rng.uniform(2.4, 4.0)), float(rng.uniform(5.5, 10.0))
+        width = float(rng.uniform(*palette.LINE_WIDTH_M))
+        dash, gap = float(rng.uniform(*palette.DASH_M)), float(rng.uniform(*palette.DASH_GAP_M))
     # put the far end of the marking on a dash so the lane visibly starts where its label starts
     z_far = scene.focal * scene.cam_h / max(y_start - scene.y_h, 1.0)
     phase = (float(rng.uniform(0.3, 1.0)) * dash - z_far) % (dash + gap)
@@ -322,24 +311,24 @@ def _sample_vehicles(scene: Scene, rng: np.random.Generator) -> list[Vehicle]:
         lo, hi = gaps[int(rng.integers(len(gaps)))]
         ego = lo < 0 < hi
         kind = str(rng.choice(["car", "suv", "truck"], p=[0.6, 0.25, 0.15]))
-        w, h, length = (v * float(rng.uniform(0.93, 1.07)) for v in _VEHICLES[kind])
+        w, h, length = (v * float(rng.uniform(0.93, 1.07)) for v in palette.VEHICLE_SIZE_M[kind])
         z = float((14 if ego else 6.5) + 100 * rng.random() ** 1.6)
         bc = (lo + hi) / 2 + float(rng.normal(0, 0.04)) * (hi - lo)
         if any(abs(v.b - bc) < (hi - lo) * 0.6 and -v.length_m - 3 < z - v.z < length + 3 for v in out):
             continue
-        color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
+        color = tuple(float(c) for c in palette.CAR_COLOURS[int(rng.integers(len(palette.CAR_COLOURS)))])
         if kind == "truck" and rng.random() < 0.7:
             color = tuple(float(c) for c in rng.uniform(185, 235) * np.ones(3))
         out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
     for _ in range(int(rng.integers(0, 7))):  # distant traffic near the horizon
         lo, hi = gaps[int(rng.integers(len(gaps)))]
         kind = str(rng.choice(["car", "suv", "truck"], p=[0.6, 0.25, 0.15]))
-        w, h, length = _VEHICLES[kind]
+        w, h, length = palette.VEHICLE_SIZE_M[kind]
         z = float(rng.uniform(70, 260))
         bc = (lo + hi) / 2 + float(rng.normal(0, 0.04)) * (hi - lo)
         if any(abs(v.b - bc) < (hi - lo) * 0.6 and -v.length_m - 3 < z - v.z < length + 3 for v in out):
             continue
-        color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
+        color = tuple(float(c) for c in palette.CAR_COLOURS[int(rng.integers(len(palette.CAR_COLOURS)))])
         out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
     return sorted(out, key=lambda v: -v.z)
 

@@ -30,6 +30,30 @@ SKIES = (
     Sky("washed out", (125, 165, 205), (235, 240, 242), 0.25),  # typical of the real camera
 )
 
+#: lane-marking paint (scaled by a per-lane brightness in geometry._sample_marking)
+MARKING_WHITE: RGB = (236.0, 236.0, 230.0)
+MARKING_YELLOW: RGB = (226.0, 184.0, 72.0)
+#: painted lines: width, dash length and gap between dashes (m)
+LINE_WIDTH_M: Range = (0.1, 0.17)
+DASH_M: Range = (2.4, 4.0)
+DASH_GAP_M: Range = (5.5, 10.0)
+#: raised pavement markers ("dots"): width, length and spacing (m)
+DOT_WIDTH_M: Range = (0.11, 0.14)
+DOT_LENGTH_M: Range = (0.1, 0.14)
+DOT_GAP_M: Range = (0.7, 1.1)
+
+#: vehicle body colours (one drawn per vehicle)
+CAR_COLOURS: list[RGB] = [
+    (235, 235, 232), (200, 202, 205), (150, 152, 156), (95, 97, 100), (35, 36, 40), (25, 25, 28),
+    (130, 25, 28), (30, 50, 110), (70, 90, 120), (180, 170, 150), (90, 30, 30), (40, 70, 50),
+]  # fmt: skip
+#: vehicle width, height, length (m) per kind
+VEHICLE_SIZE_M: dict[str, tuple[float, float, float]] = {
+    "car": (1.8, 1.45, 4.6),
+    "suv": (1.95, 1.8, 4.9),
+    "truck": (2.5, 3.7, 13.0),
+}
+
 #: roadside ground beyond the road edges: per-channel (R, G, B) ranges, and how often each kind is drawn
 ROADSIDE_GROUND: dict[str, tuple[Range, Range, Range]] = {
     "grass": ((55, 90), (75, 105), (35, 55)),
