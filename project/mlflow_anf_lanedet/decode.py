@@ -19,6 +19,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlflow_anf_lanedet.road import solve_road
+from mlflow_anf_lanedet.tusimple_format import IMAGE_HW, IMAGE_W
+
 MISSING = -2
 """x value of a row without a point (TuSimple format)."""
 
@@ -54,7 +57,7 @@ class DecodeError(ValueError):
     """Inputs that cannot be decoded (wrong shapes, NaNs, values that are not probabilities, rows off the image)."""
 
 
-def auto_smooth(map_w: int, src_w: int = 1280, line_width: float = 15.0) -> int:
+def auto_smooth(map_w: int, src_w: int = IMAGE_W, line_width: float = 15.0) -> int:
     """The box-filter size that suits a probability map ``map_w`` wide: the largest odd size not wider than a lane
     marking drawn ``line_width`` source pixels wide (the training targets' width). A wider filter dilutes a thin lane
     below the threshold at small input sizes; 9, the SCNN default, is right for 800-wide maps."""
@@ -67,7 +70,7 @@ class DecodeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    src_hw: tuple[int, int] = Field((720, 1280), description="(height, width) of the source image that h_samples "
+    src_hw: tuple[int, int] = Field(IMAGE_HW, description="(height, width) of the source image that h_samples "
                                     "and the output x refer to")
     exist_thr: float = Field(0.5, ge=0.0, le=1.0, description="a lane slot is decoded when its existence "
                              "probability is above this")
@@ -210,7 +213,8 @@ def fit_road(
     lane model; our synthetic frames are drawn from it, and it reproduces the real TuSimple labels of clip 0313 to
     Accuracy 0.998). Fitting the lanes together lets the well-found ones carry a lane through the rows where its own
     points are missing or wandered to a crack or a shadow edge. ``y_h`` is found by a 1-D search, the rest by linear
-    least squares; points further than ``max(15 px, 3 x median residual)`` from their lane's fit are rejected and the
+    least squares (both in :func:`mlflow_anf_lanedet.road.solve_road`, which the synthetic generator fits real labels
+    with too); points further than ``max(15 px, 3 x median residual)`` from their lane's fit are rejected and the
     fit repeated. A lane whose absence halves the median residual, or that loses half its points to the rejection,
     does not follow the road (a kerb, a merging ramp, a misdetection) and leaves the joint fit, as do lanes with fewer
     than 4 points: those get :func:`refit_lane` of ``fallback_degree`` (0 = unchanged). ``weights`` [K, R] (decoding
@@ -225,7 +229,7 @@ def fit_road(
     found = lanes != MISSING
     counts = found.sum(axis=1)
     joint = [i for i in range(len(lanes)) if counts[i] >= 4]
-    scale = src_w / 1280.0
+    scale = src_w / IMAGE_W
     keep = found.copy()
     w = np.ones(lanes.shape) if weights is None else np.asarray(weights, dtype=np.float64)
     # a whole lane off the road (another vanishing point) drags every lane with it in least squares: leave out the
@@ -285,50 +289,26 @@ def _typical_residual(
 def _road_solve(
     lanes: np.ndarray, keep: np.ndarray, joint: list[int], ys: np.ndarray, scale: float, w: np.ndarray
 ) -> tuple[float, np.ndarray, float]:
-    """Least-squares road model on the kept points of the ``joint`` lanes -> (y_h, x of every lane [K, R], RMS).
-
-    For every candidate horizon the normal equations of ``(x_c, k, b_1..b_n)`` are built from per-lane sums (the
-    design matrix is block-sparse: ``b_i`` only touches lane ``i``), so the search costs O(candidates x points).
-    """
-    n = len(joint)
+    """Least-squares road model (:func:`mlflow_anf_lanedet.road.solve_road`) on the kept points of the ``joint``
+    lanes, horizon searched from 300 to 4 rows (at 1280 wide) above the highest point in steps of 2 -> (y_h, x of
+    every lane [K, R] (0 for lanes not in ``joint``), RMS). An unsolvable system gives an infinite RMS."""
     lane_of, row_of = np.nonzero(keep[joint])
     y = ys[row_of]
     x = lanes[joint][lane_of, row_of].astype(np.float64)
-    wt = w[joint][lane_of, row_of]
-    onehot = np.zeros((len(y), n))
-    onehot[np.arange(len(y)), lane_of] = wt  # the weights enter every per-lane sum through the lane indicator
-    candidates = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)  # horizon rows
-    t = y[None, :] - candidates[:, None]  # [G, m]
-    inv = 1.0 / t
-    g_count = len(candidates)
-    gram = np.zeros((g_count, 2 + n, 2 + n))
-    gram[:, 0, 0] = wt.sum()
-    gram[:, 0, 1] = gram[:, 1, 0] = inv @ wt
-    gram[:, 1, 1] = (inv * inv) @ wt
-    lane_t = t @ onehot  # [G, n]: sum of t per lane
-    idx = np.arange(2, 2 + n)
-    gram[:, 0, idx] = gram[:, idx, 0] = lane_t
-    gram[:, 1, idx] = gram[:, idx, 1] = onehot.sum(axis=0)[None, :]  # t * (1/t) = 1 per point
-    gram[:, idx, idx] = (t * t) @ onehot
-    rhs = np.empty((g_count, 2 + n))
-    rhs[:, 0] = wt @ x
-    rhs[:, 1] = inv @ (wt * x)
-    rhs[:, 2:] = (t * x[None, :]) @ onehot
-    sol = np.linalg.solve(gram + 1e-9 * np.eye(2 + n), rhs[..., None])[..., 0]
-    sq = np.maximum(wt @ (x * x) - (sol * rhs).sum(axis=1), 0.0) / wt.sum()  # residual sum of squares at the optimum
-    best = int(np.argmin(sq))
-    y_h, (x_c, k), b = float(candidates[best]), sol[best, :2], sol[best, 2:]
-    t_all = np.maximum(ys - y_h, 1e-3)
+    horizons = np.arange(y.min() - 300.0 * scale, y.min() - 4.0 * scale, 2.0 * scale)
+    fit = solve_road(y, x, lane_of, len(joint), horizons, weights=w[joint][lane_of, row_of])
     model = np.zeros(lanes.shape, dtype=np.float64)
-    model[joint] = x_c + b[:, None] * t_all[None, :] + k / t_all[None, :]
-    return y_h, model, float(np.sqrt(sq[best]))
+    if fit is None:
+        return float("nan"), model, float("inf")
+    model[joint] = fit.columns(np.arange(len(joint)), ys)
+    return fit.y_h, model, fit.rms
 
 
 def decode_batch(
     prob: Any,
     exist_prob: Any,
     h_samples: Sequence[float] | Sequence[Sequence[float]],
-    src_hw: tuple[int, int] = (720, 1280),
+    src_hw: tuple[int, int] = IMAGE_HW,
     exist_thr: float = 0.5,
     prob_thr: float = 0.3,
     smooth: int = 9,
@@ -371,7 +351,7 @@ def decode_lanes(
     prob: Any,
     exist_prob: Any,
     h_samples: Sequence[float],
-    src_hw: tuple[int, int] = (720, 1280),
+    src_hw: tuple[int, int] = IMAGE_HW,
     exist_thr: float = 0.5,
     prob_thr: float = 0.3,
     smooth: int = 9,

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from mlflow_anf_lanedet.data.tusimple import IMAGENET_MEAN, IMAGENET_STD, load_input
+from mlflow_anf_lanedet.data.frames import frame_to_tensor, load_input
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_lanes, fit_options
+from mlflow_anf_lanedet.tusimple_format import H_SAMPLE_STEP, H_SAMPLES_TEST, IMAGE_HW
 
-TUSIMPLE_HW = (720, 1280)
-TUSIMPLE_H_SAMPLES = list(range(160, 720, 10))
+TUSIMPLE_HW = IMAGE_HW
+TUSIMPLE_H_SAMPLES = list(H_SAMPLES_TEST)
 LANE_COLOURS = [(255, 64, 64), (64, 255, 64), (64, 160, 255), (255, 220, 0)]
 
 
@@ -30,11 +31,9 @@ def load_frame(path: str | Path) -> Image.Image:
 
 
 def to_tensor(img: Image.Image, input_hw: tuple[int, int]) -> torch.Tensor:
-    """Resize the full frame to the network input and normalise like the training data."""
-    h, w = input_hw
-    arr = np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(IMAGENET_MEAN, dtype=np.float32)) / np.asarray(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    """Resize the full frame to the network input and normalise exactly as the training data
+    (:func:`mlflow_anf_lanedet.data.frames.frame_to_tensor`)."""
+    return frame_to_tensor(img, input_hw)
 
 
 @torch.no_grad()
@@ -79,7 +78,7 @@ class LanePredictor:
         self, paths: Sequence[str | Path], h_samples: Sequence[Sequence[int]] | None = None
     ) -> list[list[list[int]]]:
         """Lanes of image files, read exactly as training and the run's validation/test read them
-        (:func:`mlflow_anf_lanedet.data.tusimple.load_input`), so a split scores here what it scored in the run."""
+        (:func:`mlflow_anf_lanedet.data.frames.load_input`), so a split scores here what it scored in the run."""
         if not paths:
             return []
         loaded = [load_input(p, self.input_hw) for p in paths]
@@ -108,11 +107,13 @@ class LanePredictor:
 
 
 def default_rows(height: int) -> list[int]:
-    """Rows to report lanes on for a frame without labels: TuSimple's 160..710 step 10, scaled to *height*."""
-    if height == TUSIMPLE_HW[0]:
-        return TUSIMPLE_H_SAMPLES
-    start = int(height * 160 / 720)
-    return list(range(start, height, max(1, height // 72)))
+    """Rows to report lanes on for a frame without labels: TuSimple's test grid (160..710 step 10), scaled to
+    *height*."""
+    tusimple_h = TUSIMPLE_HW[0]
+    if height == tusimple_h:
+        return list(H_SAMPLES_TEST)
+    start = int(height * H_SAMPLES_TEST[0] / tusimple_h)
+    return list(range(start, height, max(1, height * H_SAMPLE_STEP // tusimple_h)))
 
 
 def draw_lanes(

@@ -16,7 +16,9 @@ the network resolution; a gap inside a lane (a negative ``x`` between points) is
 
 Coordinates map between resolutions by pixel centres: ``u = (x + 0.5) * out_w / src_w - 0.5`` (same for ``y``).
 
-torch is imported lazily (only where tensors are made), so label tools such as ``lanedet prepare`` start fast.
+Frames are read and normalised by :mod:`mlflow_anf_lanedet.data.frames` (the same path as inference); its names
+``IMAGENET_MEAN``, ``IMAGENET_STD``, ``load_input`` and ``denormalize`` are re-exported here. torch is imported lazily
+(only where tensors are made), so label tools such as ``lanedet prepare`` start fast.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -41,8 +43,9 @@ from pydantic import (
     model_validator,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
+from mlflow_anf_lanedet.data.errors import DataError
+from mlflow_anf_lanedet.data.frames import IMAGENET_MEAN, IMAGENET_STD, denormalize, load_input, normalise, read_frame
+from mlflow_anf_lanedet.tusimple_format import IMAGE_H, IMAGE_HW
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -64,15 +67,13 @@ __all__ = [
 ]
 
 NUM_SLOTS = 4
-SRC_HW = (720, 1280)
+SRC_HW = IMAGE_HW
+"""(height, width) that label coordinates refer to (:data:`mlflow_anf_lanedet.tusimple_format.IMAGE_HW`)."""
 COORD_LIMIT = 10_000
 """Label coordinates (x, and rows) must lie within ±this many pixels: several times any camera frame that the format
 is used with (TuSimple is 1280×720), so a larger value is a corrupt label, not a lane point."""
 DEFAULT_THICKNESS = 15.0
 """Lane width in source (1280×720) pixels; the SCNN PyTorch port draws ``cv2.line(..., thickness=15)``."""
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SPLIT_FILES: dict[str, list[str]] = {
     "train": ["label_data_0313.json", "label_data_0601.json"],
@@ -82,10 +83,6 @@ SPLIT_FILES: dict[str, list[str]] = {
 
 # class id after a horizontal flip: background stays, slot k (1..4) becomes 5 - k
 _FLIP_LUT = np.array([0, 4, 3, 2, 1] + list(range(5, 256)), dtype=np.uint8)
-
-
-class DataError(Exception):
-    """A dataset file (image, label file, split) is missing or unreadable; the message names the file."""
 
 
 class LabelError(DataError):
@@ -121,7 +118,9 @@ class LaneLabel(BaseModel):
         if value[0] < 0:
             raise ValueError(f"rows must be >= 0, got {value[0]}")
         if value[-1] >= COORD_LIMIT:
-            raise ValueError(f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are 720 high), got {value[-1]}")
+            raise ValueError(
+                f"rows must be < {COORD_LIMIT} pixels (TuSimple frames are {IMAGE_H} high), got {value[-1]}"
+            )
         for a, b in zip(value, value[1:]):
             if b <= a:
                 raise ValueError(f"rows must be strictly increasing, got {a} then {b}")
@@ -324,50 +323,6 @@ class AugmentConfig(BaseModel):
     contrast: float = Field(0.2, ge=0.0, lt=1.0, description="contrast factor drawn from 1 ± contrast")
 
 
-def _load_image(path: Path, out_hw: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
-    """Decode ``path`` straight to ``out_hw`` (RGB); returns the image and the original (h, w)."""
-    out_h, out_w = out_hw
-    try:
-        with Image.open(path) as src:
-            src_hw = (src.height, src.width)
-            src.draft("RGB", (out_w, out_h))  # let libjpeg decode at 1/2, 1/4 or 1/8 scale
-            img = src.convert("RGB")  # decodes; a no-op copy when already RGB
-        if img.size != (out_w, out_h):
-            img = img.resize((out_w, out_h), Image.Resampling.BILINEAR)
-        return img, src_hw
-    except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{path}: cannot decode image: {exc}") from None
-
-
-def load_input(path: str | os.PathLike[str], input_hw: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """A frame as the network sees it in training and in the run's validation/test: decoded at reduced scale,
-    resized to ``input_hw``, ImageNet-normalised -> (float32 3xHxW, original (h, w)). Raises :class:`DataError`."""
-    img, src_hw = _load_image(Path(path), input_hw)
-    return _normalise(np.array(img)), src_hw
-
-
-def _normalise(rgb: np.ndarray) -> torch.Tensor:
-    import torch
-
-    scale = torch.tensor([1.0 / (255.0 * s) for s in IMAGENET_STD]).view(3, 1, 1)
-    shift = torch.tensor([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]).view(3, 1, 1)
-    chw = torch.from_numpy(rgb).permute(2, 0, 1).float()
-    return chw.mul_(scale).sub_(shift).contiguous()
-
-
-def denormalize(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Undo the ImageNet normalisation of a ``3xHxW`` image: ``uint8 HxWx3`` RGB, ready for overlays."""
-    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
-    if arr.ndim != 3 or arr.shape[0] != 3:
-        raise ValueError(f"expected a 3xHxW image, got shape {tuple(arr.shape)}")
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
-    rgb = (arr.astype(np.float32) * std + mean) * 255.0
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
-
-
 class TuSimpleDataset:
     """Map-style dataset (use with ``torch.utils.data.DataLoader``) over a prepared TuSimple root.
 
@@ -445,7 +400,7 @@ class TuSimpleDataset:
         label = self.labels[index]
         path = self.root / label.raw_file
         try:
-            img, src_hw = _load_image(path, self.input_hw)
+            img, src_hw = read_frame(path, self.input_hw)
         except DataError as exc:
             name, lineno = self._sources[index]
             raise DataError(f"{exc} (labelled in {self.root / name}, item {lineno + 1})") from None
@@ -457,7 +412,7 @@ class TuSimpleDataset:
         else:
             rgb = np.array(img)  # writable copy for torch.from_numpy
         return {
-            "image": _normalise(rgb),
+            "image": normalise(rgb),
             "mask": torch.from_numpy(mask.astype(np.int64)),
             "exist": torch.from_numpy(exist),
             "index": index,

@@ -6,10 +6,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: The real TuSimple label grids: clip 0313 is labelled on 48 rows from 240, the 0531/0601 clips on 56 rows from 160.
-H_SAMPLES_0313: tuple[int, ...] = tuple(range(240, 720, 10))
-H_SAMPLES_WIDE: tuple[int, ...] = tuple(range(160, 720, 10))
-IMAGE_W, IMAGE_H = 1280, 720
+from ..tusimple_format import H_SAMPLES_0313, IMAGE_H, IMAGE_W
+from ..tusimple_format import H_SAMPLES_TEST as H_SAMPLES_WIDE
+
+# The real TuSimple label grids and frame size (clip 0313: 48 rows from 240; 0531/0601: 56 rows from 160), re-exported
+# from mlflow_anf_lanedet.tusimple_format under the names the generator has always used.
+__all__ = ["H_SAMPLES_0313", "H_SAMPLES_WIDE", "IMAGE_H", "IMAGE_W", "SynthConfig", "SynthError", "SynthReport",
+           "split_counts"]
 
 
 class SynthError(ValueError):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..road import solve_road
+from . import palette
 from .config import H_SAMPLES_0313, IMAGE_H, IMAGE_W, SynthError
 
 #: consecutive real frames per hold-out block, and which block slots (of 10) go to val / test.
@@ -178,7 +180,9 @@ def split_sources(sources: list[SourceFrame]) -> dict[str, list[int]]:
 
 
 def fit_road(src: SourceFrame) -> RoadFit | None:
-    """Fit the road model to one real frame; None if fewer than two lanes have two points."""
+    """Fit the road model to one real frame (:func:`mlflow_anf_lanedet.road.solve_road`, every labelled point with
+    weight 1, horizon rows 150, 151, ... up to 4 rows above the highest point or 300); None if fewer than two lanes
+    have two points."""
     ys_all = src.h_samples.astype(np.float64)
     pts = [(ys_all[lane >= 0], lane[lane >= 0].astype(np.float64)) for lane in src.lanes]
     pts = [(y, x) for y, x in pts if len(x) >= 2]
@@ -188,36 +192,19 @@ def fit_road(src: SourceFrame) -> RoadFit | None:
     y = np.concatenate([p[0] for p in pts])
     x = np.concatenate([p[1] for p in pts])
     lane_of = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(pts)])
-    cand = np.arange(150.0, min(y.min() - 4.0, 300.0), 1.0)
-    if len(cand) == 0:
+    fit = solve_road(y, x, lane_of, n, np.arange(150.0, min(y.min() - 4.0, 300.0), 1.0), ridge=0.0)
+    if fit is None:
         return None
-    t = y[None, :] - cand[:, None]  # (G, m)
-    g, m = t.shape
-    design = np.zeros((g, m, 2 + n))
-    design[:, :, 0] = 1.0
-    design[:, :, 1] = 1.0 / t
-    design[:, np.arange(m), 2 + lane_of] = t
-    ata = np.einsum("gmp,gmq->gpq", design, design)
-    atr = np.einsum("gmp,m->gp", design, x)
-    try:
-        sol = np.linalg.solve(ata, atr[..., None])[..., 0]
-    except np.linalg.LinAlgError:
-        return None
-    resid = np.einsum("gmp,gp->gm", design, sol) - x[None, :]
-    rms = np.sqrt((resid**2).mean(axis=1))
-    best = int(np.argmin(rms))
-    x_c, k = float(sol[best, 0]), float(sol[best, 1])
-    b = sol[best, 2:]
-    t_first = np.array([p[0].min() for p in pts]) - cand[best]
-    order = np.argsort(b)
+    t_first = np.array([p[0].min() for p in pts]) - fit.y_h
+    order = np.argsort(fit.b)
     return RoadFit(
         raw_file=src.raw_file,
-        y_h=float(cand[best]),
-        x_c=x_c,
-        k=k,
-        b=tuple(float(v) for v in b[order]),
+        y_h=fit.y_h,
+        x_c=fit.x_c,
+        k=fit.k,
+        b=tuple(float(v) for v in fit.b[order]),
         t_first=tuple(float(v) for v in t_first[order]),
-        rms=float(rms[best]),
+        rms=fit.rms,
     )
 
 
@@ -230,19 +217,6 @@ def usable(fit: RoadFit | None, max_rms: float) -> bool:
 
 # --------------------------------------------------------------------------------------------------------------------
 # scene sampling
-
-_WHITE = (236.0, 236.0, 230.0)
-_YELLOW = (226.0, 184.0, 72.0)
-_CAR_COLORS = [
-    (235, 235, 232), (200, 202, 205), (150, 152, 156), (95, 97, 100), (35, 36, 40), (25, 25, 28),
-    (130, 25, 28), (30, 50, 110), (70, 90, 120), (180, 170, 150), (90, 30, 30), (40, 70, 50),
-]  # fmt: skip
-_VEHICLES = {  # width, height, length (m)
-    "car": (1.8, 1.45, 4.6),
-    "suv": (1.95, 1.8, 4.9),
-    "truck": (2.5, 3.7, 13.0),
-}
-
 
 def sample_scene(fit: RoadFit, rng: np.random.Generator) -> Scene | None:
     """Perturb a real road fit into a new frame geometry with 3-5 lanes; None if the draw leaves fewer than 3."""
@@ -307,18 +281,19 @@ def _sample_marking(
 ) -> LaneSpec:
     if outer and rng.random() < 0.55:
         style = "double" if left and rng.random() < 0.2 else "solid"
-        color = _YELLOW if left and rng.random() < 0.6 else _WHITE
+        color = palette.MARKING_YELLOW if left and rng.random() < 0.6 else palette.MARKING_WHITE
     else:
         style = str(rng.choice(["dashed", "dots", "solid"], p=[0.78, 0.12, 0.10]))
-        color = _WHITE
+        color = palette.MARKING_WHITE
     bright = float(rng.uniform(0.82, 1.0))
     paint = float(rng.uniform(0.35, 0.6)) if rng.random() < 0.15 else float(rng.uniform(0.6, 1.0))
     if style == "dots":
-        width, dash, gap = float(rng.uniform(0.11, 0.14)), float(rng.uniform(0.1, 0.14)), float(rng.uniform(0.7, 1.1))
+        width = float(rng.uniform(*palette.DOT_WIDTH_M))
+        dash, gap = float(rng.uniform(*palette.DOT_LENGTH_M)), float(rng.uniform(*palette.DOT_GAP_M))
         paint = max(paint, 0.85)
     else:
-        width = float(rng.uniform(0.1, 0.17))
-        dash, gap = float(rng.uniform(2.4, 4.0)), float(rng.uniform(5.5, 10.0))
+        width = float(rng.uniform(*palette.LINE_WIDTH_M))
+        dash, gap = float(rng.uniform(*palette.DASH_M)), float(rng.uniform(*palette.DASH_GAP_M))
     # put the far end of the marking on a dash so the lane visibly starts where its label starts
     z_far = scene.focal * scene.cam_h / max(y_start - scene.y_h, 1.0)
     phase = (float(rng.uniform(0.3, 1.0)) * dash - z_far) % (dash + gap)
@@ -336,24 +311,24 @@ def _sample_vehicles(scene: Scene, rng: np.random.Generator) -> list[Vehicle]:
         lo, hi = gaps[int(rng.integers(len(gaps)))]
         ego = lo < 0 < hi
         kind = str(rng.choice(["car", "suv", "truck"], p=[0.6, 0.25, 0.15]))
-        w, h, length = (v * float(rng.uniform(0.93, 1.07)) for v in _VEHICLES[kind])
+        w, h, length = (v * float(rng.uniform(0.93, 1.07)) for v in palette.VEHICLE_SIZE_M[kind])
         z = float((14 if ego else 6.5) + 100 * rng.random() ** 1.6)
         bc = (lo + hi) / 2 + float(rng.normal(0, 0.04)) * (hi - lo)
         if any(abs(v.b - bc) < (hi - lo) * 0.6 and -v.length_m - 3 < z - v.z < length + 3 for v in out):
             continue
-        color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
+        color = tuple(float(c) for c in palette.CAR_COLOURS[int(rng.integers(len(palette.CAR_COLOURS)))])
         if kind == "truck" and rng.random() < 0.7:
             color = tuple(float(c) for c in rng.uniform(185, 235) * np.ones(3))
         out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
     for _ in range(int(rng.integers(0, 7))):  # distant traffic near the horizon
         lo, hi = gaps[int(rng.integers(len(gaps)))]
         kind = str(rng.choice(["car", "suv", "truck"], p=[0.6, 0.25, 0.15]))
-        w, h, length = _VEHICLES[kind]
+        w, h, length = palette.VEHICLE_SIZE_M[kind]
         z = float(rng.uniform(70, 260))
         bc = (lo + hi) / 2 + float(rng.normal(0, 0.04)) * (hi - lo)
         if any(abs(v.b - bc) < (hi - lo) * 0.6 and -v.length_m - 3 < z - v.z < length + 3 for v in out):
             continue
-        color = tuple(float(c) for c in _CAR_COLORS[int(rng.integers(len(_CAR_COLORS)))])
+        color = tuple(float(c) for c in palette.CAR_COLOURS[int(rng.integers(len(palette.CAR_COLOURS)))])
         out.append(Vehicle(b=bc, z=z, kind=kind, width_m=w, height_m=h, length_m=length, color=color))
     return sorted(out, key=lambda v: -v.z)
 

@@ -1,0 +1,7 @@
+"""The data package's base error (its own module so that frame reading and label parsing can both raise it)."""
+
+from __future__ import annotations
+
+
+class DataError(Exception):
+    """A dataset file (image, label file, split) is missing or unreadable; the message names the file."""
