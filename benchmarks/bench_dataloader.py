@@ -27,8 +27,10 @@ from mlflow_anf_lanedet.data.tusimple import (
     TuSimpleDataset,
     build_targets,
 )
+from mlflow_anf_lanedet.tusimple_format import H_SAMPLES_TEST, IMAGE_H, IMAGE_W
 
-H_SAMPLES = list(range(160, 711, 10))
+H_SAMPLES = list(H_SAMPLES_TEST)
+H, W = IMAGE_H, IMAGE_W
 
 
 def synth_label(rng: np.random.Generator, raw_file: str) -> LaneLabel:
@@ -39,9 +41,9 @@ def synth_label(rng: np.random.Generator, raw_file: str) -> LaneLabel:
     for x_bottom in np.array([-150.0, 380.0, 900.0, 1430.0]) + rng.uniform(-60, 60, 4):
         xs = []
         for y in H_SAMPLES:
-            t = (y - vp_y) / (720 - vp_y)
+            t = (y - vp_y) / (H - vp_y)
             x = vp_x + (x_bottom - vp_x) * t + bend * (1 - t) ** 2
-            xs.append(int(round(x)) if y > vp_y + 10 and 0 <= x < 1280 else -2)
+            xs.append(int(round(x)) if y > vp_y + 10 and 0 <= x < W else -2)
         lanes.append(xs)
     rng.shuffle(lanes)
     return LaneLabel(raw_file=raw_file, lanes=lanes, h_samples=H_SAMPLES)
@@ -49,14 +51,14 @@ def synth_label(rng: np.random.Generator, raw_file: str) -> LaneLabel:
 
 def synth_frame(rng: np.random.Generator, label: LaneLabel) -> Image.Image:
     """Sky, asphalt with texture, white lane markings: JPEG sizes close to real frames (~150-250 kB)."""
-    yy = np.arange(720, dtype=np.float32)[:, None, None]
-    sky = np.array([150, 180, 220], np.float32) * (1 - yy / 720) + 40
+    yy = np.arange(H, dtype=np.float32)[:, None, None]
+    sky = np.array([150, 180, 220], np.float32) * (1 - yy / H) + 40
     road = np.array([90, 90, 95], np.float32) - (yy - 260) * 0.05
-    img = np.where(yy < 260, sky, road) * np.ones((1, 1280, 1), np.float32)
+    img = np.where(yy < 260, sky, road) * np.ones((1, W, 1), np.float32)
     texture = np.asarray(Image.fromarray(rng.normal(128, 40, (90, 160)).clip(0, 255).astype(np.uint8)).resize(
-        (1280, 720), Image.Resampling.BICUBIC), np.float32)[..., None] - 128
-    img += texture * 0.4 + rng.normal(0, 2, (720, 1280, 1)).astype(np.float32)
-    mask, _ = build_targets(label, (720, 1280), thickness=12)
+        (W, H), Image.Resampling.BICUBIC), np.float32)[..., None] - 128
+    img += texture * 0.4 + rng.normal(0, 2, (H, W, 1)).astype(np.float32)
+    mask, _ = build_targets(label, (H, W), thickness=12)
     img[mask > 0] = 235
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
@@ -181,7 +183,7 @@ def main() -> None:
                     if at_target:
                         build_targets(label, (288, 512))
                     else:
-                        mask, _ = build_targets(label, (720, 1280))
+                        mask, _ = build_targets(label, (H, W))
                         Image.fromarray(mask).resize((512, 288), Image.Resampling.NEAREST)
                 return len(ds)
 
