@@ -658,7 +658,8 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert new.info.status == "FINISHED" and new.data.metrics["score"] == src.data.metrics["score"]
     assert new.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
-    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
+    # its own snapshot, of the restored PVC
+    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"
     assert new.data.params["seed"] == "2"
 
     # the local MLproject makes the command the image runs: a changed one is refused before anything is created

@@ -59,8 +59,10 @@ def pin_image(image: str, digest: str | None) -> str:
 
 
 def _anonymous_token(registry: Any, response: Any) -> None:
-    """python-dxf's ``auth`` hook: answer the registry's Bearer challenge with an anonymous token."""
-    registry.authenticate(response=response)
+    """python-dxf's ``auth`` hook: answer the registry's Bearer challenge with an anonymous token (a 401 without a
+    challenge is left as it is: credentials needed)."""
+    if "www-authenticate" in response.headers:
+        registry.authenticate(response=response)
 
 
 def check_image(ref: str, timeout_s: float = 10.0) -> ImageCheck:
@@ -78,7 +80,9 @@ def check_image(ref: str, timeout_s: float = 10.0) -> ImageCheck:
 
     registry, repository, reference = parse_image_ref(ref)
     host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    client = DXF(registry, repository, auth=_anonymous_token, insecure=host in _LOCAL_HOSTS, timeout=timeout_s)
+    insecure = host in _LOCAL_HOSTS  # plain HTTP, where python-dxf (rightly) sends no credentials or tokens
+    client = DXF(registry, repository, auth=None if insecure else _anonymous_token, insecure=insecure,
+                 timeout=timeout_s)
     try:
         digest, _ = client.head_manifest_and_response(reference)
     except DXFUnauthorizedError:
