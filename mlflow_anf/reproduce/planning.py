@@ -129,8 +129,9 @@ def _check_backend(rec: RunRecord, ref: SnapshotRef | None, opts: ReproduceOptio
         if scope is not None and loaded.namespace != scope:
             raise ReproduceError(f"backend config: namespace {loaded.namespace!r} differs from the snapshot's "
                                  f"{scope!r}; a {ref.provider} snapshot restores only in its own namespace ({scope})")
-    # the backend snapshots the data volume before it submits: the restored volume must be usable by then
-    wait = bool(loaded.snapshot.data)
+    # the backend snapshots the data volume before it submits: a restored volume must be usable by then (one that is
+    # a directory here is, when the restore returns)
+    wait = bool(loaded.snapshot.data) and ref is not None and traits_for(ref.provider).restore_needs_mount
     return {"backend_config": config, "image": image, "notes": notes, "code": "in the image", "restore_wait": wait,
             "restore_timeout_s": float(loaded.snapshot.timeout_seconds) if wait else None}
 
