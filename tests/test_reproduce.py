@@ -136,10 +136,12 @@ def test_entry_point_params_undo_mlflow_quoting_and_spell_extras_as_options() ->
 
 
 def test_path_params_are_rewritten_relative_to_the_recorded_cwd(tmp_path: Path) -> None:
-    from mlflow_anf.reproduce import _same_path
+    from mlflow_anf.snapshots import traits_for
+    from mlflow_anf.snapshots.base import volume_matcher
 
     params = {"data_dir": "data", "out": str(tmp_path / "out"), "lr": "0.1", "uri": "s3://b/data"}
-    new, changed = rewrite_params(params, [(lambda v: _same_path(v, str(tmp_path / "data"), tmp_path), "/new")])
+    same_path = volume_matcher(traits_for("local"), str(tmp_path / "data"), tmp_path)
+    new, changed = rewrite_params(params, [(same_path, "/new")])
     assert new == {"data_dir": "/new", "out": str(tmp_path / "out"), "lr": "0.1", "uri": "s3://b/data"}
     assert changed == {"data_dir": {"from": "data", "to": "/new"}}
 
@@ -656,7 +658,8 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert new.info.status == "FINISHED" and new.data.metrics["score"] == src.data.metrics["score"]
     assert new.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
-    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"  # its own snapshot, of the restored PVC
+    # its own snapshot, of the restored PVC
+    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"
     assert new.data.params["seed"] == "2"
 
     # the local MLproject makes the command the image runs: a changed one is refused before anything is created
