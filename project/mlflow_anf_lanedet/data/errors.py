@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class DataError(Exception):
     """A dataset file (image, label file, split) is missing or unreadable; the message names the file."""
+
+
+class PrepareError(DataError):
+    """The source cannot be turned into a prepared root; the message names the file, line or archive member."""

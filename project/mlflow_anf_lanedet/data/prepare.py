@@ -19,21 +19,16 @@ Symbolic links in the source are refused, naming the link: prepare never follows
 source can be pulled into the dataset, and a link loop cannot run away. (``src`` itself may be a link.)
 
 ``out`` may be missing, empty, or (with ``overwrite``) a prepared root, recognised by its ``lanedet_dataset.json``;
-any other directory is refused. ``out/.snapshot`` (where the local snapshot provider keeps the volume's snapshots)
-is not the dataset's: it survives a re-prepare, moved from the old root to the new one by ``rename``. The steps
-(old root renamed aside, new root renamed in, ``.snapshot`` renamed across, old root removed) each leave the
-snapshots whole somewhere; a run killed in between leaves them in ``.<out>.old-<random>/``, and the next prepare of
-``out`` moves them back and removes what the killed run left (``PrepareReport.recovered``).
+any other directory is refused. ``out/.snapshot`` survives a re-prepare, and what a killed prepare left is recovered
+by the next one (``PrepareReport.recovered``): see :mod:`.publish`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import tarfile
@@ -46,16 +41,23 @@ from typing import Literal, NamedTuple
 import click
 from pydantic import BaseModel, ConfigDict
 
+from mlflow_anf_lanedet.data.errors import PrepareError
+from mlflow_anf_lanedet.data.publish import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    SNAPSHOT_DIR,
+    _is_prepared_root,
+    _lock,
+    _publish,
+    _recover,
+)
 from mlflow_anf_lanedet.data.tusimple import SPLIT_FILES, DataError, LabelError, iter_labels
 
 __all__ = ["MANIFEST_NAME", "PrepareError", "PrepareReport", "prepare", "prepare_command"]
 
-MANIFEST_NAME = "lanedet_dataset.json"
-MANIFEST_FORMAT = "lanedet-tusimple/1"
 TRAIN_LABEL_FILES = ("label_data_0313.json", "label_data_0531.json", "label_data_0601.json")
 TEST_LABEL_FILE = "test_label.json"
 TEST_TASKS_FILE = "test_tasks_0627.json"
-SNAPSHOT_DIR = ".snapshot"
 """Where the local snapshot provider keeps a volume's snapshots (``mlflow_anf.snapshots.local``): kept across a
 re-prepare, never part of the dataset."""
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -63,8 +65,6 @@ ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 Layout = Literal["download", "merged", "archives"]
 
 
-class PrepareError(DataError):
-    """The source cannot be turned into a prepared root; the message names the file, line or archive member."""
 
 
 class PrepareReport(BaseModel):
@@ -172,18 +172,6 @@ def _check_out(src: Path, out: Path, overwrite: bool) -> None:
                     f"{out}: not a prepared root (no {MANIFEST_NAME} from lanedet prepare): --overwrite only replaces "
                     f"a prepared root; move or empty this directory yourself"
                 )
-
-
-def _is_prepared_root(path: Path) -> bool:
-    """``path`` holds the manifest that :func:`prepare` writes (a regular file, of our format)."""
-    manifest = path / MANIFEST_NAME
-    if manifest.is_symlink() or not manifest.is_file():
-        return False
-    try:
-        data = json.loads(manifest.read_bytes()[: 1 << 20])
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT
 
 
 def _kind(path: Path) -> Literal["dir", "file"] | None:
@@ -450,151 +438,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# publishing, and what an interrupted run left
-
-
-def _leftover_re(out: Path) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(out.name)}\.(old|prepare)-[0-9a-f]{{8}}")
-
-
-def _lock(path: Path) -> int | None:
-    """An fd holding an exclusive ``flock`` on directory ``path``; None when another process holds it."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` (already checked: empty but for ``.snapshot``, or a prepared
-    root with overwrite) is replaced, and its ``.snapshot`` moves into the new root.
-
-    Order: ``out`` → ``.<out>.old-<random>`` (locked, so a concurrent :func:`_recover` leaves it alone), ``tmp`` →
-    ``out``, ``old/.snapshot`` → ``out/.snapshot``, remove ``old``. Every step is one rename, so the snapshots are
-    always whole in ``out`` or in ``old``; :func:`_recover` finishes the job after a crash.
-    """
-    if not os.path.lexists(out):
-        os.rename(tmp, out)
-        return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    lock = _lock(out)
-    if lock is None:
-        raise PrepareError(f"{out}: another lanedet prepare is replacing it right now")
-    try:
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        _move_snapshots(old, out)
-    finally:
-        os.close(lock)
-    _remove_tree(old)
-
-
-def _move_snapshots(old: Path, out: Path) -> None:
-    """Move ``old/.snapshot`` into ``out`` (whole, or snapshot by snapshot when ``out`` already has some)."""
-    src = old / SNAPSHOT_DIR
-    if not os.path.lexists(src):
-        return
-    dst = out / SNAPSHOT_DIR
-    try:
-        if not os.path.lexists(dst):
-            _rename_dir(src, dst)
-            return
-        clash = sorted(p.name for p in src.iterdir() if os.path.lexists(dst / p.name))
-        if clash:
-            raise PrepareError(
-                f"{src}: snapshot(s) {', '.join(clash)} also exist in {dst}; left in place, move them yourself"
-            )
-        with _owner_writable(src), _owner_writable(dst):  # entries leave one folder and enter the other
-            for child in sorted(src.iterdir()):
-                _rename_dir(child, dst / child.name)
-        src.rmdir()
-    except OSError as exc:
-        raise PrepareError(f"{src}: cannot move the snapshots to {dst}: {exc.strerror or exc}; they stay in "
-                           f"{old}") from None
-
-
-@contextlib.contextmanager
-def _owner_writable(folder: Path) -> Iterator[None]:
-    """Lend ``folder`` its owner write bit (a snapshot folder is read-only) and put its mode back after."""
-    mode = stat.S_IMODE(folder.lstat().st_mode)
-    if mode & stat.S_IWUSR:
-        yield
-        return
-    os.chmod(folder, mode | stat.S_IWUSR)
-    try:
-        yield
-    finally:
-        os.chmod(folder, mode)
-
-
-def _rename_dir(src: Path, dst: Path) -> None:
-    """``rename``, also for a read-only folder (snapshots are): moving a folder to another parent rewrites its
-    ``..`` entry, which needs its write bit, so that bit is lent for the rename and its mode put back after."""
-    mode = src.lstat().st_mode
-    if not stat.S_ISDIR(mode) or mode & stat.S_IWUSR:
-        os.rename(src, dst)
-        return
-    os.chmod(src, stat.S_IMODE(mode) | stat.S_IWUSR)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.chmod(src, stat.S_IMODE(mode))
-        raise
-    os.chmod(dst, stat.S_IMODE(mode))
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove ``path`` whole, giving its folders back their owner write bit first (a read-only folder would
-    otherwise leave a hidden leftover behind for an ordinary user)."""
-    for dirpath, _, _ in os.walk(path):
-        mode = os.lstat(dirpath).st_mode
-        if mode & stat.S_IRWXU != stat.S_IRWXU:
-            os.chmod(dirpath, stat.S_IMODE(mode) | stat.S_IRWXU)
-    try:
-        shutil.rmtree(path)
-    except OSError as exc:
-        raise PrepareError(f"{path}: cannot remove the previous root: {exc.strerror or exc}") from None
-
-
-def _recover(out: Path) -> list[str]:
-    """Finish what a killed prepare of ``out`` left beside it: a previous root renamed aside comes back when ``out``
-    is missing, snapshots left in it move into ``out/.snapshot``, the rest is removed. Directories a live prepare
-    holds (locked) are left alone. Returns the leftovers handled."""
-    parent = out.parent
-    if not parent.is_dir():
-        return []
-    pattern = _leftover_re(out)
-    names = sorted(e.name for e in os.scandir(parent) if pattern.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
-    done: list[str] = []
-    for name in names:
-        path = parent / name
-        lock = _lock(path)
-        if lock is None:
-            continue
-        try:
-            if ".old-" in name and not os.path.lexists(out) and _is_prepared_root(path):
-                os.rename(path, out)  # killed between the two renames of _publish: the previous root comes back
-                done.append(str(path))
-                continue
-            if os.path.lexists(path / SNAPSHOT_DIR):
-                if not os.path.lexists(out):
-                    out.mkdir()
-                _move_snapshots(path, out)
-        finally:
-            os.close(lock)
-        _remove_tree(path)
-        done.append(str(path))
-    return done
 
 
 # --------------------------------------------------------------------------------------------------------------------
