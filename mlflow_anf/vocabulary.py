@@ -80,9 +80,14 @@ TAG_REPRODUCE_IMAGE = tag("reproduce", "image")
 TAG_REPRODUCE_IDENTICAL = tag("reproduce", "identical")
 TAG_REPRODUCE_NOTES = tag("reproduce", "notes")
 
-# MLflow's own tags that mlflow-anf reads back (mlflow/utils/mlflow_tags.py)
+# MLflow's own tags that mlflow-anf reads or sets as MLflow's project runner does (mlflow/utils/mlflow_tags.py)
 MLFLOW_TAG_ENTRY_POINT = "mlflow.project.entryPoint"
 MLFLOW_TAG_BACKEND = "mlflow.project.backend"
+MLFLOW_TAG_ENV = "mlflow.project.env"
+MLFLOW_TAG_SOURCE_TYPE = "mlflow.source.type"
+MLFLOW_TAG_SOURCE_NAME = "mlflow.source.name"
+MLFLOW_TAG_GIT_COMMIT = "mlflow.source.git.commit"
+MLFLOW_TAG_USER = "mlflow.user"
 
 # ------------------------------------------------------------------------------------------- artifact paths
 ARTIFACT_DIR = "mlflow_anf"

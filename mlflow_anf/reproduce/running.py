@@ -35,6 +35,8 @@ from mlflow_anf.reproduce.restoring import PointedRun, RestoredData
 from mlflow_anf.vocabulary import (
     MLFLOW_TAG_BACKEND,
     MLFLOW_TAG_ENTRY_POINT,
+    MLFLOW_TAG_ENV,
+    MLFLOW_TAG_USER,
     TAG_REPRODUCE_NOTES,
     TAG_REPRODUCED_BY,
     TAG_REPRODUCES,
@@ -118,10 +120,10 @@ def _create_local_run(client: MlflowClient, plan: ReproductionPlan, experiment_i
 
     tags = {
         TAG_SOURCE_NAME: str(plan.project_dir), TAG_SOURCE_TYPE: "PROJECT", MLFLOW_TAG_ENTRY_POINT: plan.entry_point,
-        MLFLOW_TAG_BACKEND: "local", "mlflow.project.env": "local",
+        MLFLOW_TAG_BACKEND: "local", MLFLOW_TAG_ENV: "local",
     }
     with contextlib.suppress(KeyError, OSError):
-        tags["mlflow.user"] = getpass.getuser()
+        tags[MLFLOW_TAG_USER] = getpass.getuser()
     if current.commit:
         tags[TAG_GIT_COMMIT] = current.commit
     name = f"reproduce-{plan.source.name or plan.source.run_id[:8]}"[:250]
