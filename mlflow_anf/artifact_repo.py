@@ -19,10 +19,11 @@ any MLflow API taking an artifact URI accepts (``mlflow.pytorch.load_model``, ``
 
 The repository reads a local directory inside the snapshot: ``<root>/.snapshot/<dir>/<path>``, where ``<root>`` is
 the mount point given for the volume in the environment variable ``MLFLOW_ANF_SNAPSHOT_MOUNTS``
-(``[provider:]volume=/mount/point`` entries separated by commas; read when a repository is created) or, where
-the provider knows the volume's directory without a mount table (the local provider: the volume itself), that. Azure NetApp Files (and ONTAP) show a volume's snapshots
-read-only there on every NFS client when the volume's snapshot directory is visible; the local provider lays its
-snapshots out the same way. A volume that is not mounted gets an error saying how to mount it or restore the
+(``[provider:]volume=/mount/point`` entries separated by commas; read when a repository is created) or, where the
+provider knows the volume's directory without a mount table (:meth:`ProviderTraits.local_root`; the local provider:
+the volume itself), that directory. Azure NetApp Files (and ONTAP) show a volume's snapshots read-only there on
+every NFS client when the volume's snapshot directory is visible; the local provider lays its snapshots out the same
+way. A volume that is not mounted gets an error saying how to mount it or restore the
 snapshot (``mlflow-anf snapshot restore``).
 
 Each file is checked the way its provider says (:meth:`ProviderTraits.snapshot_files
@@ -49,7 +50,7 @@ from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
 from mlflow_anf.snapshots import traits_for
 from mlflow_anf.snapshots.base import SnapshotError
-from mlflow_anf.snapshots.files import SNAPSHOT_DIR, SnapshotFileNotFound, SnapshotFiles
+from mlflow_anf.snapshots.files import SNAPSHOT_DIR, SnapshotArtifactNotFound, SnapshotFiles
 from mlflow_anf.snapshots.uri import (  # the grammar lives there; these names stay importable from here
     MOUNTS_ENV,
     SCHEME,
@@ -63,10 +64,6 @@ from mlflow_anf.snapshots.uri import (  # the grammar lives there; these names s
     parse_snapshot_uri,
     snapshot_artifact_uri,
 )
-
-#: the snapshot exists but holds nothing at the requested path (one class with the core's error)
-SnapshotArtifactNotFound = SnapshotFileNotFound
-
 
 class SnapshotReadOnlyError(SnapshotError, PermissionError):
     """A write was attempted through a ``snapshot://`` repository."""

@@ -275,9 +275,10 @@ class SnapshotProvider(Protocol):
 
         ``wait``: return only when the new volume is usable (csi: the PVC is Bound; anf: the volume succeeded),
         within ``timeout_s`` (the provider's configured timeout when ``None``); a provider whose restore is complete
-        when it returns (local) ignores both. ``verify``: check the restored content against what the snapshot
-        recorded where the provider can (local: every file's sha256 against the manifest); a provider whose storage
-        guarantees snapshot immutability (csi, anf) has nothing more to check and accepts it either way.
+        when it returns (local) ignores both, and one whose new volume is useless until then may default ``wait`` to
+        True (anf). ``verify``: check, where the provider can, that what is restored is what was snapshotted (local:
+        every file's sha256 against the manifest; anf: the snapshot is still the one the record names); ``False``
+        skips those checks. Every provider accepts all three keywords.
         """
         ...
 

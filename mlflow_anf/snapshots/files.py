@@ -31,8 +31,8 @@ SNAPSHOT_DIR = ".snapshot"
 _CHUNK = 1 << 20
 
 
-class SnapshotFileNotFound(SnapshotNotFound):
-    """The snapshot exists but holds nothing at the requested path."""
+class SnapshotArtifactNotFound(SnapshotNotFound):
+    """The snapshot exists but holds nothing at the requested path (re-exported by :mod:`mlflow_anf.artifact_repo`)."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class SnapshotFiles:
         read); a hidden bookkeeping file is not served.
         """
         if len(inner) == 1 and inner[0] in self.hidden:
-            raise SnapshotFileNotFound(f"{where}: {self.hidden[inner[0]]} is not an artifact of the snapshot")
+            raise SnapshotArtifactNotFound(f"{where}: {self.hidden[inner[0]]} is not an artifact of the snapshot")
         local = self.root.joinpath(*inner)
         if not os.path.lexists(local):
-            raise SnapshotFileNotFound(f"{where}: no artifact {'/'.join(inner) or '.'!r} in snapshot {self.name!r}")
+            raise SnapshotArtifactNotFound(f"{where}: no artifact {'/'.join(inner) or '.'!r} in snapshot {self.name!r}")
         # a symlink captured in the snapshot must not lead back to live data
         if not _within(self.root, local.resolve()):
             raise InvalidSnapshotUri(f"{where}: leads out of the snapshot (to {local.resolve()}) through a symlink")
@@ -173,7 +173,7 @@ class SnapshotFiles:
 __all__ = [
     "SNAPSHOT_DIR",
     "SnapshotFileInfo",
-    "SnapshotFileNotFound",
+    "SnapshotArtifactNotFound",
     "SnapshotFiles",
     "find_snapshot_dir",
 ]
