@@ -19,14 +19,17 @@ any MLflow API taking an artifact URI accepts (``mlflow.pytorch.load_model``, ``
 
 The repository reads a local directory inside the snapshot: ``<root>/.snapshot/<dir>/<path>``, where ``<root>`` is
 the mount point given for the volume in the environment variable ``MLFLOW_ANF_SNAPSHOT_MOUNTS``
-(``[provider:]volume=/mount/point`` entries separated by commas; read when a repository is created) or, for the
-local provider only, the volume directory itself. Azure NetApp Files (and ONTAP) show a volume's snapshots
-read-only there on every NFS client when the volume's snapshot directory is visible; the local provider lays its
-snapshots out the same way. A volume that is not mounted gets an error saying how to mount it or restore the
+(``[provider:]volume=/mount/point`` entries separated by commas; read when a repository is created) or, where the
+provider knows the volume's directory without a mount table (:meth:`ProviderTraits.local_root`; the local provider:
+the volume itself), that directory. Azure NetApp Files (and ONTAP) show a volume's snapshots read-only there on
+every NFS client when the volume's snapshot directory is visible; the local provider lays its snapshots out the same
+way. A volume that is not mounted gets an error saying how to mount it or restore the
 snapshot (``mlflow-anf snapshot restore``).
 
-Every file read from a local snapshot is checked against its manifest's sha256 (free when inode, mtime and size
-match the manifest; hashed otherwise): content rewritten in place is refused, never served. A symlink in the snapshot
+Each file is checked the way its provider says (:meth:`ProviderTraits.snapshot_files
+<mlflow_anf.snapshots.base.ProviderTraits.snapshot_files>`): a local snapshot's file against its manifest's sha256
+(free when inode, mtime and size match the manifest; hashed otherwise), so content rewritten in place is refused,
+never served; csi and anf snapshots are immutable on the storage side and served as they are. A symlink in the snapshot
 that leads out of it is neither read nor stat-ed (``list_artifacts`` lists it without a size).
 
 Every write (``log_artifact``, ``log_artifacts``, ``delete_artifacts``, and whatever MLflow builds on them) raises
@@ -38,28 +41,16 @@ MLflow's artifact-repository base class: import it lazily from code that must st
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
-import stat
 from pathlib import Path
 from typing import Any, NoReturn
 
 from mlflow.entities.file_info import FileInfo
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
-from mlflow_anf.snapshots.base import (
-    SnapshotError,
-    SnapshotNotFound,
-    SnapshotVerificationError,
-)
-from mlflow_anf.snapshots.local import (
-    MANIFEST_NAME,
-    SNAPSHOT_DIR,
-    LocalSnapshotProvider,
-    ManifestEntry,
-    file_unchanged,
-)
+from mlflow_anf.snapshots import traits_for
+from mlflow_anf.snapshots.base import SnapshotError
+from mlflow_anf.snapshots.files import SNAPSHOT_DIR, SnapshotArtifactNotFound, SnapshotFiles
 from mlflow_anf.snapshots.uri import (  # the grammar lives there; these names stay importable from here
     MOUNTS_ENV,
     SCHEME,
@@ -74,7 +65,6 @@ from mlflow_anf.snapshots.uri import (  # the grammar lives there; these names s
     snapshot_artifact_uri,
 )
 
-
 class SnapshotReadOnlyError(SnapshotError, PermissionError):
     """A write was attempted through a ``snapshot://`` repository."""
 
@@ -83,28 +73,26 @@ class SnapshotNotMounted(SnapshotError):
     """The snapshot's volume is not reachable as a directory on this machine."""
 
 
-class SnapshotArtifactNotFound(SnapshotNotFound):
-    """The snapshot exists but holds nothing at the requested path."""
-
-
 # ------------------------------------------------------------------------------------------------- repository
-def _within(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
-
-
 class SnapshotArtifactRepository(ArtifactRepository):
-    """Read-only MLflow artifact repository over a directory inside a snapshot (see the module docstring)."""
+    """Read-only MLflow artifact repository over a directory inside a snapshot (see the module docstring).
+
+    An adapter: it parses the URI (:mod:`mlflow_anf.snapshots.uri`), finds the volume's directory (a mount named in
+    ``MLFLOW_ANF_SNAPSHOT_MOUNTS``, else the provider's :meth:`~mlflow_anf.snapshots.base.ProviderTraits.local_root`)
+    and reads through the reader the provider gives (:meth:`~mlflow_anf.snapshots.base.ProviderTraits.snapshot_files`),
+    which applies the provider's own integrity checks.
+    """
 
     def __init__(
         self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None
     ) -> None:
         self.location = parse_snapshot_uri(artifact_uri)
+        self._traits = traits_for(self.location.provider)
         self._mounts = parse_mounts(os.environ.get(MOUNTS_ENV))
-        self._roots: dict[str, Path] = {}
-        self._manifests: dict[str, dict[str, ManifestEntry]] = {}  # local snapshots: path -> entry
+        self._readers: dict[str, SnapshotFiles] = {}
         self._volume_root = self._find_volume_root()
         if self.location.snapshot is not None:
-            self._snapshot_root(self.location.snapshot)  # fail here, before MLflow starts a download
+            self._reader(self.location.snapshot)  # fail here, before MLflow starts a download
         super().__init__(artifact_uri, tracking_uri, registry_uri)
 
     # ---- locating the snapshot
@@ -129,8 +117,9 @@ class SnapshotArtifactRepository(ArtifactRepository):
                     f"{MOUNTS_ENV}: mount point {root} of volume {loc.volume!r} is not a directory on this machine"
                 )
             return root
-        if loc.provider == "local":
-            return Path(loc.volume)
+        root = self._traits.local_root(loc.volume)
+        if root is not None:
+            return root
         raise SnapshotNotMounted(
             f"{loc.uri()}: no mount point is known for {loc.provider} volume {loc.volume!r}; "
             + self._how_to_reach(loc.snapshot or "<snapshot>")
@@ -139,105 +128,41 @@ class SnapshotArtifactRepository(ArtifactRepository):
     def _dir_name(self, name: str) -> str:
         return self.location.dir if self.location.dir is not None else name
 
-    def _snapshot_root(self, name: str) -> Path:
-        """The snapshot's read-only directory (resolved), checked to exist (and, for local, to match the digest)."""
-        cached = self._roots.get(name)
-        if cached is not None:
-            return cached
-        loc = self.location
-        check_snapshot_name(loc.provider, name, "snapshot")
-        snapdir = self._volume_root / SNAPSHOT_DIR / self._dir_name(name)
-        if loc.provider == "local":
-            record = LocalSnapshotProvider().get(str(self._volume_root), self._dir_name(name))
-            if loc.digest is not None and record.digest != loc.digest:
-                raise SnapshotVerificationError(
-                    f"snapshot {record.ref}: its digest {record.digest} differs from {loc.digest} in the URI "
-                    "(the name was reused for another snapshot); the snapshot this URI pinned is gone"
-                )
-            entries = LocalSnapshotProvider().entries(record)  # checked: no path leaves the snapshot
-            self._manifests[name] = {e.path: e for e in entries}
-        elif not snapdir.is_dir():
-            if not (self._volume_root / SNAPSHOT_DIR).is_dir():
-                raise SnapshotNotFound(
-                    f"snapshot {name!r}: {self._volume_root / SNAPSHOT_DIR} does not exist; is {self._volume_root} "
-                    f"the mount point of {loc.provider} volume {loc.volume!r}, with its snapshot directory visible? "
-                    + self._how_to_reach(name)
-                )
-            raise SnapshotNotFound(
-                f"snapshot {name!r} of {loc.provider} volume {loc.volume!r} not found at {snapdir} "
-                "(deleted, or not ready yet?)"
-            )
-        root = snapdir.resolve()
-        self._roots[name] = root
-        return root
+    def _reader(self, name: str) -> SnapshotFiles:
+        """The reader of snapshot *name*'s files, checked to exist (and to match the URI's digest, where it can)."""
+        reader = self._readers.get(name)
+        if reader is None:
+            loc = self.location
+            check_snapshot_name(loc.provider, name, "snapshot")
+            reader = self._traits.snapshot_files(
+                self._volume_root, name, provider=loc.provider, volume=loc.volume, dir_name=self._dir_name(name),
+                digest=loc.digest, hint=self._how_to_reach(name),
+            )  # fmt: skip
+            self._readers[name] = reader
+        return reader
 
     # ---- paths
     def _rel(self, artifact_path: str | None) -> tuple[str, ...]:
         return check_path(artifact_path or "", "artifact path")
 
-    def _resolve(self, artifact_path: str | None) -> tuple[Path, Path, tuple[str, ...]]:
-        """``(snapshot root, local path, segments under the root)`` of *artifact_path*; the path must exist."""
+    def _resolve(self, artifact_path: str | None) -> tuple[SnapshotFiles, Path, tuple[str, ...], str]:
+        """``(reader, local path, segments under the snapshot root, how messages name it)``; the path must exist."""
         segments = self.location.segments + self._rel(artifact_path)
         if not segments:
             raise InvalidSnapshotUri(
                 f"{self.artifact_uri}: names no snapshot; use {SCHEME}://<provider>/<snapshot>/<path>?volume=..."
             )
-        root = self._snapshot_root(segments[0])
-        inner = segments[1:]
+        reader = self._reader(segments[0])
         where = f"{'/'.join(segments)} in {self.location.provider}:{self.location.volume}"
-        inner_path = "/".join(inner) or "."
-        if self.location.provider == "local" and inner == (MANIFEST_NAME,):
-            raise SnapshotArtifactNotFound(f"{where}: the snapshot manifest is not an artifact")
-        local = root.joinpath(*inner)
-        if not os.path.lexists(local):
-            raise SnapshotArtifactNotFound(f"{where}: no artifact {inner_path!r} in snapshot {segments[0]!r}")
-        if not _within(root, local.resolve()):  # a symlink captured in the snapshot must not lead back to live data
-            raise InvalidSnapshotUri(f"{where}: leads out of the snapshot (to {local.resolve()}) through a symlink")
-        return root, local, inner
-
-    def _entry_for(self, root: Path, local: Path, segments: tuple[str, ...]) -> ManifestEntry | None:
-        """The manifest entry of the file *local* resolves to (local snapshots; ``None`` for csi/anf)."""
-        manifest = self._manifests.get(segments[0])
-        if manifest is None:
-            return None
-        rel = local.resolve().relative_to(root).as_posix()
-        entry = manifest.get(rel)
-        if entry is None or entry.type != "file":
-            raise SnapshotVerificationError(
-                f"{'/'.join(segments)}: {rel!r} is not a file of snapshot {segments[0]!r} according to its manifest "
-                "(added after the snapshot was taken?); refusing to serve it"
-            )
-        return entry
-
-    def _changed(self, segments: tuple[str, ...], entry: ManifestEntry) -> NoReturn:
-        raise SnapshotVerificationError(
-            f"{'/'.join(segments)} in {self.location.provider}:{self.location.volume}: {entry.path!r} no longer "
-            f"matches the sha256 its snapshot recorded (rewritten in place, e.g. by root through a hard link to the "
-            "live file); refusing to serve changed content (see mlflow-anf snapshot verify)"
-        )
-
-    def _check_file(self, root: Path, local: Path, segments: tuple[str, ...]) -> None:
-        """Refuse a local snapshot file whose content no longer matches its manifest (inode/mtime/size first)."""
-        entry = self._entry_for(root, local, segments)
-        if entry is None:
-            return
-        with open(local.resolve(), "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if file_unchanged(entry, st):
-                return
-            h = hashlib.sha256()
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        if st.st_size != entry.size or h.hexdigest() != entry.sha256:
-            self._changed(segments, entry)
+        return reader, reader.resolve(segments[1:], where), segments[1:], where
 
     def get_local_path(self, artifact_path: str) -> str:
         """The artifact's read-only path inside the snapshot (no copy); it lives as long as the snapshot.
 
-        A file of a local snapshot is checked against its manifest first (see :meth:`_check_file`)."""
-        root, local, _inner = self._resolve(artifact_path)
+        A file is checked first the way its provider checks (local: against its manifest's sha256)."""
+        reader, local, _inner, where = self._resolve(artifact_path)
         if local.is_file():
-            self._check_file(root, local, self.location.segments + self._rel(artifact_path))
+            reader.check_file(local, where)
         return str(local)
 
     def _is_directory(self, artifact_path: str) -> bool:
@@ -246,28 +171,14 @@ class SnapshotArtifactRepository(ArtifactRepository):
     # ---- reading
     def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
         """Entries directly under *path* (a file lists as ``[]``), as paths relative to this repository's root."""
-        _root, local, inner = self._resolve(path)
+        reader, local, inner, _where = self._resolve(path)
         if not local.is_dir():
             return []
         prefix = "/".join(self._rel(path))
-        hide_manifest = self.location.provider == "local" and not inner
-        infos = []
-        with os.scandir(local) as it:
-            for entry in it:
-                if hide_manifest and entry.name == MANIFEST_NAME:
-                    continue
-                rel = f"{prefix}/{entry.name}" if prefix else entry.name
-                try:
-                    if entry.is_symlink() and not _within(_root, Path(entry.path).resolve()):
-                        infos.append(FileInfo(rel, False, None))  # leads out of the snapshot: reading it is refused
-                        continue
-                    st = entry.stat()  # follows a symlink inside the snapshot, as reading it would
-                except OSError:
-                    infos.append(FileInfo(rel, False, None))  # dangling: reading it reports why
-                    continue
-                is_dir = stat.S_ISDIR(st.st_mode)
-                infos.append(FileInfo(rel, is_dir, None if is_dir else st.st_size))
-        return sorted(infos, key=lambda f: f.path)
+        return [
+            FileInfo(f"{prefix}/{info.name}" if prefix else info.name, info.is_dir, info.size)
+            for info in reader.list_dir(local, top=not inner)
+        ]
 
     def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
         """Copy *artifact_path* (file or directory) out of the snapshot; see :meth:`get_local_path` for no copy."""
@@ -275,30 +186,11 @@ class SnapshotArtifactRepository(ArtifactRepository):
         return super().download_artifacts(artifact_path, dst_path)
 
     def _download_file(self, remote_file_path: str, local_path: str) -> None:
-        root, src, inner = self._resolve(remote_file_path)
+        reader, src, inner, where = self._resolve(remote_file_path)
         if not src.is_file():
             raise SnapshotArtifactNotFound(f"{'/'.join(inner)!r} in snapshot {self.artifact_uri} is not a regular file")
-        segments = self.location.segments + self._rel(remote_file_path)
-        entry = self._entry_for(root, src, segments)
-        dst = Path(local_path)
-        tmp = dst.with_name(f".{dst.name}.part-{secrets.token_hex(4)}")
-        try:
-            # content only: snapshot files are read-only, the copy need not be. A local snapshot's file is hashed
-            # on the way unless inode, mtime and size still match its manifest; changed bytes are never served.
-            with open(src.resolve(), "rb", buffering=0) as fsrc, open(tmp, "xb") as fdst:
-                st = os.fstat(fsrc.fileno())
-                h = hashlib.sha256() if entry is not None and not file_unchanged(entry, st) else None
-                while chunk := fsrc.read(1 << 20):
-                    if h is not None:
-                        h.update(chunk)
-                    fdst.write(chunk)
-            if entry is not None and h is not None and h.hexdigest() != entry.sha256:
-                self._changed(segments, entry)
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.replace(tmp, dst)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        # content only: snapshot files are read-only, the copy need not be; checked on the way (see get_local_path)
+        reader.copy_file(src, Path(local_path), where)
 
     # ---- writing: never
     def _read_only(self, operation: str) -> NoReturn:

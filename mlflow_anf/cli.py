@@ -355,7 +355,6 @@ def restore_command(
     _set_output(output)
     if bool(run_id) == bool(volume and name):
         raise click.UsageError("give either --volume and NAME, or --run-id")
-    restore_options = {"verify": False} if no_verify else {}
     if run_id:
         from mlflow_anf.tracking import restore
 
@@ -363,12 +362,14 @@ def restore_command(
         merged.update(_parse_pairs(options, "--option"))
         # Without --provider the run's tags name the provider; the options still apply to it.
         prov = _provider(provider, options, provider_config) if provider else None
-        new_volume = restore(run_id, target, role=role, provider=prov, provider_options=merged, **restore_options)
+        new_volume = restore(
+            run_id, target, role=role, provider=prov, provider_options=merged, verify=not no_verify
+        )
         source = f"run {run_id} ({role})"
     else:
         prov = _provider(provider, options, provider_config)
         snap = prov.get(volume, name)
-        new_volume = prov.restore(snap, target, **restore_options)
+        new_volume = prov.restore(snap, target, verify=not no_verify)
         source = snap.ref
     _emit(output, {"source": source, "target": new_volume}, f"restored {source} to {new_volume}")
 

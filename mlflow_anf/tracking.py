@@ -199,13 +199,18 @@ def restore(
     provider: SnapshotProvider | None = None,
     provider_options: Mapping[str, Any] | None = None,
     client: MlflowClient | None = None,
-    **restore_options: Any,
+    wait: bool | None = None,
+    timeout_s: float | None = None,
+    verify: bool = True,
 ) -> str:
     """Restore a snapshot into the new volume *target*; returns the new volume id.
 
     *source* is a run id (its *role* snapshot), a :class:`SnapshotRef` or a :class:`Snapshot`. The provider is
     *provider*, or built from the record's provider name with *provider_options*. A recorded id or digest that no
     longer matches the provider's snapshot of that name raises :class:`SnapshotVerificationError`.
+
+    *wait*, *timeout_s* and *verify* are the protocol's restore keywords (:meth:`SnapshotProvider.restore`);
+    ``wait=None`` keeps the provider's own default (anf waits for the new volume, csi and local do not).
     """
 
     def _provider_for(name: str) -> SnapshotProvider:
@@ -242,4 +247,6 @@ def restore(
             raise SnapshotVerificationError(
                 f"snapshot {ref.ref}: digest is now {snapshot.digest}, the run recorded {ref.digest}"
             )
-    return prov.restore(snapshot, target, **restore_options)
+    if wait is None:
+        return prov.restore(snapshot, target, timeout_s=timeout_s, verify=verify)
+    return prov.restore(snapshot, target, wait=wait, timeout_s=timeout_s, verify=verify)

@@ -285,3 +285,35 @@ def test_the_cli_reports_skipped_fifos_and_sockets(volume: Path) -> None:
         sock.close()
     assert result.exit_code == 0, result.output
     assert "skipped 2 special file(s)" in result.output and "pipe, sock" in result.output
+
+
+def test_no_verify_reaches_the_provider_and_the_run_restore(
+    volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-verify is passed as verify=False both to the provider and through mlflow_anf.tracking.restore."""
+    snap = LocalSnapshotProvider().create(str(volume), "s1")
+    snapdir = Path(snap.details["path"])
+    manifest = snapdir / MANIFEST_NAME
+    snapdir.chmod(0o755)
+    manifest.chmod(0o644)
+    header, rest = manifest.read_text().split("\n", 1)
+    manifest.write_text(header.replace(snap.digest or "", "sha256:" + "0" * 64) + "\n" + rest)  # entries != digest
+    checked = _run("snapshot", "restore", "--volume", str(volume), "s1", "--target", str(tmp_path / "a"))
+    assert checked.exit_code == ExitCode.PROVIDER_ERROR and "do not match its digest" in checked.output
+    unchecked = _run("snapshot", "restore", "--volume", str(volume), "s1", "--target", str(tmp_path / "b"),
+                     "--no-verify", "-o", "json")  # fmt: skip
+    assert unchecked.exit_code == 0, unchecked.output
+    assert (tmp_path / "b" / "labels.json").read_text() == "[]\n"
+
+    seen: list[bool] = []
+
+    def restore(run_id: str, target: str, *, role: str, provider: object, provider_options: dict[str, str],
+                wait: bool | None = None, timeout_s: float | None = None, verify: bool = True) -> str:  # fmt: skip
+        seen.append(verify)
+        return target
+
+    monkeypatch.setattr("mlflow_anf.tracking.restore", restore)
+    for extra in ([], ["--no-verify"]):
+        result = _run("snapshot", "restore", "--run-id", "r1", "--target", str(tmp_path / "c"), *extra)
+        assert result.exit_code == 0, result.output
+    assert seen == [True, False]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow_anf
 from mlflow_anf.dataset_source import SnapshotDatasetSource
-from mlflow_anf.snapshots import SnapshotError, SnapshotNotFound, SnapshotVerificationError
+from mlflow_anf.snapshots import Snapshot, SnapshotError, SnapshotNotFound, SnapshotVerificationError
 from mlflow_anf.snapshots.local import LocalSnapshotProvider
 from mlflow_anf.tracking import (
     LABEL_EXPERIMENT_ID,
@@ -221,3 +222,38 @@ def test_public_api_is_lazy() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     assert mlflow_anf.restore is restore
+
+
+def _doctor_header_digest(snapdir: Path) -> None:
+    """Give the manifest header a digest its entries do not have (restore checks it only with verify)."""
+    manifest = snapdir / ".mlflow-anf-snapshot.json"
+    snapdir.chmod(0o755)
+    manifest.chmod(0o644)
+    header, rest = manifest.read_text().split("\n", 1)
+    manifest.write_text(re.sub(r'"digest":"sha256:[0-9a-f]+"', f'"digest":"sha256:{"0" * 64}"', header) + "\n" + rest)
+
+
+def test_restore_passes_the_protocol_keywords(
+    provider: LocalSnapshotProvider, volume: Path, tmp_path: Path
+) -> None:
+    snap = provider.create(str(volume), "kw")
+    _doctor_header_digest(Path(snap.details["path"]))
+    record = snap.model_copy(update={"digest": None})
+    with pytest.raises(SnapshotVerificationError, match="manifest entries do not match its digest"):
+        restore(record, str(tmp_path / "checked"))
+    assert not (tmp_path / "checked").exists()
+    out = restore(record, str(tmp_path / "unchecked"), verify=False, wait=True, timeout_s=1.0)
+    assert (Path(out) / "label_data_0313.json").read_text() == '{"lanes": []}\n'
+
+    class WaitsByDefault(LocalSnapshotProvider):  # a provider whose wait defaults to True, like anf's
+        seen: list[tuple[bool, float | None, bool]] = []
+
+        def restore(self, snapshot: Snapshot, target: str, *, wait: bool = True, timeout_s: float | None = None,
+                    verify: bool = True) -> str:  # fmt: skip
+            self.seen.append((wait, timeout_s, verify))
+            return super().restore(snapshot, target, wait=wait, timeout_s=timeout_s, verify=verify)
+
+    waits = WaitsByDefault()
+    restore(record, str(tmp_path / "default-wait"), provider=waits, verify=False)
+    restore(record, str(tmp_path / "no-wait"), provider=waits, wait=False, timeout_s=2.5, verify=False)
+    assert waits.seen == [(True, None, False), (False, 2.5, False)]  # wait=None kept the provider's default

@@ -13,9 +13,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from mlflow_anf.snapshots.files import SnapshotFiles
 
 # DNS-1123 subdomain, the strictest of the three back ends (Kubernetes object names; ANF accepts a superset).
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -108,7 +111,8 @@ _STORAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 def validate_storage_name(name: str, field: str = "name") -> str:
-    """*name* if it is a storage-side snapshot name (letters, digits, ``-``, ``_``, ``.``), else raise naming *field*."""
+    """*name* if it is a storage-side snapshot name (letters, digits, ``-``, ``_``, ``.``), else raise naming
+    *field*."""
     if not isinstance(name, str) or not _STORAGE_NAME_RE.match(name):
         raise InvalidSnapshotName(
             f"{field}: {name!r} is not a valid snapshot name (letters, digits, '-', '_' and '.', starting with a "
@@ -123,7 +127,20 @@ class ProviderTraits:
     Every branch on a provider's name that used to sit in reproduce, the artifact repository, the dataset source or
     training is one of these questions. The defaults describe a remote provider whose snapshots are volumes on some
     storage system (csi, anf, a third-party provider); the local provider overrides what differs. Get the class of a
-    registered provider with :func:`mlflow_anf.snapshots.provider_class` and ask it.
+    registered provider with :func:`mlflow_anf.snapshots.provider_class` (or :func:`mlflow_anf.snapshots.traits_for`,
+    which answers the defaults for a name this installation lacks) and ask it:
+
+    * naming: :meth:`check_volume`, :meth:`check_name` — refuse a volume id or snapshot name the provider could not
+      have produced, naming the field;
+    * where the files are: :meth:`local_root` (a volume's directory without a mount table), :meth:`storage_dir` (the
+      snapshot's directory under ``.snapshot/``), :meth:`local_path` (a snapshot's directory on this machine),
+      :meth:`snapshot_files` (a reader of a snapshot's files with the provider's integrity checks);
+    * restoring: :attr:`restore_needs_mount`, :attr:`mount_hint`, :meth:`restore_scope`,
+      :meth:`default_restore_target`;
+    * run parameters: :meth:`refers_to`, :meth:`param_value` — whether a parameter names a volume, and what it names
+      after a restore.
+
+    A provider class subclasses this and implements :class:`SnapshotProvider` (the operations, on an instance).
     """
 
     name: ClassVar[str]
@@ -183,6 +200,31 @@ class ProviderTraits:
         base = volume.rsplit("/", 1)[-1]
         return f"{base[:40].rstrip('-.')}-repro-{secrets.token_hex(3)}"
 
+    @classmethod
+    def snapshot_files(
+        cls,
+        volume_root: Path,
+        name: str,
+        *,
+        provider: str,
+        volume: str,
+        dir_name: str | None = None,
+        digest: str | None = None,
+        hint: str = "",
+    ) -> SnapshotFiles:
+        """A reader of the files of snapshot *name* of *volume*, whose root directory is *volume_root* here.
+
+        The snapshot is ``<volume_root>/.snapshot/<dir_name or name>/``. *digest*: the snapshot's digest the caller
+        recorded, checked where the provider can (a mismatch raises :class:`SnapshotVerificationError`); *hint*:
+        how to make the snapshot visible, appended to the error when the volume's snapshot directory is missing;
+        *provider* names the provider in messages. Default (a storage system that keeps snapshots immutable): files
+        are served as they are, no digest is checked. The local provider checks each file against its manifest.
+        """
+        from mlflow_anf.snapshots.files import SnapshotFiles, find_snapshot_dir
+
+        root = find_snapshot_dir(volume_root, dir_name or name, name=name, provider=provider, volume=volume, hint=hint)
+        return SnapshotFiles(root, name)
+
 
 def volume_matcher(traits: type[ProviderTraits], volume: str, base: Path) -> Callable[[str], bool]:
     """A predicate: does a parameter value name *volume* (see :meth:`ProviderTraits.refers_to`)."""
@@ -191,7 +233,16 @@ def volume_matcher(traits: type[ProviderTraits], volume: str, base: Path) -> Cal
 
 @runtime_checkable
 class SnapshotProvider(Protocol):
-    """What every provider implements. Methods raise :class:`SnapshotError` subclasses with clear messages."""
+    """What every provider implements (on an instance built from its ``Config``; see :mod:`mlflow_anf.snapshots`).
+
+    The operations: :meth:`create`, :meth:`list`, :meth:`get`, :meth:`restore`, :meth:`delete`, :meth:`verify`.
+    Each raises :class:`SnapshotError` subclasses with clear messages: :class:`SnapshotInputError` for a bad name,
+    volume id, option or target; :class:`SnapshotNotFound`, :class:`SnapshotExists`, :class:`SnapshotTimeout`,
+    :class:`SnapshotLimitExceeded`, :class:`SnapshotVerificationError` for what the storage answered. A provider
+    class also subclasses :class:`ProviderTraits` (the questions callers may ask of the class) and defines
+    ``name`` (its registry name), ``Config`` (a pydantic model of its options) and ``__init__(config=None)``.
+    Keyword-only parameters are part of the protocol: callers pass them by name to any provider.
+    """
 
     name: ClassVar[str]
     #: whether snapshots can carry labels (ANF snapshots cannot: the ARM resource has no tags)
@@ -199,21 +250,42 @@ class SnapshotProvider(Protocol):
 
     def create(
         self, volume: str, name: str | None = None, *, labels: Mapping[str, str] | None = None
-    ) -> Snapshot: ...
+    ) -> Snapshot:
+        """Snapshot *volume* now as *name* (a generated name when ``None``), with *labels* where supported."""
+        ...
 
-    def list(self, volume: str | None = None, *, labels: Mapping[str, str] | None = None) -> list[Snapshot]: ...
+    def list(self, volume: str | None = None, *, labels: Mapping[str, str] | None = None) -> list[Snapshot]:
+        """Snapshots of *volume* (of every volume the provider sees when ``None``) carrying all of *labels*."""
+        ...
 
-    def get(self, volume: str, name: str) -> Snapshot: ...
+    def get(self, volume: str, name: str) -> Snapshot:
+        """The snapshot *name* of *volume*; :class:`SnapshotNotFound` if there is none."""
+        ...
 
-    def restore(self, snapshot: Snapshot, target: str, *, wait: bool = False,
-                timeout_s: float | None = None) -> str:
+    def restore(
+        self,
+        snapshot: Snapshot,
+        target: str,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        verify: bool = True,
+    ) -> str:
         """Materialise *snapshot* as a new volume *target*; returns the new volume id.
 
         ``wait``: return only when the new volume is usable (csi: the PVC is Bound; anf: the volume succeeded),
-        within ``timeout_s`` (the provider's configured timeout when ``None``).
+        within ``timeout_s`` (the provider's configured timeout when ``None``); a provider whose restore is complete
+        when it returns (local) ignores both, and one whose new volume is useless until then may default ``wait`` to
+        True (anf). ``verify``: check, where the provider can, that what is restored is what was snapshotted (local:
+        every file's sha256 against the manifest; anf: the snapshot is still the one the record names); ``False``
+        skips those checks. Every provider accepts all three keywords.
         """
         ...
 
-    def delete(self, volume: str, name: str) -> None: ...
+    def delete(self, volume: str, name: str) -> None:
+        """Delete snapshot *name* of *volume*; :class:`SnapshotNotFound` if there is none."""
+        ...
 
-    def verify(self, snapshot: Snapshot) -> VerifyResult: ...
+    def verify(self, snapshot: Snapshot) -> VerifyResult:
+        """Check *snapshot* is still what it was when taken; problems are reported, not raised."""
+        ...
