@@ -29,8 +29,7 @@ def _record(provider: str, volume: str, name: str, **details: object) -> Snapsho
     )  # fmt: skip
 
 
-# csi, anf: added when their restore signatures land
-@pytest.mark.parametrize("name", ["local"])
+@pytest.mark.parametrize("name", ["local", "csi", "anf"])
 def test_registered_provider_follows_the_protocol(name: str) -> None:
     cls = provider_class(name)
     assert issubclass(cls, ProviderTraits) and traits_for(name) is cls
