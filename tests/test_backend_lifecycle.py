@@ -211,9 +211,10 @@ def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects
     mark = k8s_server.mark()
 
     def runner(launch: LauncherRun) -> int:
-        # while the job runs: a 429 with Retry-After on a read, a dropped watch connection, an expired watch
-        k8s_server.fail_next(f"{mpijobs}/{launch.job}", method="GET", status=429, retry_after=0, count=1)
-        k8s_server.reset_next(mpijobs, method="GET", count=1)
+        # while the job runs: an expired watch (410), whose re-list gets a 429 with Retry-After, and a dropped
+        # connection on the watch after it (mlflow_anf.k8s.follow re-lists and watches again)
+        k8s_server.fail_next(mpijobs, method="GET", verb="list", status=429, retry_after=0, count=1)
+        k8s_server.reset_next(mpijobs, method="GET", verb="watch", count=1)
         k8s_server.expire_watches()
         return wrapper_runner(launch)
 
@@ -225,8 +226,10 @@ def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects
     records = k8s_server.requests(mark)
     creates = [r for r in records if r.method == "POST" and r.plural == "mpijobs"]
     assert [r.status for r in creates] == [503, 201]
-    assert any(r.status == 429 and r.verb == "get" for r in records)
+    assert any(r.status == 429 and r.verb == "list" for r in records)
     assert any(r.reset and r.verb == "watch" for r in records)
+    watches = [r for r in records if r.verb == "watch"]
+    assert all(r.query.get("resourceVersion") for r in watches)  # every watch resumes from a version
     assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
 
 
