@@ -319,12 +319,13 @@ def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfi
     assert run.info.status == "KILLED"
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "false"), ("true", "true"), ("false", "false")])
-def test_backend_snapshots_switch_the_entry_points_own_off(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+@pytest.mark.parametrize(("given", "expected"), [(None, "true"), ("true", "true"), ("false", "false")])
+def test_backend_passes_the_entry_points_snapshot_switch_through(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
                                                            namespace, mlflow_store, sim_project, mpi_operator,
                                                            snapshot_controller, tmp_path, caplog, given, expected):
-    """With snapshot.data/model in the backend config, an entry point whose enable_snapshot defaults to true runs
-    with it off (one snapshot per role); a value the user passed is kept, an explicit true with a warning."""
+    """With snapshot.data/model in the backend config the entry point's enable_snapshot is not rewritten (the
+    training side skips a role the run already has recorded): its default or the value given reaches the pods,
+    without a warning; the backend's data snapshot is on the run under the plan's name."""
     mlproject = sim_project / "MLproject"
     mlproject.write_text(mlproject.read_text()
                          .replace('enable_snapshot: {type: string, default: "false"}',
@@ -340,4 +341,6 @@ def test_backend_snapshots_switch_the_entry_points_own_off(k8s_server, k8s_objec
     info = mlflow_store.client().get_run(run.run_id)
     assert info.data.params["enable_snapshot"] == expected
     assert f"--enable-snapshot {expected}" in read_artifact(mlflow_store, run.run_id, "mlflow_anf/mpijob.yaml", tmp_path)
-    assert ("taken twice" in caplog.text) == (given == "true")
+    assert "taken twice" not in caplog.text
+    assert f"tusimple-data-data-{run.run_id[:8]}" in info.data.tags.values() or any(
+        f"tusimple-data-data-{run.run_id[:8]}" in v for v in info.data.tags.values())
