@@ -44,7 +44,7 @@ def cluster(k8s_objects: Any, snapshot_controller: Any) -> Any:  # noqa: F811
 
 @pytest.mark.parametrize("snapshot_class", [None, "netapp-csi-snapclass"])
 def test_render_shows_the_objects_the_backend_creates(cluster, kubeconfig_path, mlflow_store, sim_project,  # noqa: F811
-                                                      mpi_operator, snapshot_class) -> None:
+                                                      mpi_operator, snapshot_class) -> None:  # noqa: F811
     snapshot = {"data": True, **({"snapshot_class": snapshot_class} if snapshot_class else {})}
     cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot=snapshot,
                       labels={"team": "lanes"}, annotations={"example.com/owner": "ml"})

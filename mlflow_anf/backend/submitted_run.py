@@ -4,9 +4,9 @@ Status comes from the MPIJob's conditions (Created, Running, Restarting, Succeed
 :func:`status_from_conditions`). ``wait()`` follows the job with :func:`mlflow_anf.k8s.follow` (the routine the
 csi provider's waits use: a watch from the listed resourceVersion, re-listed after 410 Gone, polling when watching
 keeps failing), fails with the job's events when the operator never sets a Created condition (it only emits a
-Warning event when it rejects a job), and, when the launcher could not close the MLflow run itself (pod never started, evicted, deadline), sets the run's final status from the
-job. ``cancel()`` deletes the job with foreground propagation and waits until no launcher/worker pod, Job,
-ConfigMap, Secret or Service of it is left.
+Warning event when it rejects a job), and, when the launcher could not close the MLflow run itself (pod never
+started, evicted, deadline), sets the run's final status from the job. ``cancel()`` deletes the job with
+foreground propagation and waits until no launcher/worker pod, Job, ConfigMap, Secret or Service of it is left.
 """
 
 from __future__ import annotations

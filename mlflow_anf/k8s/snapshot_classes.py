@@ -1,13 +1,13 @@
 """Which VolumeSnapshotClass a snapshot of a PVC gets: one routine for the csi provider's ``create`` and for
 ``mlflow-anf doctor``, so that doctor says ok exactly when create would find a class.
 
-The rules are external-snapshotter's (kubernetes-csi/external-snapshotter, ``pkg/common-controller/
-snapshot_controller.go`` ``SetDefaultSnapshotClass``, and ``pkg/utils/util.go`` ``IsVolumeSnapshotClassDefaultAnnotation``
-/ ``IsDefaultAnnotation``): a snapshot without a class gets the one class whose annotation
-``snapshot.storage.kubernetes.io/is-default-class`` is exactly ``"true"`` and whose ``driver`` is the volume's CSI
-driver; none is "cannot find default snapshot class", several are "%d default snapshot classes were found". A class
-named explicitly must exist, and its driver must be the volume's (the driver's csi-snapshotter sidecar ignores
-contents of other drivers, so such a snapshot would never become ready).
+The rules are external-snapshotter's (kubernetes-csi/external-snapshotter,
+``pkg/common-controller/snapshot_controller.go`` ``SetDefaultSnapshotClass``, and ``pkg/utils/util.go``
+``IsVolumeSnapshotClassDefaultAnnotation`` / ``IsDefaultAnnotation``): a snapshot without a class gets the one
+class whose annotation ``snapshot.storage.kubernetes.io/is-default-class`` is exactly ``"true"`` and whose
+``driver`` is the volume's CSI driver; none is "cannot find default snapshot class", several are "%d default
+snapshot classes were found". A class named explicitly must exist, and its driver must be the volume's (the
+driver's csi-snapshotter sidecar ignores contents of other drivers, so such a snapshot would never become ready).
 """
 
 from __future__ import annotations

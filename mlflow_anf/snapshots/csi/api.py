@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 RBAC_HINT = (
     "check the credentials and RBAC: mlflow-anf needs get/list/watch/create/delete on volumesnapshots, "
-    "get/list on volumesnapshotclasses and volumesnapshotcontents, get/create/list on persistentvolumeclaims (and watch, else restores poll)"
+    "get/list on volumesnapshotclasses and volumesnapshotcontents, get/create/list on persistentvolumeclaims (and "
+    "watch, else restores poll)"
 )
 _NOT_SERVED = f"the {API_VERSION} API is not served - install the external-snapshotter CRDs and snapshot controller"
 

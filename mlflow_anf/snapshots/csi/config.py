@@ -18,6 +18,7 @@ from mlflow_anf.k8s import (
 )
 from mlflow_anf.k8s.snapshot_classes import DEFAULT_CLASS_ANNOTATION, PROVISIONER_ANNOTATIONS  # noqa: F401
 from mlflow_anf.snapshots.base import SnapshotError
+from mlflow_anf.vocabulary import LABEL_MANAGED_BY  # noqa: F401  (re-exported)
 
 GROUP = "snapshot.storage.k8s.io"
 VERSION = "v1"
@@ -26,7 +27,6 @@ SNAPSHOTS = "volumesnapshots"
 CONTENTS = "volumesnapshotcontents"
 CLASSES = "volumesnapshotclasses"
 
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANF_MAX_SNAPSHOTS_PER_VOLUME = 255
 
 

@@ -127,7 +127,8 @@ class CsiSnapshotProvider(ProviderTraits):
         self.api = CsiApi(self.config, api_client, sleep)
 
     def __repr__(self) -> str:
-        return f"CsiSnapshotProvider(namespace={self.config.namespace!r}, snapshot_class={self.config.snapshot_class!r})"
+        cfg = self.config
+        return f"CsiSnapshotProvider(namespace={cfg.namespace!r}, snapshot_class={cfg.snapshot_class!r})"
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
@@ -185,7 +186,8 @@ class CsiSnapshotProvider(ProviderTraits):
             return resolve_snapshot_class(self.api.list_classes(), pvc_driver(pvc_obj, storage_class),
                                           self.config.snapshot_class, volume=where)
         except SnapshotClassError as exc:
-            raise (SnapshotNotFound if exc.problem in ("not_found", "no_default") else SnapshotError)(str(exc)) from None
+            missing = exc.problem in ("not_found", "no_default")
+            raise (SnapshotNotFound if missing else SnapshotError)(str(exc)) from None
 
     # ---- waiting ----------------------------------------------------------------------------------------------
 
@@ -230,8 +232,10 @@ class CsiSnapshotProvider(ProviderTraits):
                                   f"after deletion (finalizers: {', '.join(finalizers) or 'none'})")
 
     def _wait_bound(self, namespace: str, pvc: str, timeout_s: float) -> None:
-        followed = self.api.follow_pvc(namespace, pvc, lambda s: ((s or {}).get("status") or {}).get("phase") == "Bound",
-                                       timeout_s)
+        def bound(state: Mapping[str, Any] | None) -> bool:
+            return ((state or {}).get("status") or {}).get("phase") == "Bound"
+
+        followed = self.api.follow_pvc(namespace, pvc, bound, timeout_s)
         if not followed.done:
             phase_now = ((followed.state or {}).get("status") or {}).get("phase")
             raise SnapshotTimeout(f"PersistentVolumeClaim {namespace}/{pvc} still {phase_now or 'Pending'} after "
