@@ -63,22 +63,24 @@ def test_render_prints_the_manifests_without_submitting(sim_project: Path, crds_
     assert command == "python stub_train.py --epochs 5 --fail 0 --data-dir /mnt/tusimple --sleep 0"
 
 
-def test_render_shows_the_entry_points_snapshots_switched_off(crds_dir: Path) -> None:
-    """The project's own train entry point snapshots by default; with the backend taking the snapshots the rendered
-    (and submitted) command runs it with --enable-snapshot false, and says so on stderr."""
+def test_render_passes_the_entry_points_snapshot_switch_through(crds_dir: Path) -> None:
+    """The backend no longer rewrites enable_snapshot when it takes the snapshots itself (the training side skips a
+    role the run already has recorded): the rendered (and submitted) command carries the project's default or the
+    value given, and nothing is said about it."""
     from tests.conftest import REPO_ROOT
 
     cfg = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0", "processes": 2,
            "data_pvc": "tusimple-data", "tracking_uri": "http://mlflow.lane-detection.svc:5000",
            "snapshot": {"data": True, "model": True}}
     args = ["render", str(REPO_ROOT), "-e", "train", "-P", "data_dir=/mnt/tusimple", "-c", json.dumps(cfg)]
-    for extra, expected in (([], "false"), (["-P", "enable_snapshot=true"], "true")):
+    for extra, expected in (([], "true"), (["-P", "enable_snapshot=false"], "false"),
+                            (["-P", "enable_snapshot=true"], "true")):
         result = _runner().invoke(main, args + extra)
         assert result.exit_code == 0, result.output
         job = list(yaml.safe_load_all(result.stdout))[-1]
         command = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["args"][-1]
         assert f"--enable-snapshot {expected} " in command
-        assert ("running the entry point with enable_snapshot=false" in result.stderr) == (expected == "false")
+        assert "enable_snapshot" not in result.stderr
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -138,7 +140,8 @@ def test_doctor_reports_each_problem_with_its_fix(k8s_server, k8s_objects, kubec
     result = _doctor(cfg)
     assert result.exit_code == 1
     out = result.stdout
-    assert "[FAIL] VolumeSnapshotClass: 2 default classes (csi-a, csi-b)" in out
+    assert ("[FAIL] VolumeSnapshotClass: snapshot_class: not configured and 2 default VolumeSnapshotClasses fit PVC "
+            "lane/tusimple-data (csi-a, csi-b)") in out
     assert ("[FAIL] data PVC: lane/tusimple-data is Pending, not Bound; access modes ['ReadWriteOnce'] lack "
             "ReadWriteMany, so the workers cannot all mount it; its StorageClass 'missing-class' does not exist") \
         in out

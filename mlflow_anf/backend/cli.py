@@ -50,7 +50,9 @@ _CONFIG_HELP = "Backend config: a .json file or a JSON string (the same as `mlfl
 @click.option("-P", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Entry-point parameter.")
 @click.option("-c", "--backend-config", required=True, help=_CONFIG_HELP)
 @click.option("--version", default=None, help="Git commit or branch of a Git project URI.")
-@click.option("--run-id", default="dry-run", show_default=True, help="MLflow run id to render for.")
+@click.option("--run-id", default="dry-run", show_default=True,
+              help="MLflow run id to render for: with a run's id (and --experiment-id) the output is the objects "
+                   "`mlflow run` created for it, up to what the cluster adds (see mlflow_anf.backend.plan).")
 @click.option("--experiment-id", default="0", show_default=True)
 @click.option("--tracking-uri", default=None,
               help="This client's tracking URI (default: MLflow's); the pods use the config's tracking_uri if set.")
@@ -58,19 +60,19 @@ _CONFIG_HELP = "Backend config: a .json file or a JSON string (the same as `mlfl
 def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_config: str, version: str | None,
            run_id: str, experiment_id: str, tracking_uri: str | None, output: str) -> None:
     """Print the manifests `mlflow run PROJECT_URI --backend mpijob` would create (nothing is submitted):
-    the data VolumeSnapshot (when snapshot.data is set) and the MPIJob."""
+    the data VolumeSnapshot (when snapshot.data is set) and the MPIJob - the backend's own job plan."""
     from mlflow.exceptions import MlflowException
 
     from mlflow_anf.backend.config import BackendConfigError
     from mlflow_anf.backend.params import EntryPointParamError
+    from mlflow_anf.backend.plan import plan_job
     from mlflow_anf.backend.plugin import load_job_entry_point, pod_tracking_uri
-    from mlflow_anf.backend.render import JobRequest, job_name_for, render_manifests
+    from mlflow_anf.backend.render import JobRequest
 
     config = _load(backend_config)
     values = _params(params)
     try:
-        command, project_name, _, _ = load_job_entry_point(project_uri, entry_point, values, version, config,
-                                                           say=lambda msg: click.echo(msg, err=True))
+        command, project_name, _, _ = load_job_entry_point(project_uri, entry_point, values, version)
     except EntryPointParamError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except (MlflowException, OSError) as exc:
@@ -85,7 +87,7 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
         _fail(str(exc), EXIT_BAD_INPUT)
     req = JobRequest(run_id=run_id, experiment_id=experiment_id, tracking_uri=pod_uri, command=command,
                      entry_point=entry_point, project_name=project_name)
-    manifests = render_manifests(config, req, job_name_for(config, project_name, run_id))
+    manifests = plan_job(config, req).manifests()
     if output == "json":
         click.echo(json.dumps(manifests if len(manifests) > 1 else manifests[0], indent=2))
     else:

@@ -22,6 +22,13 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlflow_anf.k8s.naming import (
+    is_dns1035_label,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+    is_label_key,
+    is_valid_label_value,
+)
 from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
@@ -35,17 +42,12 @@ RESERVED_ENV = frozenset(
     {"MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "K_MPI_JOB_ROLE", "MLFLOW_ANF_SECRET_ENV"}
 )
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[mkMGTPE]|[eE][+-]?\d+)?$")
 _IMAGE = re.compile(
     r"^(?P<name>[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*)"
     r"(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@(?P<digest>sha256:[a-f0-9]{64}))?$"
 )
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 #: length of the run-id suffix appended to ``job_name`` (``<job_name>-<run_id[:8]>``)
 RUN_SUFFIX_LEN = 8
@@ -77,7 +79,7 @@ def _check_abs_path(value: str) -> str:
 
 
 def _check_dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+    if not is_dns1123_subdomain(value):
         raise ValueError(
             f"{value!r} is not a valid Kubernetes object name (DNS-1123: lower-case letters, digits, '-', '.')"
         )
@@ -86,9 +88,9 @@ def _check_dns_subdomain(value: str) -> str:
 
 def _check_labels(values: Mapping[str, str]) -> dict[str, str]:
     for key, val in values.items():
-        if len(key) > 316 or not _QUALIFIED_NAME.match(key):
+        if not is_label_key(key):
             raise ValueError(f"{key!r} is not a valid label key")
-        if not isinstance(val, str) or len(val) > 63 or not _LABEL_VALUE.match(val):
+        if not is_valid_label_value(val):
             raise ValueError(
                 f"value {val!r} of {key!r} is not a valid label value (<= 63 chars, alphanumeric, '-', '_', '.')"
             )
@@ -307,7 +309,7 @@ class MPIJobBackendConfig(_Strict):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        if len(v) > 63 or not _DNS1123_LABEL.match(v):
+        if not is_dns1123_label(v):
             raise ValueError(f"{v!r} is not a valid namespace (DNS-1123 label: lower-case letters, digits, '-', <= 63)")
         return v
 
@@ -321,7 +323,7 @@ class MPIJobBackendConfig(_Strict):
     @field_validator("job_name")
     @classmethod
     def _job_name(cls, v: str | None) -> str | None:
-        if v is not None and not _DNS1035_LABEL.match(v):
+        if v is not None and not is_dns1035_label(v):
             raise ValueError(f"{v!r} is not a valid job name (DNS-1035 label: starts with a letter; a-z, 0-9, '-')")
         return v
 
@@ -358,7 +360,7 @@ class MPIJobBackendConfig(_Strict):
     @field_validator("gpu_resource")
     @classmethod
     def _gpu_resource(cls, v: str) -> str:
-        if not _QUALIFIED_NAME.match(v) or "/" not in v:
+        if not is_label_key(v) or "/" not in v:
             raise ValueError(f"{v!r} is not an extended resource name like 'nvidia.com/gpu'")
         return v
 
@@ -385,14 +387,14 @@ class MPIJobBackendConfig(_Strict):
     @classmethod
     def _annotation_keys(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not _QUALIFIED_NAME.match(key):
+            if not is_label_key(key):
                 raise ValueError(f"{key!r} is not a valid annotation key")
         return v
 
     @field_validator("runai_project")
     @classmethod
     def _runai_project(cls, v: str | None) -> str | None:
-        if v is not None and (len(v) > 57 or not _DNS1123_LABEL.match(v)):
+        if v is not None and (len(v) > 57 or not is_dns1123_label(v)):
             raise ValueError(f"{v!r} is not a valid Run:AI project name (DNS-1123 label)")
         return v
 

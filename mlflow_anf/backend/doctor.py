@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig
-from mlflow_anf.k8s import KubeApiError, RetryPolicy, call_with_retries
+from mlflow_anf.k8s import (
+    KubeApiError,
+    RetryPolicy,
+    SnapshotClassError,
+    call_with_retries,
+    pvc_driver,
+    resolve_snapshot_class,
+)
 
 Status = Literal["ok", "warn", "fail"]
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
@@ -130,15 +137,15 @@ class Doctor:
                          "deploy/kubernetes/snapshot-controller of kubernetes-csi/external-snapshotter)")
 
     def snapshot_class(self) -> Check:
+        """The class a snapshot of the job's PVC gets, chosen by :func:`mlflow_anf.k8s.resolve_snapshot_class` -
+        the routine the csi provider's ``create`` uses - so this says ok exactly when create would find one."""
         from kubernetes.client import CustomObjectsApi
 
         needed = self.config.snapshot.data or self.config.snapshot.model
         bad: Status = "fail" if needed else "warn"
-        custom = CustomObjectsApi(self.api)
-        wanted = self.config.snapshot.snapshot_class
         try:
-            classes = self._call(custom.list_cluster_custom_object, "snapshot.storage.k8s.io", "v1",
-                                 "volumesnapshotclasses", op="list VolumeSnapshotClasses").get("items") or []
+            classes = self._call(CustomObjectsApi(self.api).list_cluster_custom_object, "snapshot.storage.k8s.io",
+                                 "v1", "volumesnapshotclasses", op="list VolumeSnapshotClasses").get("items") or []
         except KubeApiError as exc:
             if exc.status == 403:
                 return Check(name="VolumeSnapshotClass", status="warn", detail=f"cannot list classes: {exc}",
@@ -147,20 +154,45 @@ class Doctor:
                 return Check(name="VolumeSnapshotClass", status=bad, detail="the snapshot API is not served",
                              fix="install the external-snapshotter CRDs and snapshot-controller")
             raise
-        names = sorted(c["metadata"]["name"] for c in classes)
-        if wanted:
-            if wanted in names:
-                return Check(name="VolumeSnapshotClass", status="ok", detail=f"{wanted!r} exists")
-            return Check(name="VolumeSnapshotClass", status=bad,
-                         detail=f"{wanted!r} not found (classes: {', '.join(names) or 'none'})",
-                         fix="kubectl apply -k k8s/cluster (netapp-csi-snapclass) or fix snapshot.snapshot_class")
-        defaults = [c["metadata"]["name"] for c in classes if (c["metadata"].get("annotations") or {}).get(
-            "snapshot.storage.kubernetes.io/is-default-class") == "true"]
-        if len(defaults) == 1:
-            return Check(name="VolumeSnapshotClass", status="ok", detail=f"default class {defaults[0]!r}")
-        detail = ("no default class" if not defaults else f"{len(defaults)} default classes ({', '.join(defaults)})")
-        return Check(name="VolumeSnapshotClass", status=bad, detail=f"{detail}; classes: {', '.join(names) or 'none'}",
-                     fix="set snapshot.snapshot_class in the backend config, or mark one class default")
+        driver, where = self._snapshot_driver()
+        try:
+            name = resolve_snapshot_class(classes, driver, self.config.snapshot.snapshot_class, volume=where)
+        except SnapshotClassError as exc:
+            fix = {"not_found": "kubectl apply -k k8s/cluster (netapp-csi-snapclass) or fix snapshot.snapshot_class",
+                   "wrong_driver": "set snapshot.snapshot_class to a class of the PVC's driver",
+                   }.get(exc.problem, "set snapshot.snapshot_class in the backend config, or mark exactly one class "
+                                      "of the PVC's driver default")
+            return Check(name="VolumeSnapshotClass", status=bad, detail=str(exc), fix=fix)
+        how = "configured" if self.config.snapshot.snapshot_class else "default class"
+        return Check(name="VolumeSnapshotClass", status="ok",
+                     detail=f"{how} {name!r}{f' (driver {driver})' if driver else ''}")
+
+    def _snapshot_driver(self) -> tuple[str | None, str]:
+        """The CSI driver of the PVC the job snapshots (data, else model) and how create names it; ``None`` when
+        that is unknown (no PVC configured or readable: then create accepts a class of any driver too)."""
+        from kubernetes.client import CoreV1Api, StorageV1Api
+
+        cfg = self.config
+        pvc_name = cfg.data_pvc if cfg.snapshot.data or not cfg.snapshot.model else (cfg.snapshot.model_pvc
+                                                                                      or cfg.data_pvc)
+        if not pvc_name:
+            return None, "the volume"
+        where = f"PVC {cfg.namespace}/{pvc_name}"
+        try:
+            pvc = self.api.sanitize_for_serialization(self._call(
+                CoreV1Api(self.api).read_namespaced_persistent_volume_claim, pvc_name, cfg.namespace,
+                op=f"get PVC {cfg.namespace}/{pvc_name}"))
+        except KubeApiError:
+            return None, where  # reported by the data PVC check
+        storage_class = None
+        sc_name = (pvc.get("spec") or {}).get("storageClassName")
+        if pvc_driver(pvc) is None and sc_name:
+            try:
+                storage_class = self.api.sanitize_for_serialization(self._call(
+                    StorageV1Api(self.api).read_storage_class, sc_name, op=f"get StorageClass {sc_name}"))
+            except KubeApiError:
+                storage_class = None
+        return pvc_driver(pvc, storage_class), where
 
     def data_pvc(self) -> Check:
         from kubernetes.client import CoreV1Api, StorageV1Api

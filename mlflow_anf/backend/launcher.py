@@ -332,18 +332,14 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     In a pod the provider uses the pod's service account; ``KUBECONFIG`` in *env* (tests, out-of-cluster
     launchers) points it elsewhere.
     """
-    from mlflow_anf.snapshots import get_provider
+    from mlflow_anf.backend.snapshots import job_snapshot_provider
     from mlflow_anf.tracking import snapshot_and_log
 
     assert opts.model_snapshot is not None
     namespace = opts.model_snapshot.split("/", 1)[0]
-    options: dict[str, Any] = {"namespace": namespace, "ready_timeout_s": opts.snapshot_timeout}
-    if opts.snapshot_class:
-        options["snapshot_class"] = opts.snapshot_class
-    if env.get("KUBECONFIG"):
-        options["kubeconfig"] = env["KUBECONFIG"]
-        options["in_cluster"] = "false"
-    provider = get_provider("csi", **options)
+    kubeconfig = env.get("KUBECONFIG") or None
+    provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,
+                                     kubeconfig=kubeconfig, in_cluster="false" if kubeconfig else None)
     return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client)
 
 

@@ -33,18 +33,19 @@ from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable fr
     TAG_BACKEND_IMAGE,
     TAG_BACKEND_JOB,
     TAG_BACKEND_PREFIX,
+    ROLE_DATA,
     TAG_VALUE_MAX,
     clip,
 )
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
-from mlflow_anf.backend.render import GROUP, PLURAL, VERSION, JobRequest, job_name_for, render_mpijob
+from mlflow_anf.backend.plan import JobPlan, plan_job
+from mlflow_anf.backend.render import GROUP, PLURAL, VERSION, JobRequest
+from mlflow_anf.backend.snapshots import SNAPSHOT_PROVIDER, job_snapshot_provider  # noqa: F401  (re-exported)
 from mlflow_anf.secrets import redact, redact_text, secret_in_value
 
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = TAG_BACKEND_PREFIX
-#: The snapshot provider the backend uses: the job's volumes are PVCs, snapshotted as CSI VolumeSnapshots.
-SNAPSHOT_PROVIDER = "csi"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
 
@@ -76,18 +77,10 @@ def kube_config(config: MPIJobBackendConfig) -> Any:
 
 def csi_provider(config: MPIJobBackendConfig) -> Any:
     """The csi snapshot provider for the job's namespace, reaching the cluster like the backend does."""
-    from mlflow_anf.snapshots import get_provider
-
     kube = kube_config(config)
-    options: dict[str, Any] = {"namespace": config.namespace, "ready_timeout_s": config.snapshot.timeout_seconds,
-                               "retry": kube.retry, "in_cluster": kube.in_cluster}
-    if config.snapshot.snapshot_class:
-        options["snapshot_class"] = config.snapshot.snapshot_class
-    if config.kubeconfig:
-        options["kubeconfig"] = config.kubeconfig
-    if config.kube_context:
-        options["context"] = config.kube_context
-    return get_provider(SNAPSHOT_PROVIDER, **options)
+    return job_snapshot_provider(config.namespace, timeout_s=config.snapshot.timeout_seconds,
+                                 snapshot_class=config.snapshot.snapshot_class, kubeconfig=config.kubeconfig,
+                                 context=config.kube_context, in_cluster=kube.in_cluster, retry=kube.retry)
 
 
 def snapshot_provider(config: MPIJobBackendConfig | Mapping[str, Any], provider: str) -> Any | None:
@@ -118,28 +111,17 @@ def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, An
 
 
 def load_job_entry_point(project_uri: str, entry_point: str, params: dict[str, Any], version: str | None,
-                         config: MPIJobBackendConfig, say: Any = log.info) -> tuple[str, str, str, Any]:
-    """:func:`load_entry_point` for a job under ``config``: when the backend takes the snapshots (snapshot.data/model),
-    the entry point has an ``enable_snapshot`` parameter defaulting to true and the user left it unset, it is set to
-    ``"false"`` in ``params`` (one snapshot per role, the backend's, not rank 0's as well). An explicit
-    ``enable_snapshot=true`` is kept, with a warning that each snapshot is then taken twice.
+                         config: MPIJobBackendConfig | None = None, say: Any = log.info) -> tuple[str, str, str, Any]:
+    """:func:`load_entry_point`, then the parameters are checked (:func:`mlflow_anf.backend.params.validate_params`:
+    no secrets, MLflow's declared types, the project's own parameter model);
+    :class:`~mlflow_anf.backend.params.EntryPointParamError` names the bad ones before anything is created.
 
-    The parameters are then checked (:func:`mlflow_anf.backend.params.validate_params`: no secrets, MLflow's declared
-    types, the project's own parameter model); :class:`~mlflow_anf.backend.params.EntryPointParamError` names the
-    bad ones before anything is created."""
+    The parameters are passed on as given: when the backend takes the snapshots (snapshot.data/model) it records
+    each on the run (data before submitting, model in the launcher), and the training side skips a snapshot role the
+    run already has. (*config* and *say* are kept for callers; nothing here depends on them any more.)"""
     from mlflow_anf.backend.params import validate_params
 
     command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
-    if (config.snapshot.data or config.snapshot.model) and "enable_snapshot" in ep.parameters:
-        if "enable_snapshot" not in params:
-            if _truthy(ep.parameters["enable_snapshot"].default):
-                say("the backend takes the snapshots (snapshot.data/model): running the entry point with "
-                    "enable_snapshot=false")
-                params["enable_snapshot"] = "false"
-                command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)
-        elif _truthy(params["enable_snapshot"]):
-            log.warning("the backend config takes the snapshots (snapshot.data/model) and -P enable_snapshot=true "
-                        "asks rank 0 to take them as well: each is taken twice")
     validate_params(work_dir, ep, params)
     return command, name, work_dir, ep
 
@@ -160,10 +142,6 @@ def _in_store(tracking_uri: str, fn: Any, *args: Any) -> Any:
     finally:  # restoring an unset URI unsets the variable too: put back what the caller had
         if env_before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 class MPIJobBackend(AbstractBackend):
@@ -200,8 +178,7 @@ class MPIJobBackend(AbstractBackend):
             raise ExecutionException(str(exc)) from None
 
         try:
-            command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version,
-                                                                       config, say=self._say)
+            command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version)
         except EntryPointParamError as exc:
             raise ExecutionException(str(exc)) from None
 
@@ -215,10 +192,10 @@ class MPIJobBackend(AbstractBackend):
         active_run = _in_store(tracking_uri, get_or_create_run, None, project_uri, experiment_id, work_dir, version,
                                entry_point, params)
         run_id = active_run.info.run_id
-        name = job_name_for(config, project_name, run_id)
         req = JobRequest(run_id=run_id, experiment_id=str(active_run.info.experiment_id), tracking_uri=pod_uri,
                          command=command, entry_point=entry_point, project_name=project_name)
-        manifest = render_mpijob(config, req, name)
+        plan = plan_job(config, req)
+        name, manifest = plan.job_name, plan.mpijob
         try:
             # MLflow tags the backend only after run() returns, which it does not when waiting ends in failure
             client.set_tag(run_id, "mlflow.project.backend", "mpijob")
@@ -231,13 +208,7 @@ class MPIJobBackend(AbstractBackend):
             if len(public) <= TAG_VALUE_MAX:
                 client.set_tag(run_id, TAG_BACKEND_CONFIG, public)
             client.log_dict(run_id, redact(manifest), ARTIFACT_MPIJOB)
-            if config.snapshot.data:
-                from mlflow_anf.tracking import snapshot_and_log
-
-                assert config.data_pvc is not None
-                volume = f"{config.namespace}/{config.data_pvc}"
-                snap = snapshot_and_log(csi_provider(config), volume, "data", run_id=run_id, client=client)
-                self._say(f"data snapshot {snap.ref}")
+            self._snapshot_data(config, plan, client)
             call_with_retries(self._custom(api).create_namespaced_custom_object, GROUP, VERSION, config.namespace,
                               PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
                               policy=kube.retry)
@@ -268,6 +239,16 @@ class MPIJobBackend(AbstractBackend):
         return submitted
 
     # --- helpers --------------------------------------------------------------------------------------------
+    def _snapshot_data(self, config: MPIJobBackendConfig, plan: JobPlan, client: Any) -> None:
+        """Take the plan's data snapshot (its name and labels) and record it on the run."""
+        if plan.data_volume is None:
+            return
+        from mlflow_anf.tracking import snapshot_and_log
+
+        snap = snapshot_and_log(csi_provider(config), plan.data_volume, ROLE_DATA, run_id=plan.run_id,
+                                labels=plan.data_snapshot_labels, name=plan.data_snapshot_name, client=client)
+        self._say(f"data snapshot {snap.ref}")
+
     @staticmethod
     def _custom(api: Any) -> Any:
         from kubernetes.client import CustomObjectsApi

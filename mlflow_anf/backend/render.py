@@ -12,7 +12,6 @@ status from the exit code. Workers run ``sshd`` (the MPI operator's SSH bootstra
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable fr
     ROLE_DATA,
 )
 from mlflow_anf.backend.config import RUN_SUFFIX_LEN, MPIJobBackendConfig
+from mlflow_anf.k8s.naming import derive_name, dns1035_prefix, run_suffix, sanitize_label_value
 
 API_VERSION = "kubeflow.org/v2beta1"
 KIND = "MPIJob"
@@ -60,18 +60,11 @@ class JobRequest:
 
 
 def job_name_for(config: MPIJobBackendConfig, project_name: str, run_id: str) -> str:
-    """``<job_name or sanitised project name>-<run_id[:8]>``: a DNS-1035 label whose worker host names fit 63 chars."""
-    suffix = re.sub(r"[^a-z0-9]", "", run_id.lower())[:RUN_SUFFIX_LEN] or "run"
-    prefix = config.job_name or _dns1035(project_name) or "mlflow"
-    room = 63 - len(f"-{suffix}-worker-{config.workers - 1}")
-    prefix = prefix[: max(room, 1)].rstrip("-") or "m"
-    return f"{prefix}-{suffix}"
-
-
-def _dns1035(text: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    name = re.sub(r"-{2,}", "-", name)
-    return name if not name or name[0].isalpha() else f"p-{name}"
+    """``<job_name or sanitised project name>-<run_id[:8]>``: a DNS-1035 label whose worker host names
+    (``<name>-worker-<n>``) fit 63 characters (a long prefix is cut and ends with a hash of itself)."""
+    prefix = config.job_name or dns1035_prefix(project_name) or "mlflow"
+    return derive_name(prefix, run_suffix(run_id, RUN_SUFFIX_LEN), max_len=63,
+                       reserve=len(f"-worker-{config.workers - 1}"), dns1035=True)
 
 
 def launcher_args(config: MPIJobBackendConfig, req: JobRequest) -> list[str]:
@@ -203,8 +196,8 @@ def render_mpijob(config: MPIJobBackendConfig, req: JobRequest, name: str | None
         **config.labels,
         LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_RUN_ID: req.run_id,
-        LABEL_EXPERIMENT_ID: _label_value(str(req.experiment_id)),
-        LABEL_ENTRY_POINT: _label_value(req.entry_point),
+        LABEL_EXPERIMENT_ID: sanitize_label_value(str(req.experiment_id)),
+        LABEL_ENTRY_POINT: sanitize_label_value(req.entry_point),
     }
     if config.scheduler == "runai" and config.runai_project:
         labels["project"] = config.runai_project
@@ -234,26 +227,20 @@ def render_mpijob(config: MPIJobBackendConfig, req: JobRequest, name: str | None
     }
 
 
-def _label_value(text: str) -> str:
-    value = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63].strip("-_.")
-    return value
-
-
 def data_snapshot_name(config: MPIJobBackendConfig, run_id: str) -> str:
-    """Name for the data snapshot shown by ``mlflow-anf render`` (the backend lets the provider choose one)."""
-    suffix = re.sub(r"[^a-z0-9]", "", run_id.lower())[:RUN_SUFFIX_LEN] or "run"
-    return f"{config.data_pvc}-{suffix}"[:253]
+    """Name of the run's data snapshot (:func:`mlflow_anf.backend.plan.snapshot_name_for`; the backend uses it)."""
+    from mlflow_anf.backend.plan import snapshot_name_for
+
+    return snapshot_name_for(config.data_pvc or "data", ROLE_DATA, run_id)
 
 
 def render_manifests(config: MPIJobBackendConfig, req: JobRequest, name: str | None = None) -> list[dict[str, Any]]:
-    """Everything a submission creates, in order: the data VolumeSnapshot (when ``snapshot.data``), the MPIJob."""
-    from mlflow_anf.snapshots.csi import render_volume_snapshot
+    """Everything a submission creates, in order: the data VolumeSnapshot (when ``snapshot.data``), the MPIJob
+    (:func:`mlflow_anf.backend.plan.plan_job`; *name* overrides the job's name)."""
+    from mlflow_anf.backend.plan import plan_job
 
-    out: list[dict[str, Any]] = []
-    if config.snapshot.data and config.data_pvc:
-        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_RUN_ID: req.run_id,
-                  LABEL_EXPERIMENT_ID: _label_value(str(req.experiment_id)), LABEL_ROLE: ROLE_DATA}
-        out.append(render_volume_snapshot(data_snapshot_name(config, req.run_id), config.namespace, config.data_pvc,
-                                          config.snapshot.snapshot_class, labels=labels))
-    out.append(render_mpijob(config, req, name))
+    plan = plan_job(config, req)
+    out = plan.manifests()
+    if name is not None and name != plan.job_name:
+        out[-1] = render_mpijob(config, req, name)
     return out

@@ -1,12 +1,12 @@
 """``MPIJobSubmittedRun``: follow, stream and cancel one submitted MPIJob on behalf of MLflow.
 
 Status comes from the MPIJob's conditions (Created, Running, Restarting, Succeeded, Failed, Suspended; see
-:func:`status_from_conditions`). ``wait()`` re-reads the job whenever a watch reports a change (a watch that expires
-with 410 Gone, drops its connection or hits a 5xx only triggers a fresh read), fails with the job's events when the
-operator never sets a Created condition (it only emits a Warning event when it rejects a job), and, when the launcher
-could not close the MLflow run itself (pod never started, evicted, deadline), sets the run's final status from the
-job. ``cancel()`` deletes the job with foreground propagation and waits until no launcher/worker pod, Job,
-ConfigMap, Secret or Service of it is left.
+:func:`status_from_conditions`). ``wait()`` follows the job with :func:`mlflow_anf.k8s.follow` (the routine the
+csi provider's waits use: a watch from the listed resourceVersion, re-listed after 410 Gone, polling when watching
+keeps failing), fails with the job's events when the operator never sets a Created condition (it only emits a
+Warning event when it rejects a job), and, when the launcher could not close the MLflow run itself (pod never
+started, evicted, deadline), sets the run's final status from the job. ``cancel()`` deletes the job with
+foreground propagation and waits until no launcher/worker pod, Job, ConfigMap, Secret or Service of it is left.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 from mlflow.entities import RunStatus
@@ -273,53 +273,49 @@ class MPIJobSubmittedRun(SubmittedRun):
             raise ExecutionException(str(exc)) from None
 
     def _follow(self) -> tuple[str, dict[str, Any] | None]:
-        deadline = self._started + self.submit_timeout
-        while True:
-            job = self._read_job()
+        """Follow the job (:func:`mlflow_anf.k8s.follow`: one watch from the listed resourceVersion, re-listed
+        after 410 Gone, polled when watching fails) until it ends; until the operator acknowledges it (any
+        condition) within ``submit_timeout`` of the submission."""
+        from mlflow_anf.k8s import follow, list_watch
+
+        what = f"MPIJob {self.namespace}/{self.name}"
+        list_fn, watch_fn = list_watch(
+            lambda ns, **kw: self._custom().list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, **kw),
+            call=lambda op, fn, *args, **kw: self._call(fn, *args, op=op, **kw), what=what)
+        outcome: dict[str, Any] = {}
+
+        def ended(job: Mapping[str, Any] | None) -> bool:
             if job is None:
-                if self._cancelled:
-                    return "KILLED", None
-                raise MPIJobGone(f"MPIJob {self.namespace}/{self.name} no longer exists (deleted outside MLflow?)")
+                return True
             conditions = (job.get("status") or {}).get("conditions") or []
             status, cond = status_from_conditions(conditions)
-            self._status = status
+            self._status, outcome["cond"], outcome["acknowledged"] = status, cond, bool(conditions)
             described = describe_condition(cond)
             if described != self._last_described:
                 self._say(f"MPIJob {self.namespace}/{self.name}: {described}")
                 self._last_described = described
-            if RunStatus.is_terminated(RunStatus.from_string(status)):
-                return status, cond
-            if not conditions and self._clock() >= deadline:
-                raise MPIJobSubmitTimeout(self._timeout_message())
-            remaining = deadline - self._clock() if not conditions else None
-            self._wait_for_change(job, remaining)
+            return RunStatus.is_terminated(RunStatus.from_string(status))
 
-    def _wait_for_change(self, job: dict[str, Any], remaining: float | None) -> None:
-        """Return when the job may have changed: a watch event, the poll interval, or any watch trouble."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
+        def follow_until(until: Any, timeout_s: float | None, initial: Mapping[str, Any] | None) -> Any:
+            try:
+                return follow(list_fn, watch_fn, namespace=self.namespace, name=self.name, until=until,
+                              timeout_s=timeout_s, poll_interval_s=self.poll_interval, initial=initial,
+                              watch_timeout_s=max(self.poll_interval, 60.0), what=what, sleep=self._sleep,
+                              clock=self._clock)
+            except KubeApiError as exc:
+                raise ExecutionException(str(exc)) from None
 
-        timeout = self.poll_interval if remaining is None else max(min(self.poll_interval, remaining), 0.01)
-        rv = (job.get("metadata") or {}).get("resourceVersion")
-        w = watch.Watch()
-        started = self._clock()
-        try:
-            for event in w.stream(self._custom().list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                                  PLURAL, field_selector=f"metadata.name={self.name}", resource_version=rv,
-                                  timeout_seconds=max(int(timeout), 1), _request_timeout=timeout + 5):
-                obj = event.get("object") if isinstance(event, dict) else None
-                seen_rv = ((obj or {}).get("metadata") or {}).get("resourceVersion") if isinstance(obj, dict) else None
-                if event.get("type") == "ERROR" or seen_rv != rv:  # a change, or 410 Gone: re-read the job
-                    return
-        except ApiException as exc:
-            log.debug("watch of MPIJob %s/%s ended: HTTP %s", self.namespace, self.name, exc.status)
-        except Exception as exc:  # noqa: BLE001 - connection reset/timeout: fall back to the next read
-            log.debug("watch of MPIJob %s/%s ended: %s", self.namespace, self.name, type(exc).__name__)
-        finally:
-            w.stop()
-        spent = self._clock() - started
-        if spent < timeout:
-            self._sleep(min(timeout - spent, self.poll_interval))
+        submit_left = max(self._started + self.submit_timeout - self._clock(), 0.0)
+        followed = follow_until(lambda job: ended(job) or bool(outcome.get("acknowledged")), submit_left, None)
+        if not followed.done:
+            raise MPIJobSubmitTimeout(self._timeout_message())
+        if followed.state is not None and not RunStatus.is_terminated(RunStatus.from_string(self._status)):
+            followed = follow_until(ended, None, followed.state)
+        if followed.state is None:
+            if self._cancelled:
+                return "KILLED", None
+            raise MPIJobGone(f"MPIJob {self.namespace}/{self.name} no longer exists (deleted outside MLflow?)")
+        return self._status, outcome.get("cond")
 
     def _events(self) -> list[str]:
         selector = f"involvedObject.name={self.name},involvedObject.kind={KIND}"

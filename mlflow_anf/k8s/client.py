@@ -1,4 +1,4 @@
-"""Kubernetes plumbing shared by the ``csi`` snapshot provider and the MPIJob backend.
+"""Kubernetes client configuration and retries, shared by the ``csi`` snapshot provider and the MPIJob backend.
 
 * :class:`KubeConfig` - where the cluster is (kubeconfig file/context or the pod's service account).
 * :func:`api_client` - an official ``kubernetes`` client for it (the package is imported lazily).
@@ -6,13 +6,12 @@
   5xx and dropped connections. A 409 on create is *not* retried: callers treat it as "already exists".
 * :class:`KubeApiError` - what every failed call becomes: status, reason and the server's message, never
   request headers (tokens stay out of logs and exception texts).
-* Small pure helpers: DNS-1123 name checks, label sanitising, resource quantities.
+* Small pure helpers: resource quantities and API timestamps (naming rules are in :mod:`mlflow_anf.k8s.naming`).
 """
 
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlflow_anf.k8s.naming import validate_dns1123_label
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kubernetes.client import ApiClient
@@ -330,62 +331,7 @@ def call_with_retries(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# names, labels, quantities
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-
-
-def validate_dns1123_label(value: str, field: str) -> str:
-    """Return *value* if it is an RFC 1123 label (namespaces), else raise ``ValueError`` naming *field*."""
-    if not isinstance(value, str) or not value or len(value) > 63 or not _DNS1123_LABEL.match(value):
-        raise ValueError(
-            f"{field}: {value!r} is not a valid DNS-1123 label (lower-case letters, digits and '-', starting and "
-            "ending with a letter or digit, at most 63 characters)"
-        )
-    return value
-
-
-def validate_dns1123_subdomain(value: str, field: str) -> str:
-    """Return *value* if it is an RFC 1123 subdomain (most object names), else raise ``ValueError``."""
-    if not isinstance(value, str) or not value or len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
-        raise ValueError(
-            f"{field}: {value!r} is not a valid DNS-1123 subdomain (lower-case letters, digits, '-' and '.', "
-            "starting and ending with a letter or digit, at most 253 characters)"
-        )
-    return value
-
-
-def validate_label_key(key: str, field: str = "labels") -> str:
-    """Return *key* if it is a valid label key (``[prefix/]name``), else raise ``ValueError``."""
-    prefix, _, name = key.rpartition("/")
-    ok = bool(name) and len(name) <= 63 and _LABEL_NAME.match(name) is not None
-    if prefix:
-        ok = ok and len(prefix) <= 253 and _DNS1123_SUBDOMAIN.match(prefix) is not None
-    if not ok:
-        raise ValueError(
-            f"{field}: {key!r} is not a valid label key ([DNS-subdomain prefix/]name, name at most 63 characters "
-            "of letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
-        )
-    return key
-
-
-def sanitize_label_value(value: Any) -> str:
-    """Turn any value into a valid label value: invalid characters become ``-``, ends trimmed, at most 63
-    characters (a too-long value keeps its head and gets a short hash of the whole, so it stays distinct)."""
-    text = str(value)
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    if len(cleaned) > 63:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        cleaned = cleaned[:54].rstrip("-_.") + "-" + digest
-    return cleaned
-
-
-def is_valid_label_value(value: str) -> bool:
-    return len(value) <= 63 and _LABEL_VALUE.match(value) is not None
-
+# quantities and times
 
 _QUANTITY = re.compile(r"^([+]?[0-9.]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
