@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlflow_anf.k8s.naming import DNS1123_SUBDOMAIN_MAX, is_dns1123_subdomain
+
 if TYPE_CHECKING:
     from mlflow_anf.snapshots.files import SnapshotFiles
 
-# DNS-1123 subdomain, the strictest of the three back ends (Kubernetes object names; ANF accepts a superset).
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-NAME_MAX = 253
+# A snapshot name is a DNS-1123 subdomain, the strictest of the three back ends (Kubernetes object names; ANF accepts
+# a superset). The rule itself is the one of mlflow_anf.k8s.naming (pure string checks, no Kubernetes client).
+NAME_MAX = DNS1123_SUBDOMAIN_MAX
 
 
 class SnapshotError(Exception):
@@ -64,7 +66,7 @@ def validate_snapshot_name(name: str, field: str = "name") -> str:
     """Return *name* if it is a valid DNS-1123 subdomain, else raise naming *field*."""
     if not isinstance(name, str) or not name:
         raise InvalidSnapshotName(f"{field}: snapshot name must be a non-empty string")
-    if len(name) > NAME_MAX or not _NAME_RE.match(name):
+    if len(name) > NAME_MAX or not is_dns1123_subdomain(name):
         raise InvalidSnapshotName(
             f"{field}: {name!r} is not a valid snapshot name (DNS-1123: lower-case letters, digits, '-' and '.', "
             f"starting and ending with a letter or digit, at most {NAME_MAX} characters)"
