@@ -65,6 +65,9 @@ TAG_BACKEND_IMAGE = tag("backend", "image")
 TAG_BACKEND_CONFIG = tag("backend", "config")  # the secret-free backend config, JSON (when it fits)
 TAG_BACKEND_CONDITION = tag("backend", "condition")
 TAG_BACKEND_ERROR = tag("backend", "error")
+#: snapshot roles the backend takes itself (``data``: before submitting; ``model``: from the launcher after training),
+#: comma-separated; training code skips them (it would take each twice)
+TAG_BACKEND_SNAPSHOT_ROLES = tag("backend", "snapshot_roles")
 TAG_LAUNCHER_PREFIX = tag("launcher") + "."
 TAG_LAUNCHER_EXIT_CODE = tag("launcher", "exit_code")
 TAG_LAUNCHER_ERROR = tag("launcher", "error")

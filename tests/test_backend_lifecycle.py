@@ -86,6 +86,7 @@ def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubecon
     assert info.data.params["epochs"] == "3"
     assert info.data.tags["mlflow_anf.launcher.exit_code"] == "0"
     assert info.data.tags["mlflow_anf.backend.mpijob"] == f"{NS}/{run.name}"
+    assert "mlflow_anf.backend.snapshot_roles" not in info.data.tags  # no snapshots configured
     recorded = json.loads(read_artifact(mlflow_store, run.run_id, "mlflow_anf/backend-config.json", tmp_path))
     assert recorded == json.loads(info.data.tags["mlflow_anf.backend.config"])
     assert recorded["processes"] == 2 and recorded["namespace"] == NS
@@ -263,6 +264,7 @@ def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_object
     info = mlflow_store.client().get_run(run.run_id)
     assert info.info.status == "FINISHED"
     tags = info.data.tags
+    assert tags["mlflow_anf.backend.snapshot_roles"] == "data,model"  # what the training side must not take again
     snaps = {s["metadata"]["name"]: s for s in k8s_objects.list("VolumeSnapshot", NS)}
     assert {tags["mlflow_anf.snapshot.data.name"], tags["mlflow_anf.snapshot.model.name"]} == set(snaps)
     for role in ("data", "model"):

@@ -33,7 +33,10 @@ from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable fr
     TAG_BACKEND_IMAGE,
     TAG_BACKEND_JOB,
     TAG_BACKEND_PREFIX,
+    TAG_BACKEND_SNAPSHOT_ROLES,
+    MLFLOW_TAG_BACKEND,
     ROLE_DATA,
+    ROLE_MODEL,
     TAG_VALUE_MAX,
     clip,
 )
@@ -197,17 +200,7 @@ class MPIJobBackend(AbstractBackend):
         plan = plan_job(config, req)
         name, manifest = plan.job_name, plan.mpijob
         try:
-            # MLflow tags the backend only after run() returns, which it does not when waiting ends in failure
-            client.set_tag(run_id, "mlflow.project.backend", "mpijob")
-            client.set_tag(run_id, TAG_BACKEND_JOB, f"{config.namespace}/{name}")
-            client.set_tag(run_id, TAG_BACKEND_IMAGE, config.image)
-            # the config refuses plain secrets; redacting what is recorded as well costs nothing
-            public = json.dumps(redact(config.public_dict()), sort_keys=True)
-            client.log_text(run_id, public, ARTIFACT_BACKEND_CONFIG)
-            # whole JSON or nothing in the tag (a truncated one would not parse); the artifact always has it
-            if len(public) <= TAG_VALUE_MAX:
-                client.set_tag(run_id, TAG_BACKEND_CONFIG, public)
-            client.log_dict(run_id, redact(manifest), ARTIFACT_MPIJOB)
+            self._record_submission(client, run_id, config, plan)
             self._snapshot_data(config, plan, client)
             call_with_retries(self._custom(api).create_namespaced_custom_object, GROUP, VERSION, config.namespace,
                               PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
@@ -239,6 +232,25 @@ class MPIJobBackend(AbstractBackend):
         return submitted
 
     # --- helpers --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _record_submission(client: Any, run_id: str, config: MPIJobBackendConfig, plan: JobPlan) -> None:
+        """What the run must carry before anything is created: backend, job, image, config, manifest, and the
+        snapshot roles the backend takes itself (the training side skips those, see mlflow_anf.lightning)."""
+        # MLflow tags the backend only after run() returns, which it does not when waiting ends in failure
+        client.set_tag(run_id, MLFLOW_TAG_BACKEND, "mpijob")
+        client.set_tag(run_id, TAG_BACKEND_JOB, f"{config.namespace}/{plan.job_name}")
+        client.set_tag(run_id, TAG_BACKEND_IMAGE, config.image)
+        roles = [role for role, on in ((ROLE_DATA, config.snapshot.data), (ROLE_MODEL, config.snapshot.model)) if on]
+        if roles:
+            client.set_tag(run_id, TAG_BACKEND_SNAPSHOT_ROLES, ",".join(roles))
+        # the config refuses plain secrets; redacting what is recorded as well costs nothing
+        public = json.dumps(redact(config.public_dict()), sort_keys=True)
+        client.log_text(run_id, public, ARTIFACT_BACKEND_CONFIG)
+        # whole JSON or nothing in the tag (a truncated one would not parse); the artifact always has it
+        if len(public) <= TAG_VALUE_MAX:
+            client.set_tag(run_id, TAG_BACKEND_CONFIG, public)
+        client.log_dict(run_id, redact(plan.mpijob), ARTIFACT_MPIJOB)
+
     def _snapshot_data(self, config: MPIJobBackendConfig, plan: JobPlan, client: Any) -> None:
         """Take the plan's data snapshot (its name and labels) and record it on the run."""
         if plan.data_volume is None:
