@@ -17,7 +17,7 @@ from mlflow_anf.k8s import (
     validate_dns1123_subdomain,
 )
 from mlflow_anf.k8s.snapshot_classes import DEFAULT_CLASS_ANNOTATION, PROVISIONER_ANNOTATIONS  # noqa: F401
-from mlflow_anf.snapshots.base import SnapshotError
+from mlflow_anf.snapshots.base import SnapshotInputError
 from mlflow_anf.vocabulary import LABEL_MANAGED_BY  # noqa: F401  (re-exported)
 
 GROUP = "snapshot.storage.k8s.io"
@@ -30,7 +30,7 @@ CLASSES = "volumesnapshotclasses"
 ANF_MAX_SNAPSHOTS_PER_VOLUME = 255
 
 
-class InvalidInput(SnapshotError, ValueError):
+class InvalidInput(SnapshotInputError):
     """A volume id, target, label or size that cannot be used; the message names it."""
 
 

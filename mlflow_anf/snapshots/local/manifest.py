@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlflow_anf.snapshots.base import (
     InvalidSnapshotName,
-    SnapshotError,
+    SnapshotInputError,
     SnapshotVerificationError,
     validate_snapshot_name,
 )
@@ -51,7 +51,7 @@ Progress = Callable[[int, str], None]
 _Known = tuple[tuple[int, ...], int, str]  # what digest reuse needs of a previous entry: (inode, mtime), size, sha
 
 
-class InvalidRequest(SnapshotError, ValueError):
+class InvalidRequest(SnapshotInputError):
     """A request the local provider refuses as given (non-empty restore target, reserved file name, ...)."""
 
 
