@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pydantic import ValidationError
@@ -35,6 +34,7 @@ from mlflow_anf_lanedet.distributed import StopSignals, fail_fast, global_rank, 
 from mlflow_anf_lanedet.metric import evaluate_frame
 from mlflow_anf_lanedet.models import SCNNLoss, build_model, poly_lr_lambda
 from mlflow_anf_lanedet.evaluate import evaluate_command
+from mlflow_anf_lanedet.export import ModelExport
 from mlflow_anf_lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
 
 log = logging.getLogger(__name__)
@@ -457,22 +457,6 @@ def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfi
         mlflow.log_artifacts(tmp, artifact_path="overlays")
 
 
-def _model_signature(input_hw: tuple[int, int]) -> Any:
-    """Input: normalised float32 images [B, 3, H, W]; the outputs (seg logits, existence logits) are a tuple."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, *input_hw), "image")]))
-
-
-def _model_requirements() -> list[str]:
-    """What loading the pickled SCNN needs besides the bundled lanedet code (stated, not inferred: inference
-    would re-import the model in a subprocess)."""
-    import importlib.metadata as md
-
-    return [f"{name}=={md.version(name).split('+')[0]}" for name in ("torch", "numpy", "pydantic", "pillow")]
-
-
 def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str, Any]:
     """Check the inputs, then train, test on the held-out split, log everything (rank 0). Returns the final metrics
     and run id. Raises :class:`TrainInputError` (nothing written) for a parameter that cannot work.
@@ -505,7 +489,7 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
         # provenance and the data snapshot before fit, the model's export and snapshot after a successful fit;
         # every rank carries the callback, rank 0 alone records (and exports)
         lineage = SnapshotLineage(plan.lineage, run_id=result.get("run_id"), provider=plan.provider,
-                                  export_model=_ModelExport(cfg))
+                                  export_model=ModelExport(cfg))
         dm, module = plan.dm, plan.module
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
@@ -541,37 +525,6 @@ def _start_logging(cfg: TrainConfig, run_id: str) -> RunOwnedMLFlowLogger:
     mlflow.log_params({k: v for k, v in cfg.mlflow_params().items() if k not in logged})
     mlflow.set_tags({"lanedet.entry_point": "train", TAG_WORLD_SIZE: str(world_size())})
     return RunOwnedMLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
-
-
-class _ModelExport:
-    """The export hook of :class:`~mlflow_anf.lightning.SnapshotLineage` (rank 0, after a successful fit, before the
-    model snapshot): the MLflow model at ``output_dir/model``, and logged to the run when ``log_model``."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
-
-    def __call__(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        import copy
-        import shutil
-
-        import mlflow.pytorch
-
-        model_dir = self.cfg.output_dir / "model"
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        # a CPU copy: the trainer goes on to test the module where it is
-        model = copy.deepcopy(module.model).eval().cpu()
-        # The lanedet package travels with the model, so it loads where lanedet is not installed; pickle keeps
-        # the message-passing loops as written (pt2 export would trace them).
-        model_kwargs = {
-            "code_paths": [str(Path(__file__).resolve().parent)],
-            "serialization_format": "pickle",
-            "signature": _model_signature(self.cfg.input_size),
-            "pip_requirements": _model_requirements(),
-        }
-        mlflow.pytorch.save_model(model, str(model_dir), **model_kwargs)
-        if self.cfg.log_model:
-            mlflow.pytorch.log_model(model, name="model", **model_kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
