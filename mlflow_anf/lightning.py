@@ -96,7 +96,8 @@ class SnapshotLineage(pl.Callback):
     *run_id*: the MLflow run to record on (default: the run of the trainer's ``MLFlowLogger``, else the active run,
     else ``MLFLOW_RUN_ID``). *provider*: a built provider (default: built from the config now, so a bad option fails
     before any training). *export_model*: called on rank 0 after a successful fit, before the model snapshot.
-    *client*: an ``MlflowClient`` (default: one for the current tracking URI).
+    *client*: an ``MlflowClient`` (default: the ``MLFlowLogger``'s when the run comes from it, else one for the
+    current tracking URI). Add it to the callbacks of every rank: ranks other than 0 neither read nor write anything.
     """
 
     def __init__(self, config: SnapshotLineageConfig, *, run_id: str | None = None, provider: Any = None,
