@@ -165,6 +165,11 @@ CASES: list[Case] = [
     Case("csi-with-unknown-option", "snapshot_options",
          lambda c: ["--snapshot-provider", "csi", "--pvc-name", "data", "--snapshot-options", "namespce=ml"],
          "namespce"),
+    opt("model_path", "../elsewhere", says="inside the snapshot"),
+    opt("model_path", "/abs/model", says="absolute"),
+    Case("model_volume=not-holding-the-model", "model_volume", lambda c: ["--model-volume", str(c.tmp / "else")],
+         "does not contain"),
+    opt("model_path", "weights", says="is not where the model is exported", name="model_path=not-the-export"),
     # ---- data_dir
     Case("data_dir=empty", "data_dir", data(lambda c: ""), "empty path"),
     Case("data_dir=missing", "data_dir", data(lambda c: c.tmp / "nope"), "not a directory"),

@@ -205,8 +205,9 @@ def test_two_process_train_logs_one_run_and_one_snapshot_each(
 
 @pytest.mark.slow
 def test_rank0_failing_before_training_fails_the_job_instead_of_hanging(tiny_data: Path, tmp_path: Path) -> None:
-    """Rank 0 fails its data snapshot (a file named .snapshot is in the way) while rank 1 waits for it to form the DDP
-    world. Without the fail-fast guard mpirun would wait until the 30-minute process-group timeout. (Bad parameters,
+    """Rank 0 fails its data snapshot (a file named .snapshot is in the way; SnapshotLineage.on_fit_start) while rank 1
+    waits for it in the first collective. Without the fail-fast guard mpirun would wait until the 30-minute
+    process-group timeout. (Bad parameters,
     such as csi without pvc_name, are refused by every rank before any of this: see test_bad_inputs_train.py.)"""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     data = tmp_path / "tusimple"

@@ -114,3 +114,41 @@ def test_augment_modes(value, mode: str, zoom) -> None:
     assert (aug.scale if aug else None) == zoom
     if mode == "flip":
         assert aug.flip_p == 0.5 and aug.translate == aug.brightness == aug.contrast == 0.0
+
+
+def test_model_volume_and_path_are_parameters_of_their_own() -> None:
+    """They were keys of snapshot_options that the provider refused; now snapshot_options only holds its options."""
+    cfg = TrainConfig(data_dir="d", model_volume="ml/models", model_path="runs/model", snapshot_options="namespace=ml")
+    assert (cfg.model_volume, cfg.model_path, cfg.snapshot_options) == ("ml/models", "runs/model", {"namespace": "ml"})
+    blank = TrainConfig(data_dir="d", model_volume="", model_path="")  # the MLproject's defaults
+    assert blank.model_volume is None and blank.model_path is None
+    assert TrainConfig(**cfg.mlflow_params()) == cfg
+    for bad in ("../up", "/abs", "a/../../b"):
+        with pytest.raises(ValidationError, match="model_path"):
+            TrainConfig(data_dir="d", model_path=bad)
+
+
+def test_lineage_volumes_come_from_the_provider_traits(tmp_path: Path) -> None:
+    """local: the run's own directories are the volumes, the model at `model` in output_dir (as before); a remote
+    provider: the named volumes, model_volume defaulting to pvc_name; no name comparison decides it."""
+    from mlflow_anf_lanedet.train import TrainInputError, lineage_config
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    local = lineage_config(TrainConfig(data_dir=data, output_dir=out))
+    assert (local.data_volume, local.model_volume, local.model_path) == (str(data), str(out), "model")
+    assert local.snapshot_data and local.snapshot_model and local.entry_point == "train"
+    parent = lineage_config(TrainConfig(data_dir=data, output_dir=out / "run1", model_volume=str(tmp_path)))
+    assert (parent.model_volume, parent.model_path) == (str(tmp_path), "out/run1/model")
+
+    csi = lineage_config(TrainConfig(data_dir=data, snapshot_provider="csi", pvc_name="ml/data",
+                                     snapshot_options="namespace=ml"))
+    assert (csi.data_volume, csi.model_volume, csi.model_path) == ("ml/data", "ml/data", None)
+    assert csi.provider_options == {"namespace": "ml"}
+    anf = lineage_config(TrainConfig(data_dir=data, snapshot_provider="anf", pvc_name="pool/data",
+                                     model_volume="pool/models", model_path="lanedet/model"))
+    assert (anf.data_volume, anf.model_volume, anf.model_path) == ("pool/data", "pool/models", "lanedet/model")
+
+    off = lineage_config(TrainConfig(data_dir=data, snapshot_provider="csi", enable_snapshot=False))
+    assert not off.snapshot_data and not off.snapshot_model and off.build_provider() is None
+    with pytest.raises(TrainInputError, match="pvc_name"):
+        lineage_config(TrainConfig(data_dir=data, snapshot_provider="csi"))

@@ -170,8 +170,10 @@ def test_the_run_is_finished_only_after_everything_is_recorded(
     def status() -> str:
         return MlflowClient().get_run(mlflow.active_run().info.run_id).info.status
 
+    import mlflow_anf.tracking
+
     real_test_start, real_overlays, real_snapshot = (
-        train.LaneDetModule.on_test_epoch_start, train._log_overlays, train._snapshot)
+        train.LaneDetModule.on_test_epoch_start, train._log_overlays, mlflow_anf.tracking.snapshot_and_log)
 
     def on_test_epoch_start(self) -> None:  # type: ignore[no-untyped-def]
         seen["test"] = status()
@@ -181,13 +183,13 @@ def test_the_run_is_finished_only_after_everything_is_recorded(
         seen["overlays"] = status()
         return real_overlays(*args, **kwargs)
 
-    def snapshot(provider, role, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def snapshot(provider, volume, role, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen[f"{role} snapshot"] = status()
-        return real_snapshot(provider, role, *args, **kwargs)
+        return real_snapshot(provider, volume, role, *args, **kwargs)
 
     monkeypatch.setattr(train.LaneDetModule, "on_test_epoch_start", on_test_epoch_start)
     monkeypatch.setattr(train, "_log_overlays", log_overlays)
-    monkeypatch.setattr(train, "_snapshot", snapshot)
+    monkeypatch.setattr(mlflow_anf.tracking, "snapshot_and_log", snapshot)  # what SnapshotLineage calls
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns(".snapshot"))
     cfg = TrainConfig(data_dir=data, output_dir=tmp_path / "outputs", epochs=1, **TINY)

@@ -53,8 +53,15 @@ class TrainConfig(BaseModel):
     use_val: bool = Field(True, description="validate every epoch (the final held-out test always runs)")
     enable_snapshot: bool = Field(True, description="snapshot the data before and the model after training")
     snapshot_provider: SnapshotProviderName = "local"
-    snapshot_options: dict[str, str] = Field(default_factory=dict, description="provider options, e.g. namespace")
+    snapshot_options: dict[str, str] = Field(default_factory=dict, description="the snapshot provider's options, "
+                                             "e.g. namespace (nothing else: volumes are their own parameters)")
     pvc_name: str | None = Field(None, description="data volume for csi/anf providers (the seed's PVC_NAME)")
+    model_volume: str | None = Field(None, description="volume snapshotted after training (the model snapshot); "
+                                     "default: output_dir where the provider's volumes are directories (local), "
+                                     "else pvc_name")
+    model_path: str | None = Field(None, description="path of the exported model inside model_volume, recorded as "
+                                   "the model snapshot's artifact URI; default: where output_dir/model lies in it "
+                                   "(local), else none")
     backbone: Backbone = "vgg16_bn"
     input_size: tuple[int, int] = Field((288, 512), description="network input HEIGHTxWIDTH")
     pretrained: Path | None = Field(None, description="local torchvision-format backbone weights (.pth)")
@@ -96,10 +103,20 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{info.field_name}: a directory is required, got an empty path")
         return value
 
-    @field_validator("pvc_name", "pretrained", "max_train_frames", mode="before")
+    @field_validator("pvc_name", "model_volume", "model_path", "pretrained", "max_train_frames", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", "none", "None") else value
+
+    @field_validator("model_path")
+    @classmethod
+    def _model_path(cls, value: str | None) -> str | None:
+        """Relative, inside the volume: it becomes a path inside the snapshot (``snapshot://`` grammar)."""
+        if value is not None:
+            from mlflow_anf.snapshots.uri import check_path
+
+            check_path(value, "model_path")
+        return value
 
     @field_validator("augment", mode="before")
     @classmethod

@@ -1,6 +1,8 @@
-"""Training and evaluation entry points: Lightning modules for SCNN on TuSimple, tracked in MLflow.
+"""Training entry point: Lightning modules for SCNN on TuSimple, tracked in MLflow.
 
-This is the edge of ``lanedet`` where MLflow and Lightning meet the core (data → model → decode → metric). Only the
+This is the edge of ``lanedet`` where MLflow and Lightning meet the core (data → model → decode → metric): it builds
+the data, the module and the trainer, and owns the run. The run's lineage (provenance, data snapshot before fit,
+model snapshot after it) is :class:`mlflow_anf.lightning.SnapshotLineage`, given the model export as a hook. Only the
 process with global rank 0 talks to MLflow and takes snapshots; every rank trains.
 """
 
@@ -18,22 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pydantic import ValidationError
 from pytorch_lightning.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
-from mlflow_anf_lanedet.config import TrainConfig, parse_hw
+from mlflow_anf_lanedet.callbacks import EpochSummaryCallback, ThroughputCallback
+from mlflow_anf_lanedet.config import TrainConfig
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
-from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options, parse_lane_fit
+from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options
 from mlflow_anf_lanedet.distributed import StopSignals, fail_fast, global_rank, stop_signals, world_size
 from mlflow_anf_lanedet.metric import evaluate_frame
 from mlflow_anf_lanedet.models import SCNNLoss, build_model, poly_lr_lambda
+from mlflow_anf_lanedet.evaluate import evaluate_command
+from mlflow_anf_lanedet.export import ModelExport
 from mlflow_anf_lanedet.predict import TUSIMPLE_HW, LanePredictor, default_rows, draw_lanes, load_frame
 
 log = logging.getLogger(__name__)
+
+# Moved to their own modules, still importable from here (lanedet's CLI names mlflow_anf_lanedet.train:evaluate_command)
+__all__ = ["EpochSummaryCallback", "LaneDetModule", "ThroughputCallback", "TrainInputError", "TuSimpleDataModule",
+           "evaluate_command", "lineage_config", "preflight", "run_training", "train_command"]
 
 
 # --------------------------------------------------------------------------------------------------- data module
@@ -204,36 +212,6 @@ class LaneDetModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class ThroughputCallback(pl.Callback):
-    """Logs global training images/s per epoch (all ranks' images over the epoch's wall time)."""
-
-    def __init__(self) -> None:
-        self._start = 0.0
-        self._images = 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._images = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
-        self._images += int(batch["image"].shape[0])
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        elapsed = max(time.perf_counter() - self._start, 1e-9)
-        pl_module.log("throughput", self._images * trainer.world_size / elapsed, sync_dist=False, rank_zero_only=True)
-
-
-class EpochSummaryCallback(pl.Callback):
-    """One log line per epoch with the logged metrics: readable in launcher logs, where progress bars are not."""
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
-            return
-        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if not k.endswith("_step")}
-        text = " ".join(f"{k}={v:.4g}" for k, v in sorted(shown.items()))
-        log.info("epoch %d/%d: %s", trainer.current_epoch + 1, trainer.max_epochs, text)
-
-
 # ------------------------------------------------------------------------------------------------ orchestration
 def distribution(cfg: TrainConfig) -> dict[str, Any]:
     """Trainer ``strategy``/``devices``/``num_nodes`` for the ``strategy`` param, agreeing with the launcher's world
@@ -268,15 +246,8 @@ class _Plan:
     dm: TuSimpleDataModule
     module: LaneDetModule
     placement: dict[str, Any]
+    lineage: Any  # the SnapshotLineageConfig of the run (mlflow_anf.lightning)
     provider: Any  # a SnapshotProvider when enable_snapshot, else None
-
-
-_TRAIN_SNAPSHOT_KEYS = ("model_volume", "model_path")  # snapshot_options read by the training, not the provider
-
-
-def _provider_options(cfg: TrainConfig) -> dict[str, str]:
-    """``snapshot_options`` minus the training's own keys (``model_volume``, ``model_path``): the provider's options."""
-    return {k: v for k, v in cfg.snapshot_options.items() if k not in _TRAIN_SNAPSHOT_KEYS}
 
 
 def _inside(path: Path, other: Path) -> bool:
@@ -339,19 +310,57 @@ def preflight(cfg: TrainConfig) -> _Plan:
     except (PretrainedError, OSError) as exc:
         raise TrainInputError("pretrained", str(exc)) from None
 
-    provider = None
-    if cfg.enable_snapshot:
-        from mlflow_anf.snapshots import SnapshotError, get_provider
+    from mlflow_anf.snapshots import SnapshotError
 
-        data_volume, model_volume = _volumes(cfg)
-        if not data_volume or not model_volume:
-            raise TrainInputError(
-                "pvc_name", f"the {cfg.snapshot_provider} provider needs the data volume name (PVC_NAME)")
-        try:
-            provider = get_provider(cfg.snapshot_provider, **_provider_options(cfg))
-        except SnapshotError as exc:  # ProviderConfigError included: names the option, never its value
-            raise TrainInputError("snapshot_options", str(exc)) from None
-    return _Plan(dm=dm, module=module, placement=placement, provider=provider)
+    lineage = lineage_config(cfg)
+    try:
+        provider = lineage.build_provider()
+    except SnapshotError as exc:  # ProviderConfigError included: names the option, never its value
+        raise TrainInputError("snapshot_options", str(exc)) from None
+    return _Plan(dm=dm, module=module, placement=placement, lineage=lineage, provider=provider)
+
+
+def lineage_config(cfg: TrainConfig) -> Any:
+    """The run's :class:`~mlflow_anf.lightning.SnapshotLineageConfig`: which volumes the data and model snapshots
+    take, and where the model lies in its volume. Where the provider's volumes are directories on this machine
+    (local) they are ``data_dir`` and (default) ``output_dir``, the model at ``model`` inside it; elsewhere they are
+    named: ``pvc_name`` and ``model_volume`` (default ``pvc_name``), the model at ``model_path``.
+
+    Raises :class:`TrainInputError` naming the parameter."""
+    from mlflow_anf.lightning import SnapshotLineageConfig, directory_volume
+
+    data_volume = directory_volume(cfg.snapshot_provider, cfg.data_dir)
+    model_volume, model_path = cfg.model_volume, cfg.model_path
+    if data_volume is not None:  # the provider's volumes are directories: the run's own
+        model_volume = directory_volume(cfg.snapshot_provider, model_volume or cfg.output_dir)
+        model_path = _model_inside(cfg, model_volume) if cfg.enable_snapshot else model_path
+    else:
+        data_volume, model_volume = cfg.pvc_name, model_volume or cfg.pvc_name
+    if cfg.enable_snapshot and not data_volume:
+        raise TrainInputError("pvc_name", f"the {cfg.snapshot_provider} provider needs the data volume name (PVC_NAME)")
+    try:
+        return SnapshotLineageConfig(
+            provider=cfg.snapshot_provider, provider_options=cfg.snapshot_options, data_volume=data_volume,
+            model_volume=model_volume, model_path=model_path, snapshot_data=cfg.enable_snapshot,
+            snapshot_model=cfg.enable_snapshot, entry_point="train", code_path=__file__,
+        )
+    except ValidationError as exc:  # a volume the provider cannot name (its traits' check_volume)
+        problem = exc.errors(include_url=False, include_input=False)[0]["msg"].removeprefix("Value error, ")
+        field = problem.split(":", 1)[0]
+        field = "pvc_name" if field == "data_volume" else field if field in TrainConfig.model_fields else "pvc_name"
+        raise TrainInputError(field, problem) from None
+
+
+def _model_inside(cfg: TrainConfig, model_volume: str) -> str:
+    """Where ``output_dir/model`` (the exported model) lies inside the directory *model_volume*."""
+    model_dir = (cfg.output_dir / "model").resolve()
+    if not _inside(model_dir, Path(model_volume)):
+        raise TrainInputError("model_volume", f"{model_volume} does not contain the exported model {model_dir}")
+    inside = model_dir.relative_to(model_volume).as_posix()
+    if cfg.model_path is not None and cfg.model_path.strip("/") != inside:
+        raise TrainInputError("model_path", f"{cfg.model_path} is not where the model is exported in {model_volume}: "
+                              f"{inside}")
+    return inside
 
 
 def _named_field(exc: BaseException, default: str) -> str:
@@ -424,18 +433,6 @@ def _end_run(run_id: str, status: str, attempts: int = 5) -> None:
             time.sleep(1.0 + attempt)
 
 
-def _snapshot(provider: Any, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
-    from mlflow_anf.tracking import snapshot_and_log
-
-    return snapshot_and_log(provider, volume, role, run_id=run_id, artifact_path=artifact_path)
-
-
-def _volumes(cfg: TrainConfig) -> tuple[str | None, str | None]:
-    if cfg.snapshot_provider == "local":
-        return str(cfg.data_dir.resolve()), str(cfg.output_dir.resolve())
-    return cfg.pvc_name, cfg.snapshot_options.get("model_volume", cfg.pvc_name)
-
-
 def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfig) -> None:
     import mlflow
 
@@ -460,22 +457,6 @@ def _log_overlays(module: LaneDetModule, dm: TuSimpleDataModule, cfg: TrainConfi
         mlflow.log_artifacts(tmp, artifact_path="overlays")
 
 
-def _model_signature(input_hw: tuple[int, int]) -> Any:
-    """Input: normalised float32 images [B, 3, H, W]; the outputs (seg logits, existence logits) are a tuple."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, *input_hw), "image")]))
-
-
-def _model_requirements() -> list[str]:
-    """What loading the pickled SCNN needs besides the bundled lanedet code (stated, not inferred: inference
-    would re-import the model in a subprocess)."""
-    import importlib.metadata as md
-
-    return [f"{name}=={md.version(name).split('+')[0]}" for name in ("torch", "numpy", "pydantic", "pillow")]
-
-
 def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str, Any]:
     """Check the inputs, then train, test on the held-out split, log everything (rank 0). Returns the final metrics
     and run id. Raises :class:`TrainInputError` (nothing written) for a parameter that cannot work.
@@ -497,29 +478,18 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
     result: dict[str, Any] = {}
 
     with _owned_run(stop, is_rank0) as run:
-        import mlflow
-
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
         logger: Any = False
         if run is not None:
-            run_id = run.info.run_id
-            # `mlflow run` already logged the params it was given (as typed); add the resolved rest.
-            logged = mlflow.get_run(run_id).data.params
-            mlflow.log_params({k: v for k, v in cfg.mlflow_params().items() if k not in logged})
-            # -- provenance for `mlflow-anf reproduce` (mlflow_anf.provenance): code version, image, seeds,
-            # -- package versions; MLFLOW_ANF_DIRTY_TREE=refuse stops here on uncommitted code
-            from mlflow_anf.provenance import log_provenance
-            from mlflow_anf.vocabulary import TAG_WORLD_SIZE
+            logger = _start_logging(cfg, run.info.run_id)
+            result["run_id"] = run.info.run_id
 
-            log_provenance(run_id, entry_point="train", code_path=__file__, provider_options=cfg.snapshot_options)
-            mlflow.set_tags({"lanedet.entry_point": "train", TAG_WORLD_SIZE: str(world_size())})
-            if plan.provider is not None:
-                data_volume, _ = _volumes(cfg)
-                snap = _snapshot(plan.provider, "data", data_volume, run_id)
-                log.info("data snapshot %s", snap.ref)
-            logger = RunOwnedMLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
-            result["run_id"] = run_id
+        from mlflow_anf.lightning import SnapshotLineage
 
+        # provenance and the data snapshot before fit, the model's export and snapshot after a successful fit;
+        # every rank carries the callback, rank 0 alone records (and exports)
+        lineage = SnapshotLineage(plan.lineage, run_id=result.get("run_id"), provider=plan.provider,
+                                  export_model=ModelExport(cfg))
         dm, module = plan.dm, plan.module
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
@@ -527,7 +497,7 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
             **plan.placement,  # strategy, devices, num_nodes
             precision=cfg.precision,
             logger=logger,
-            callbacks=[ThroughputCallback(), EpochSummaryCallback()],
+            callbacks=[ThroughputCallback(), EpochSummaryCallback(), lineage],
             deterministic=deterministic,
             default_root_dir=str(cfg.output_dir),
             enable_checkpointing=False,
@@ -539,36 +509,22 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
         result["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if test_metrics:
             result["metrics"].update({k: float(v) for k, v in test_metrics[0].items()})
-
-        if run is not None:
-            import mlflow.pytorch
-
-            model_dir = cfg.output_dir / "model"
-            if model_dir.exists():
-                import shutil
-
-                shutil.rmtree(model_dir)
-            module.model.eval().cpu()
-            # The lanedet package travels with the model, so it loads where lanedet is not installed; pickle keeps
-            # the message-passing loops as written (pt2 export would trace them).
-            model_kwargs = {
-                "code_paths": [str(Path(__file__).resolve().parent)],
-                "serialization_format": "pickle",
-                "signature": _model_signature(cfg.input_size),
-                "pip_requirements": _model_requirements(),
-            }
-            mlflow.pytorch.save_model(module.model, str(model_dir), **model_kwargs)
-            if cfg.log_model:
-                mlflow.pytorch.log_model(module.model, name="model", **model_kwargs)
-            if cfg.overlays or cfg.overlay_images:
-                _log_overlays(module, dm, cfg)
-            if plan.provider is not None:
-                _, model_volume = _volumes(cfg)
-                # the model inside the snapshot is loadable from the run's mlflow_anf.snapshot.model.artifact_uri tag
-                inside = "model" if cfg.snapshot_provider == "local" else cfg.snapshot_options.get("model_path")
-                snap = _snapshot(plan.provider, "model", model_volume, result["run_id"], artifact_path=inside)
-                log.info("model snapshot %s", snap.ref)
+        if run is not None and (cfg.overlays or cfg.overlay_images):
+            _log_overlays(module, dm, cfg)
     return result
+
+
+def _start_logging(cfg: TrainConfig, run_id: str) -> RunOwnedMLFlowLogger:
+    """Rank 0, before the trainer: the resolved params and the project's tags; the logger Lightning writes with."""
+    import mlflow
+
+    from mlflow_anf.vocabulary import TAG_WORLD_SIZE
+
+    # `mlflow run` already logged the params it was given (as typed); add the resolved rest.
+    logged = mlflow.get_run(run_id).data.params
+    mlflow.log_params({k: v for k, v in cfg.mlflow_params().items() if k not in logged})
+    mlflow.set_tags({"lanedet.entry_point": "train", TAG_WORLD_SIZE: str(world_size())})
+    return RunOwnedMLFlowLogger(tracking_uri=mlflow.get_tracking_uri(), run_id=run_id, log_model=False)
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -607,63 +563,3 @@ def train_command(**values: Any) -> None:
         metrics = result.get("metrics", {})
         summary = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("test_", "val_"))}
         click.echo(f"run {result['run_id']}: {json.dumps(summary)}")
-
-
-@click.command("evaluate")
-@click.option("--model-uri", required=True, help="MLflow model URI, e.g. runs:/<run_id>/model or a local path")
-@click.option("--data-dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
-@click.option("--output", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="write predictions in the TuSimple submission format")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--input-size", default=None, help="HEIGHTxWIDTH; default: the size the model was trained at")
-@click.option("--exist-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
-@click.option("--prob-threshold", type=click.FloatRange(0, 1), default=0.3, show_default=True)
-@click.option("--lane-fit", type=click.Choice(["0", "1", "2", "3", "road"]), default=None,
-              help="0 = points as found; 1-3 = robust polynomial per lane; road = all lanes jointly on the flat-road "
-                   "model; default: what the model was trained with")
-@click.option("--ignore-run-time", is_flag=True,
-              help="score as if every frame ran in 0 ms (the official rule zeroes frames slower than 200 ms, "
-                   "which a CPU run always is); the measured time is still written to --output")
-def evaluate_command(
-    model_uri: str, data_dir: Path, split: str, output: Path | None, batch_size: int,
-    input_size: str | None, exist_threshold: float, prob_threshold: float, lane_fit: str | None,
-    ignore_run_time: bool,
-) -> None:
-    """Predict lanes on a split with a trained model and score them with the official metric."""
-    import mlflow
-    import mlflow.pytorch
-
-    from mlflow_anf_lanedet.metric import evaluate as evaluate_predictions
-
-    try:
-        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    except Exception as exc:  # MLflow raises many types for a bad URI
-        raise click.UsageError(f"--model-uri: cannot load {model_uri!r}: {exc}") from None
-    hw = parse_hw(input_size) if input_size else tuple(getattr(model, "input_hw", (288, 512)))
-    dataset = TuSimpleDataset(data_dir, split, input_hw=hw)
-    fit = parse_lane_fit(lane_fit if lane_fit is not None else getattr(model, "lane_fit", 0), "--lane-fit")
-    predictor = LanePredictor(model, hw, exist_threshold, prob_threshold, lane_fit=fit)
-    preds, gts = [], []
-    for start in range(0, len(dataset.labels), batch_size):
-        labels = dataset.labels[start : start + batch_size]
-        t0 = time.perf_counter()
-        paths = [dataset.root / lab.raw_file for lab in labels]
-        lanes = predictor.predict_files(paths, [lab.h_samples for lab in labels])  # read as the run's test read them
-        per_frame_ms = (time.perf_counter() - t0) * 1000 / len(labels)
-        for lab, pred in zip(labels, lanes):
-            preds.append({"raw_file": lab.raw_file, "lanes": pred, "run_time": per_frame_ms})
-            gts.append({"raw_file": lab.raw_file, "lanes": lab.lanes, "h_samples": lab.h_samples})
-    scored = [dict(p, run_time=0.0) for p in preds] if ignore_run_time else preds
-    scores = evaluate_predictions(scored, gts)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text("".join(json.dumps(p) + "\n" for p in preds))
-        tmp.replace(output)
-    if mlflow.active_run() is not None or os.environ.get("MLFLOW_RUN_ID"):
-        with mlflow.start_run():
-            mlflow.log_metrics({f"{split}_{k.lower()}": float(v) for k, v in scores.items()})
-            if output is not None:
-                mlflow.log_artifact(str(output))
-    click.echo(json.dumps({k: float(v) for k, v in scores.items()}))
