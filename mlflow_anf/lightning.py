@@ -10,8 +10,9 @@ with global rank 0 (``trainer.is_global_zero``) does anything:
   (role ``model``) with the model's path inside the model volume, so the run's
   ``mlflow_anf.snapshot.model.artifact_uri`` tag loads the model from the snapshot.
 
-A role the run already records (the ``mpijob`` backend records the data snapshot before the job starts) is not taken
-again. The configuration is one pydantic model, :class:`SnapshotLineageConfig`; which volume belongs to which
+A role the run already records (the ``mpijob`` backend records the data snapshot before the job starts), or that the
+backend says it takes itself (``mlflow_anf.backend.snapshot_roles``: the launcher snapshots the model after the
+training process exited), is not taken here. The configuration is one pydantic model, :class:`SnapshotLineageConfig`; which volume belongs to which
 directory is the caller's decision, helped by :func:`directory_volume` (provider traits, no provider names).
 
 This is the one module of ``mlflow_anf`` that imports Lightning, at the top: only Lightning users import it.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mlflow_anf.snapshots import SnapshotInputError, get_provider, traits_for
 from mlflow_anf.snapshots.uri import check_path
-from mlflow_anf.vocabulary import ROLE_DATA, ROLE_MODEL, parse_snapshot_tags
+from mlflow_anf.vocabulary import ROLE_DATA, ROLE_MODEL, TAG_BACKEND_SNAPSHOT_ROLES, parse_snapshot_tags
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +175,15 @@ class SnapshotLineage(pl.Callback):
         self.run_id = run_id
         return run_id
 
-    def recorded_roles(self, run_id: str) -> Mapping[str, Any]:
-        """The snapshots run *run_id* already records, by role (complete records only)."""
-        return parse_snapshot_tags(self.client.get_run(run_id).data.tags, strict=False, source=f"run {run_id}")
-
     def _snapshot(self, role: str, volume: str | None, run_id: str, artifact_path: str | None = None) -> Any:
-        recorded = self.recorded_roles(run_id).get(role)
+        tags = self.client.get_run(run_id).data.tags
+        recorded = parse_snapshot_tags(tags, strict=False, source=f"run {run_id}").get(role)
         if recorded is not None:
             log.info("run %s already records a %s snapshot (%s): not taking another", run_id, role, recorded.ref)
+            return None
+        if role in tags.get(TAG_BACKEND_SNAPSHOT_ROLES, "").split(","):
+            log.info("run %s: the backend takes the %s snapshot (%s): not taking it here", run_id, role,
+                     TAG_BACKEND_SNAPSHOT_ROLES)
             return None
         assert volume is not None  # the config refuses an enabled role without a volume
         from mlflow_anf.tracking import snapshot_and_log

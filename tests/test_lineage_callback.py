@@ -167,6 +167,29 @@ def test_a_role_the_run_already_records_is_not_taken_again(world: dict[str, Any]
     assert "already records a model snapshot" in caplog.text
 
 
+def test_roles_the_backend_takes_itself_are_left_to_it(world: dict[str, Any],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The mpijob backend records before submitting which roles it snapshots (the model from the launcher, after the
+    training process exited); the callback takes neither, but the export still runs."""
+    from mlflow_anf.vocabulary import TAG_BACKEND_SNAPSHOT_ROLES
+
+    w = world
+    w["client"].set_tag(w["run_id"], TAG_BACKEND_SNAPSHOT_ROLES, "data,model")
+    export = Export(w["out"], w["client"], w["run_id"])
+    lineage = SnapshotLineage(_config(w), run_id=w["run_id"], export_model=export, client=w["client"])
+    with caplog.at_level(logging.INFO, logger="mlflow_anf.lightning"):
+        _trainer(w["tmp"], lineage).fit(Tiny())
+    assert parse_snapshot_tags(w["client"].get_run(w["run_id"]).data.tags) == {}
+    assert _snapshots(w["data"]) == [] and _snapshots(w["out"]) == []
+    assert export.calls == [[]]  # the model was exported for the launcher's snapshot
+    assert "the backend takes the model snapshot" in caplog.text
+
+    # only the model: the data snapshot is the callback's again
+    w["client"].set_tag(w["run_id"], TAG_BACKEND_SNAPSHOT_ROLES, "model")
+    _trainer(w["tmp"], lineage).fit(Tiny())
+    assert sorted(parse_snapshot_tags(w["client"].get_run(w["run_id"]).data.tags)) == ["data"]
+
+
 class _NotRankZero(SingleDeviceStrategy):
     """A single-device strategy that reports being another rank than 0, as rank 1 of a DDP job would."""
 

@@ -178,16 +178,10 @@ def follow(
             try:
                 seen = f.watch(window, until)
             except KubeApiError as exc:
-                if exc.expired and expiries < max_expiries:
-                    expiries += 1
-                    log.info("watch of %s expired (410); re-listing", what)
-                else:
-                    failures += 1
-                    polling = exc.status in NOT_WATCHABLE or exc.expired or failures >= max_watch_failures
-                    log.log(logging.WARNING if polling else logging.INFO, "watch of %s failed (%s)%s", what, exc,
-                            f"; polling every {poll_interval_s:g}s instead" if polling else "; watching again")
-                    if not polling:
-                        pause()
+                expiries, failures, polling = _after_watch_error(exc, expiries, failures, max_expiries,
+                                                                 max_watch_failures, what, poll_interval_s)
+                if not polling and not exc.expired:
+                    pause()
             else:
                 if f.result.done:
                     return f.result
@@ -206,6 +200,20 @@ def follow(
             f.result.done = True
             f.result.polling = polling
             return f.result
+
+
+def _after_watch_error(exc: KubeApiError, expiries: int, failures: int, max_expiries: int, max_failures: int,
+                       what: str, poll_interval_s: float) -> tuple[int, int, bool]:
+    """(expiries, failures, polling) after a failed watch: a 410 re-lists (up to *max_expiries* in a row); a watch
+    the server refuses, or one that keeps failing, turns into polling."""
+    if exc.expired and expiries < max_expiries:
+        log.info("watch of %s expired (410); re-listing", what)
+        return expiries + 1, failures, False
+    failures += 1
+    polling = exc.status in NOT_WATCHABLE or exc.expired or failures >= max_failures
+    log.log(logging.WARNING if polling else logging.INFO, "watch of %s failed (%s)%s", what, exc,
+            f"; polling every {poll_interval_s:g}s instead" if polling else "; watching again")
+    return expiries, failures, polling
 
 
 def list_watch(
