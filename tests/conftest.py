@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.k8s_emulator"]  # Kubernetes API emulator fixtures (k8s_server, kubeconfig_path, ...)
+pytest_plugins = ["tests.doubles.k8s_emulator"]  # Kubernetes API emulator fixtures (k8s_server, kubeconfig_path, ...)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

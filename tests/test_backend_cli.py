@@ -15,15 +15,15 @@ import yaml
 from click.testing import CliRunner
 
 from mlflow_anf.cli import main
-from tests.k8s_emulator import (  # noqa: F401 - fixtures
+from tests.doubles.k8s_emulator import (  # noqa: F401 - fixtures
     K8sServer,
     k8s_objects,
     k8s_server,
     k8s_tls,
     kubeconfig_path,
 )
-from tests.k8s_schemas import validate_crd_object
-from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
+from tests.doubles.k8s_schemas import validate_crd_object
+from tests.doubles.mpi_operator_sim import (  # noqa: F401 - fixtures
     _mlflow_db_template,
     mlflow_store,
     mpi_operator,

@@ -11,8 +11,8 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
 from mlflow_anf.backend.plugin import MPIJobBackend, pod_tracking_uri
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
 
 CANARY = "canary-7f3a9c2e51d84b06"
 BASE = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0"}

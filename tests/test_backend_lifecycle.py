@@ -17,8 +17,8 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout, status_from_conditions
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
-from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
+from tests.doubles.mpi_operator_sim import (  # noqa: F401 - fixtures
     LauncherRun,
     _mlflow_db_template,
     mlflow_store,

@@ -18,8 +18,8 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.config import BackendConfigError, load_backend_config
 from mlflow_anf.backend.plugin import MPIJobBackend
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
 from tests.test_backend_lifecycle import NS, make_config, read_artifact
 
 CANARY = "cAnArY-5e1f0d2c9b8a7364"

@@ -14,7 +14,7 @@ from mlflow_anf.backend.doctor import Doctor
 from mlflow_anf.backend.plugin import csi_provider, kube_config
 from mlflow_anf.k8s import SnapshotClassError, api_client, resolve_snapshot_class
 from mlflow_anf.snapshots import SnapshotError
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
 
 NS = "lane"
 TRIDENT = "csi.trident.netapp.io"

@@ -18,8 +18,8 @@ from mlflow.exceptions import ExecutionException
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.cli import main
 from tests.fs_state import state_diff, tree_state
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "cAnArY-0b9d8e7f6a5c4d3e"

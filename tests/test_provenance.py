@@ -41,7 +41,7 @@ from mlflow_anf.provenance import (
     seeds_from,
     tree_digest,
 )
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}

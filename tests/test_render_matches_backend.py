@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from mlflow_anf.backend.plan import CLUSTER_DERIVED
 from mlflow_anf.cli import main
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
+from tests.doubles.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
 from tests.test_backend_lifecycle import NS, make_config, submit
 
 

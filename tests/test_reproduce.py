@@ -45,7 +45,7 @@ from mlflow_anf.reproduce import (
 from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401 - fixtures
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -378,7 +378,7 @@ def test_anf_snapshot_restores_to_a_new_volume_then_runs_where_it_is_mounted(
 ) -> None:
     """The anf provider through the real Azure SDK against the ARM/AAD emulator, with the options the run recorded
     (the client secret lives in the environment, never in the record)."""
-    from tests.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
+    from tests.doubles.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
 
     with ArmEmulator() as emu:
         seed_ml_estate(emu)

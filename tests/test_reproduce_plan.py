@@ -34,7 +34,7 @@ from tests.test_reproduce import (  # noqa: F401 - fixtures
     stub_project,
     tracking,
 )
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
+from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
 
 
 def _present(ref: str) -> ImageCheck:

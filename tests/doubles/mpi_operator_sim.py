@@ -1,4 +1,4 @@
-"""A test-side Kubeflow MPI operator (v2beta1) for the Kubernetes API emulator (``tests.k8s_emulator``).
+"""A test-side Kubeflow MPI operator (v2beta1) for the Kubernetes API emulator (``tests.doubles.k8s_emulator``).
 
 It does what kubeflow/mpi-operator's controller does, in the emulator's store, with the same names, labels, owner
 references, conditions, reasons and events:
@@ -42,7 +42,7 @@ from typing import Any
 
 import kmock
 
-from tests.k8s_emulator import Controller, WatchEvent, api_error
+from tests.doubles.k8s_emulator import Controller, WatchEvent, api_error
 
 GROUP_VERSION = "kubeflow.org/v2beta1"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
