@@ -8,11 +8,9 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -41,7 +39,6 @@ from mlflow_anf.provenance import (
     seeds_from,
     tree_digest,
 )
-from tests.doubles.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -209,17 +206,7 @@ def test_truncated_backend_config_tag_is_named() -> None:
 
 # ---- MLflow adapter ---------------------------------------------------------------------------------------------
 @pytest.fixture
-def tracking(mlflow_store: Any) -> Iterator[MlflowClient]:  # noqa: F811 - a fresh store, artifacts under tmp
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_store.uri)
-    try:
-        yield MlflowClient(mlflow_store.uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture
-def experiment(mlflow_store: Any) -> str:  # noqa: F811
+def experiment(mlflow_store: Any) -> str:
     return mlflow_store.experiment_id
 
 
