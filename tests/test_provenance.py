@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,7 @@ from mlflow_anf.provenance import (
     seeds_from,
     tree_digest,
 )
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV}, check=True)
-    return proc.stdout.strip()
-
+from tests.support.git import commit_all, git
 
 def make_project(root: Path) -> Path:
     (root / "pkg").mkdir(parents=True)
@@ -60,12 +50,10 @@ def make_project(root: Path) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = make_project(tmp_path / "repo")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "first")
-    return root
+def repo(git_repo: Path) -> Path:
+    make_project(git_repo)
+    commit_all(git_repo, "first")
+    return git_repo
 
 
 # ---- code version -----------------------------------------------------------------------------------------------

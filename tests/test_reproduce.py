@@ -45,24 +45,9 @@ from mlflow_anf.reproduce import (
 from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
+from tests.support.git import commit_all, git
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 NS = "lane"
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip()
-
-
-def commit_all(repo: Path, message: str = "snapshot") -> str:
-    if not (repo / ".git").exists():
-        git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def cli(*args: str) -> Any:
@@ -191,9 +176,8 @@ with mlflow.start_run() as run:
 
 
 @pytest.fixture
-def stub_project(tmp_path: Path) -> Path:
-    project = tmp_path / "stub"
-    project.mkdir()
+def stub_project(git_repo: Path) -> Path:
+    project = git_repo
     (project / "MLproject").write_text(STUB_MLPROJECT)
     (project / "train.py").write_text(STUB_TRAIN)
     (project / ".gitignore").write_text("__pycache__/\n")
