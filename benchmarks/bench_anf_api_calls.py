@@ -62,7 +62,7 @@ def _measure(emu: Any, fn: Callable[[], Any]) -> dict[str, Any]:
 def run(snapshots: int, lro_polls: int) -> None:
     _setup_path()
     from mlflow_anf.snapshots.anf import AnfConfig, AnfSnapshotProvider
-    from tests.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
+    from tests.doubles.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
 
     token = "bench-token"
     with ArmEmulator(lro_polls=lro_polls) as emu:

@@ -1,6 +1,6 @@
 """TuSimple metric: the vectorised ``mlflow_anf_lanedet.metric`` vs the per-lane least-squares loop, side by side.
 
-*baseline* is ``tests/reference_lane_eval.py``: the benchmark's own structure (a frame loop, a least-squares fit
+*baseline* is ``tests/doubles/reference_lane_eval.py``: the benchmark's own structure (a frame loop, a least-squares fit
 per GT lane, a line-accuracy list comprehension per (GT, prediction) pair), the way ``evaluate/lane.py`` runs.
 *vectorised* is :func:`mlflow_anf_lanedet.metric.evaluate` on the same parsed records (validation included). Both results
 are asserted identical (exact float equality) on every set:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from mlflow_anf_lanedet import metric
-    from tests import reference_lane_eval as ref
+    from tests.doubles import reference_lane_eval as ref
 
     replicate = args.replicate or (2 if args.quick else 5)
     repeats = args.repeats or (2 if args.quick else 5)

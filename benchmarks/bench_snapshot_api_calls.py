@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_snapshot_api_calls.py            # 5 snapshots per row, 1.0 s to ready
     .venv/bin/python benchmarks/bench_snapshot_api_calls.py --quick    # 2 snapshots per row, 0.3 s to ready
 
-The csi provider runs against the test API emulator (``tests/k8s_emulator.py``, HTTPS, official client) whose
+The csi provider runs against the test API emulator (``tests/doubles/k8s_emulator.py``, HTTPS, official client) whose
 simulated external-snapshotter takes ``ready_after`` seconds to make each snapshot ready. The emulator's request
 log counts every API call. Rows, side by side in one process:
 
@@ -37,7 +37,7 @@ def csi_calls(*, snapshots: int = 5, ready_after: float = 1.0, poll_interval_s: 
     """Run the csi provider against the emulator; one row per (mode, size) with mean API calls per snapshot."""
     sys.path.insert(0, str(REPO_ROOT))
     from mlflow_anf.snapshots.csi import CsiSnapshotProvider
-    from tests.k8s_emulator import K8sServer, PvcBinder, SnapshotBehaviour, SnapshotController, make_tls_material
+    from tests.doubles.k8s_emulator import K8sServer, PvcBinder, SnapshotBehaviour, SnapshotController, make_tls_material
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-csi-") as tmp:

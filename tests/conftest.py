@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.k8s_emulator"]  # Kubernetes API emulator fixtures (k8s_server, kubeconfig_path, ...)
+# Fixtures every test module sees without importing them (docs/testing.md lists them):
+pytest_plugins = [
+    "tests.doubles.k8s_emulator",  # Kubernetes API emulator: k8s_server, k8s_tls, kubeconfig_path, k8s_objects, ...
+    "tests.doubles.mpi_operator_sim",  # MPI operator simulator: mpi_operator, sim_project
+    "tests.support.mlflow_store",  # the MLflow tracking store: mlflow_store, tracking
+    "tests.support.git",  # git_repo (helpers git, commit_all: import them from tests.support.git)
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

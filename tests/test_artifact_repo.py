@@ -6,7 +6,6 @@ import filecmp
 import importlib.metadata
 import os
 import shutil
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,17 +48,6 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     _save(torch.nn.Linear(4, 2), base / "a")
     _save(torch.nn.Linear(4, 2), base / "b")
     return base / "a", base / "b"
-
-
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    try:
-        yield MlflowClient()
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture()

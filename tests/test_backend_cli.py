@@ -15,21 +15,9 @@ import yaml
 from click.testing import CliRunner
 
 from mlflow_anf.cli import main
-from tests.k8s_emulator import (  # noqa: F401 - fixtures
-    K8sServer,
-    k8s_objects,
-    k8s_server,
-    k8s_tls,
-    kubeconfig_path,
-)
-from tests.k8s_schemas import validate_crd_object
-from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
-    _mlflow_db_template,
-    mlflow_store,
-    mpi_operator,
-    serve_access_reviews,
-    sim_project,
-)
+from tests.doubles.k8s_emulator import K8sServer
+from tests.doubles.k8s_schemas import validate_crd_object
+from tests.doubles.mpi_operator_sim import serve_access_reviews
 from tests.test_backend_lifecycle import NS, make_config, read_artifact, submit
 
 CANARY = "canary-4c1d2e3f5a6b7c8d"
@@ -44,7 +32,7 @@ def _runner() -> CliRunner:
 
 # ---- render ---------------------------------------------------------------------------------------------------
 
-def test_render_prints_the_manifests_without_submitting(sim_project: Path, crds_dir: Path) -> None:  # noqa: F811
+def test_render_prints_the_manifests_without_submitting(sim_project: Path, crds_dir: Path) -> None:
     cfg = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0", "processes": 3,
            "data_pvc": "tusimple-data", "tracking_uri": "http://mlflow.lane-detection.svc:5000",
            "snapshot": {"data": True, "snapshot_class": "netapp-csi-snapclass"}}
@@ -92,7 +80,7 @@ def test_render_passes_the_entry_points_snapshot_switch_through(crds_dir: Path) 
     (["-c", '{"namespace": "lane", "image": "x.io/y:1", "tracking_uri": "http://m:5000"}', "-P", "epochs"],
      "use NAME=VALUE"),
 ])
-def test_render_bad_input_exits_2_naming_it(args: list[str], fragment: str, sim_project: Path) -> None:  # noqa: F811
+def test_render_bad_input_exits_2_naming_it(args: list[str], fragment: str, sim_project: Path) -> None:
     result = _runner().invoke(main, ["render", str(sim_project), "-e", "train", *args])
     assert result.exit_code == 2, result.output
     assert fragment in (result.stderr if hasattr(result, "stderr") else result.output)
@@ -104,7 +92,7 @@ def _doctor(cfg: dict[str, Any]) -> Any:
     return _runner().invoke(main, ["doctor", "-c", json.dumps(cfg), "--tracking-uri", "sqlite:///local.db"])
 
 
-def test_doctor_all_ok(k8s_server, k8s_objects, kubeconfig_path) -> None:  # noqa: F811
+def test_doctor_all_ok(k8s_server, k8s_objects, kubeconfig_path) -> None:
     reviews = serve_access_reviews(k8s_server)
     k8s_objects.namespace(NS)
     k8s_objects.storage_class("azurenetappfiles")
@@ -128,7 +116,7 @@ def test_doctor_all_ok(k8s_server, k8s_objects, kubeconfig_path) -> None:  # noq
     assert writes == []  # the doctor only reads (access reviews are not stored)
 
 
-def test_doctor_reports_each_problem_with_its_fix(k8s_server, k8s_objects, kubeconfig_path) -> None:  # noqa: F811
+def test_doctor_reports_each_problem_with_its_fix(k8s_server, k8s_objects, kubeconfig_path) -> None:
     serve_access_reviews(k8s_server, denied={("delete", "mpijobs"), ("get", "pods/log")})
     k8s_objects.namespace(NS)
     k8s_objects.snapshot_class("csi-a", default=True)
@@ -153,7 +141,7 @@ def test_doctor_reports_each_problem_with_its_fix(k8s_server, k8s_objects, kubec
     assert out.splitlines()[-1] == "3 ok, 2 warning(s), 3 failed"
 
 
-def test_doctor_without_the_mpi_operator(tmp_path: Path, crds_dir: Path, k8s_tls) -> None:  # noqa: F811
+def test_doctor_without_the_mpi_operator(tmp_path: Path, crds_dir: Path, k8s_tls) -> None:
     only_snapshots = tmp_path / "crds"
     only_snapshots.mkdir()
     for crd in crds_dir.glob("snapshot.storage.k8s.io_*.yaml"):
@@ -186,7 +174,7 @@ def test_doctor_unreachable_cluster(tmp_path: Path) -> None:
 # ---- `mlflow run` end to end, and secrets --------------------------------------------------------------------
 
 @pytest.mark.parametrize("fail", [0, 4])
-def test_mlflow_run_cli_against_the_emulator(fail: int, k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_mlflow_run_cli_against_the_emulator(fail: int, k8s_server, k8s_objects, kubeconfig_path,
                                              mlflow_store, sim_project, mpi_operator, tmp_path) -> None:
     k8s_objects.namespace(NS)
     cfg_path = tmp_path / "cfg.json"
@@ -212,7 +200,7 @@ def test_mlflow_run_cli_against_the_emulator(fail: int, k8s_server, k8s_objects,
         assert run.info.status == "FINISHED" and "exit code 0" in log
 
 
-def test_secrets_never_reach_manifests_logs_or_mlflow(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_secrets_never_reach_manifests_logs_or_mlflow(k8s_server, k8s_objects, kubeconfig_path,
                                                       mlflow_store, sim_project, mpi_operator, tmp_path,
                                                       monkeypatch, capsys) -> None:
     import base64

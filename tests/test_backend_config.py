@@ -11,8 +11,6 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.config import BackendConfigError, MPIJobBackendConfig, load_backend_config
 from mlflow_anf.backend.plugin import MPIJobBackend, pod_tracking_uri
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
 
 CANARY = "canary-7f3a9c2e51d84b06"
 BASE = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0"}
@@ -113,7 +111,7 @@ def test_bad_config_one_clear_error_naming_the_key(over: dict[str, Any], key: st
     assert CANARY not in str(err.value)  # a rejected value is never echoed when it may be a secret
 
 
-def test_bad_configs_submit_nothing(k8s_server, k8s_objects, kubeconfig_path, mlflow_store,  # noqa: F811
+def test_bad_configs_submit_nothing(k8s_server, k8s_objects, kubeconfig_path, mlflow_store,
                                     sim_project) -> None:
     k8s_objects.namespace("lane-detection")
     mark = k8s_server.mark()

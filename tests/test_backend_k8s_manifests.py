@@ -18,7 +18,7 @@ import yaml
 
 from mlflow_anf.backend.config import load_backend_config
 from mlflow_anf.backend.doctor import required_access
-from tests.k8s_schemas import validate_builtin, validate_crd_object
+from tests.doubles.k8s_schemas import validate_builtin, validate_crd_object
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"

@@ -17,22 +17,14 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout, status_from_conditions
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
-from tests.mpi_operator_sim import (  # noqa: F401 - fixtures
-    LauncherRun,
-    _mlflow_db_template,
-    mlflow_store,
-    mpi_operator,
-    sim_project,
-    wrapper_runner,
-)
+from tests.doubles.mpi_operator_sim import LauncherRun, wrapper_runner
 
 NS = "lane"
 KINDS_OWNED = ("Pod", "Job", "ConfigMap", "Secret", "Service", "MPIJob")
 
 
 @pytest.fixture
-def namespace(k8s_objects: Any) -> str:  # noqa: F811
+def namespace(k8s_objects: Any) -> str:
     k8s_objects.namespace(NS)
     return NS
 
@@ -54,7 +46,7 @@ def submit(cfg: dict[str, Any], store: Any, project: Path, out: Any = None, **pa
                                       store.uri, store.experiment_id)
 
 
-def owned_objects(k8s_objects: Any) -> dict[str, list[str]]:  # noqa: F811
+def owned_objects(k8s_objects: Any) -> dict[str, list[str]]:
     return {kind: [o["metadata"]["name"] for o in k8s_objects.list(kind, NS)] for kind in KINDS_OWNED}
 
 
@@ -63,7 +55,7 @@ def read_artifact(store: Any, run_id: str, path: str, tmp_path: Path) -> str:
     return Path(local).read_text()
 
 
-def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubeconfig_path, namespace,
                                                 mlflow_store, sim_project, mpi_operator, tmp_path):
     def runner(launch: LauncherRun) -> int:
         # the first followed log stream breaks after this line; carry on once the submitter has reconnected
@@ -106,7 +98,7 @@ def test_success_finishes_run_with_log_artifact(k8s_server, k8s_objects, kubecon
         "launcher"]
 
 
-def test_launcher_failure_fails_run(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+def test_launcher_failure_fails_run(k8s_server, k8s_objects, kubeconfig_path, namespace,
                                     mlflow_store, sim_project, mpi_operator, tmp_path):
     run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project, fail=3)
     assert run.wait() is False
@@ -119,7 +111,7 @@ def test_launcher_failure_fails_run(k8s_server, k8s_objects, kubeconfig_path, na
     assert run.get_status() == "FAILED"
 
 
-def test_worker_eviction_restarts_then_finishes(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+def test_worker_eviction_restarts_then_finishes(k8s_server, k8s_objects, kubeconfig_path, namespace,
                                                 mlflow_store, sim_project, mpi_operator):
     seen_restarting: list[str] = []
 
@@ -140,7 +132,7 @@ def test_worker_eviction_restarts_then_finishes(k8s_server, k8s_objects, kubecon
     assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
 
 
-def test_worker_eviction_fails_run_the_launcher_could_not_close(k8s_server, k8s_objects,  # noqa: F811
+def test_worker_eviction_fails_run_the_launcher_could_not_close(k8s_server, k8s_objects,
                                                                kubeconfig_path, namespace, mlflow_store,
                                                                sim_project, mpi_operator):
     def dying_launcher(launch: LauncherRun) -> int:
@@ -157,7 +149,7 @@ def test_worker_eviction_fails_run_the_launcher_could_not_close(k8s_server, k8s_
     assert info.data.tags["mlflow_anf.backend.condition"] == "Failed (MPIJobEvicted): 1/2 workers are evicted"
 
 
-def test_cancel_deletes_in_foreground_and_leaves_nothing(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_cancel_deletes_in_foreground_and_leaves_nothing(k8s_server, k8s_objects, kubeconfig_path,
                                                          namespace, mlflow_store, sim_project, mpi_operator):
     run = submit(make_config(kubeconfig_path, mlflow_store, sim_project), mlflow_store, sim_project, sleep=30)
     deadline = time.monotonic() + 10
@@ -183,7 +175,7 @@ def test_cancel_deletes_in_foreground_and_leaves_nothing(k8s_server, k8s_objects
 
 
 @pytest.mark.parametrize("case", ["rejected", "no-operator"])
-def test_no_created_condition_times_out_with_events(case, k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_no_created_condition_times_out_with_events(case, k8s_server, k8s_objects, kubeconfig_path,
                                                     namespace, mlflow_store, sim_project, mpi_operator):
     if case == "rejected":
         mpi_operator.behave("*", validation_error="spec.mpiReplicaSpecs[Worker].template: quota 'gpu' exceeded")
@@ -205,7 +197,7 @@ def test_no_created_condition_times_out_with_events(case, k8s_server, k8s_object
     assert "got no Created condition" in info.data.tags["mlflow_anf.backend.condition"]
 
 
-def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects, kubeconfig_path,
                                                          namespace, mlflow_store, sim_project, mpi_operator):
     mpijobs = f"/apis/kubeflow.org/v2beta1/namespaces/{NS}/mpijobs"
     k8s_server.fail_next(mpijobs, method="POST", status=503, count=1)
@@ -234,7 +226,7 @@ def test_api_faults_are_retried_and_watch_expiry_rereads(k8s_server, k8s_objects
     assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
 
 
-def test_create_failing_for_good_fails_run_and_leaves_nothing(k8s_server, k8s_objects,  # noqa: F811
+def test_create_failing_for_good_fails_run_and_leaves_nothing(k8s_server, k8s_objects,
                                                               kubeconfig_path, namespace, mlflow_store,
                                                               sim_project, mpi_operator):
     mpijobs = f"/apis/kubeflow.org/v2beta1/namespaces/{NS}/mpijobs"
@@ -248,7 +240,7 @@ def test_create_failing_for_good_fails_run_and_leaves_nothing(k8s_server, k8s_ob
     assert owned_objects(k8s_objects)["MPIJob"] == []
 
 
-def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_objects, kubeconfig_path,
                                                           namespace, mlflow_store, sim_project, mpi_operator,
                                                           snapshot_controller):
     k8s_objects.snapshot_class("anf-snapclass", default=True)
@@ -277,7 +269,7 @@ def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_object
     assert [d.dataset.name for d in info.inputs.dataset_inputs] == [tags["mlflow_anf.snapshot.data.name"]]
 
 
-def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,
                                              mlflow_store, sim_project, mpi_operator, snapshot_controller):
     k8s_objects.snapshot_class("anf-snapclass", default=True)
     k8s_objects.pvc("tusimple-data", NS)
@@ -292,7 +284,7 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
     assert "mlflow_anf.snapshot.model.name" not in info.data.tags
 
 
-def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,  # noqa: F811
+def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,
                                               mlflow_store, sim_project, mpi_operator, request):
     import os
     import signal
@@ -322,7 +314,7 @@ def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfi
 
 
 @pytest.mark.parametrize(("given", "expected"), [(None, "true"), ("true", "true"), ("false", "false")])
-def test_backend_passes_the_entry_points_snapshot_switch_through(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
+def test_backend_passes_the_entry_points_snapshot_switch_through(k8s_server, k8s_objects, kubeconfig_path,
                                                            namespace, mlflow_store, sim_project, mpi_operator,
                                                            snapshot_controller, tmp_path, caplog, given, expected):
     """With snapshot.data/model in the backend config the entry point's enable_snapshot is not rewritten (the

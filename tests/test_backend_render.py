@@ -25,7 +25,7 @@ from mlflow_anf.backend.render import (
     render_mpijob,
 )
 from mlflow_anf.backend.submitted_run import status_from_conditions
-from tests.k8s_schemas import validate_builtin, validate_crd_object
+from tests.doubles.k8s_schemas import validate_builtin, validate_crd_object
 
 CANARY = "canary-2b7e151628aed2a6"
 RUN_ID = "0123456789abcdef0123456789abcdef"

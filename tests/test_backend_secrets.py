@@ -18,8 +18,6 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.config import BackendConfigError, load_backend_config
 from mlflow_anf.backend.plugin import MPIJobBackend
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
 from tests.test_backend_lifecycle import NS, make_config, read_artifact
 
 CANARY = "cAnArY-5e1f0d2c9b8a7364"
@@ -68,8 +66,8 @@ def _files_under(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(("over", "params", "key"), [p[1:] for p in PLAIN], ids=[p[0] for p in PLAIN])
-def test_plain_secret_is_refused_naming_the_key(over, params, key, k8s_server, k8s_objects,  # noqa: F811
-                                                kubeconfig_path, mlflow_store, sim_project, capsys,  # noqa: F811
+def test_plain_secret_is_refused_naming_the_key(over, params, key, k8s_server, k8s_objects,
+                                                kubeconfig_path, mlflow_store, sim_project, capsys,
                                                 caplog) -> None:
     caplog.set_level(logging.DEBUG)
     k8s_objects.namespace(NS)
@@ -87,9 +85,9 @@ def test_plain_secret_is_refused_naming_the_key(over, params, key, k8s_server, k
     assert CANARY.encode() not in (mlflow_store.root / "mlflow.db").read_bytes()
 
 
-def test_a_client_tracking_uri_with_a_token_is_not_handed_to_the_pods(k8s_server, k8s_objects,  # noqa: F811
-                                                                       kubeconfig_path, mlflow_store,  # noqa: F811
-                                                                       sim_project) -> None:  # noqa: F811
+def test_a_client_tracking_uri_with_a_token_is_not_handed_to_the_pods(k8s_server, k8s_objects,
+                                                                       kubeconfig_path, mlflow_store,
+                                                                       sim_project) -> None:
     cfg = make_config(kubeconfig_path, mlflow_store, sim_project)
     del cfg["tracking_uri"]
     for client_uri in (f"https://lane:{CANARY}@mlflow.example.com", f"https://mlflow.example.com/?token={CANARY}"):
@@ -127,8 +125,8 @@ def test_a_secret_in_any_string_field_is_refused_and_never_echoed(shape: str) ->
         assert CANARY not in str(err.value), (key, str(err.value))
 
 
-def test_secrets_passed_by_reference_are_written_nowhere(k8s_server, k8s_objects, kubeconfig_path,  # noqa: F811
-                                                         mlflow_store, sim_project, mpi_operator,  # noqa: F811
+def test_secrets_passed_by_reference_are_written_nowhere(k8s_server, k8s_objects, kubeconfig_path,
+                                                         mlflow_store, sim_project, mpi_operator,
                                                          tmp_path, capsys, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     k8s_objects.namespace(NS)

@@ -14,7 +14,6 @@ from mlflow_anf.backend.doctor import Doctor
 from mlflow_anf.backend.plugin import csi_provider, kube_config
 from mlflow_anf.k8s import SnapshotClassError, api_client, resolve_snapshot_class
 from mlflow_anf.snapshots import SnapshotError
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
 
 NS = "lane"
 TRIDENT = "csi.trident.netapp.io"
@@ -47,7 +46,7 @@ def _class(name: str, driver: str, default: str | None) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("classes", "configured", "annotated", "expected"), [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
-def test_doctor_and_create_agree(k8s_objects, kubeconfig_path, snapshot_controller,  # noqa: F811
+def test_doctor_and_create_agree(k8s_objects, kubeconfig_path, snapshot_controller,
                                  classes, configured, annotated, expected) -> None:
     k8s_objects.namespace(NS)
     k8s_objects.storage_class("azurenetappfiles", provisioner=TRIDENT)

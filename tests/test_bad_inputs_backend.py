@@ -18,8 +18,6 @@ from mlflow.exceptions import ExecutionException
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.cli import main
 from tests.fs_state import state_diff, tree_state
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path  # noqa: F401 - fixtures
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, sim_project  # noqa: F401 - fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "cAnArY-0b9d8e7f6a5c4d3e"
@@ -189,8 +187,8 @@ KUBECONFIGS: dict[str, tuple[str | None, str]] = {
 
 
 @pytest.mark.parametrize("case_id", list(KUBECONFIGS))
-def test_bad_kubeconfig_is_refused_before_anything_is_created(case_id: str, workdir: Path, k8s_server,  # noqa: F811
-                                                              mlflow_store, sim_project) -> None:  # noqa: F811
+def test_bad_kubeconfig_is_refused_before_anything_is_created(case_id: str, workdir: Path, k8s_server,
+                                                              mlflow_store, sim_project) -> None:
     content, fragment = KUBECONFIGS[case_id]
     path = workdir / "kube" / "config"
     if content == "<dir>":
@@ -211,8 +209,8 @@ def test_bad_kubeconfig_is_refused_before_anything_is_created(case_id: str, work
     assert after == before, state_diff(before, after)
 
 
-def test_bad_params_through_mlflow_run_create_no_run_and_no_object(k8s_server, k8s_objects,  # noqa: F811
-                                                                    kubeconfig_path, mlflow_store,  # noqa: F811
+def test_bad_params_through_mlflow_run_create_no_run_and_no_object(k8s_server, k8s_objects,
+                                                                    kubeconfig_path, mlflow_store,
                                                                     workdir: Path) -> None:
     k8s_objects.namespace("lane-detection")
     cfg = {**BASE, "kubeconfig": str(kubeconfig_path)}

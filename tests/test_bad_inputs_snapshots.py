@@ -5,7 +5,6 @@ file or line, and leave the file system as it was (``tree_state`` before and aft
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 from click.testing import CliRunner, Result
 from mlflow import MlflowClient
@@ -180,17 +178,6 @@ def test_lazy_registry_hides_commands_that_are_not_installed(monkeypatch: pytest
     half = _run("half")
     assert half.exit_code == ExitCode.USAGE and "mlflow_anf.cli:no_such_command is missing" in half.stderr
     assert _run("extra", "--help").exit_code == 0
-
-
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    try:
-        yield MlflowClient()
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def test_create_with_run_logs_to_mlflow_and_restores_from_it(

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mlflow_anf.cli import main
 from mlflow_anf.cli_volume import volume
-from tests.arm_emulator import ACCOUNT, GIB, RG, ArmEmulator, seed_ml_estate
+from tests.doubles.arm_emulator import ACCOUNT, GIB, RG, ArmEmulator, seed_ml_estate
 
 SECRET = "CANARY-cli-secret-1f0e3dad99908345"
 

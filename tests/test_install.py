@@ -30,20 +30,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support.git import commit_all, git
 
 pytestmark = pytest.mark.slow
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 # what the plugin-only environment must not see
 TRAINING_STACK = ("torch", "functorch", "torchgen", "pytorch_lightning", "lightning_fabric", "lightning_utilities",
                   "torchmetrics", "horovod", "mpi4py", "mpich")
-
-
-def _git(repo: Path, *args: str) -> str:
-    out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                         env={**os.environ, **GIT_ENV})
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +50,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if src.is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "the checkout")
+    commit_all(root, "the checkout")
     return root
 
 
@@ -136,9 +127,9 @@ def test_wheels_carry_the_package_data_and_a_run_of_a_commit_runs_that_commit(
     marker = 'overlays: int = Field(4, ge=0'
     assert marker in before
     config.write_text(before.replace(marker, 'overlays: int = Field(3, ge=0'))
-    _git(clone, "commit", "-q", "-am", "three overlays")
-    commit = _git(clone, "rev-parse", "HEAD")
-    _git(clone, "reset", "-q", "--hard", "HEAD~1")  # the clone's work tree is the old code again
+    git(clone, "commit", "-q", "-am", "three overlays")
+    commit = git(clone, "rev-parse", "HEAD")
+    git(clone, "reset", "-q", "--hard", "HEAD~1")  # the clone's work tree is the old code again
 
     cmd = [str(venv), "-m", "mlflow", "run", f"file://{clone}", "--version", commit, "-e", "train",
            "--env-manager", "local", "--experiment-name", "installed",

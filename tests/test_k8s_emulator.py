@@ -17,8 +17,8 @@ import urllib3
 from kubernetes import client, config, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 
-from tests.k8s_emulator import SNAPSHOT_FINALIZER, K8sServer, ObjectStore, SnapshotController
-from tests.k8s_schemas import K8sSchemaError, validate_builtin, validate_crd_object
+from tests.doubles.k8s_emulator import SNAPSHOT_FINALIZER, K8sServer, ObjectStore, SnapshotController
+from tests.doubles.k8s_schemas import K8sSchemaError, validate_builtin, validate_crd_object
 
 G, V = "snapshot.storage.k8s.io", "v1"
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mlflow_anf.k8s import KubeApiError, KubeConfig, RetryPolicy, api_client, call_with_retries, follow, list_watch
-from tests.k8s_emulator import K8sServer, ObjectStore
+from tests.doubles.k8s_emulator import K8sServer, ObjectStore
 
 PVCS = "/api/v1/namespaces/default/persistentvolumeclaims"
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mlflow_anf_lanedet import metric
 from mlflow_anf_lanedet.cli import main as lanedet_cli
 from mlflow_anf_lanedet.metric import MetricError, bench_one_submit, evaluate, evaluate_files, evaluate_frame
-from tests import reference_lane_eval as ref
+from tests.doubles import reference_lane_eval as ref
 
 H = list(range(160, 720, 10))  # 56 rows, as in the 0531/0601/test files
 N = len(H)

@@ -23,8 +23,12 @@ from mlflow_anf.snapshots import get_provider
 from mlflow_anf.snapshots.uri import snapshot_artifact_uri
 from mlflow_anf.tracking import get_run_snapshots
 from mlflow_anf.vocabulary import TAG_REPRODUCES, parse_snapshot_tags
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
-from tests.test_reproduce import cli, data_dir, stub_project, tracking  # noqa: F401 - fixtures
+from tests.test_reproduce import (  # noqa: F401 - fixtures of that module
+    _entry_points_run_this_python,
+    cli,
+    data_dir,
+    stub_project,
+)
 
 OLD_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created", "artifact_uri")
 

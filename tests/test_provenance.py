@@ -7,12 +7,9 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -41,17 +38,7 @@ from mlflow_anf.provenance import (
     seeds_from,
     tree_digest,
 )
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
-
-
-def git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                          env={**os.environ, **GIT_ENV}, check=True)
-    return proc.stdout.strip()
-
+from tests.support.git import commit_all, git
 
 def make_project(root: Path) -> Path:
     (root / "pkg").mkdir(parents=True)
@@ -63,12 +50,10 @@ def make_project(root: Path) -> Path:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = make_project(tmp_path / "repo")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "first")
-    return root
+def repo(git_repo: Path) -> Path:
+    make_project(git_repo)
+    commit_all(git_repo, "first")
+    return git_repo
 
 
 # ---- code version -----------------------------------------------------------------------------------------------
@@ -209,17 +194,7 @@ def test_truncated_backend_config_tag_is_named() -> None:
 
 # ---- MLflow adapter ---------------------------------------------------------------------------------------------
 @pytest.fixture
-def tracking(mlflow_store: Any) -> Iterator[MlflowClient]:  # noqa: F811 - a fresh store, artifacts under tmp
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_store.uri)
-    try:
-        yield MlflowClient(mlflow_store.uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture
-def experiment(mlflow_store: Any) -> str:  # noqa: F811
+def experiment(mlflow_store: Any) -> str:
     return mlflow_store.experiment_id
 
 

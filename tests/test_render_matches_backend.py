@@ -21,8 +21,6 @@ from click.testing import CliRunner
 
 from mlflow_anf.backend.plan import CLUSTER_DERIVED
 from mlflow_anf.cli import main
-from tests.k8s_emulator import k8s_objects, k8s_server, k8s_tls, kubeconfig_path, snapshot_controller  # noqa: F401,E501
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator, sim_project  # noqa: F401
 from tests.test_backend_lifecycle import NS, make_config, submit
 
 
@@ -34,7 +32,7 @@ def _runner() -> CliRunner:
 
 
 @pytest.fixture
-def cluster(k8s_objects: Any, snapshot_controller: Any) -> Any:  # noqa: F811
+def cluster(k8s_objects: Any, snapshot_controller: Any) -> Any:
     k8s_objects.namespace(NS)
     k8s_objects.storage_class("azurenetappfiles")
     k8s_objects.snapshot_class("netapp-csi-snapclass", default=True)
@@ -43,8 +41,8 @@ def cluster(k8s_objects: Any, snapshot_controller: Any) -> Any:  # noqa: F811
 
 
 @pytest.mark.parametrize("snapshot_class", [None, "netapp-csi-snapclass"])
-def test_render_shows_the_objects_the_backend_creates(cluster, kubeconfig_path, mlflow_store, sim_project,  # noqa: F811
-                                                      mpi_operator, snapshot_class) -> None:  # noqa: F811
+def test_render_shows_the_objects_the_backend_creates(cluster, kubeconfig_path, mlflow_store, sim_project,
+                                                      mpi_operator, snapshot_class) -> None:
     snapshot = {"data": True, **({"snapshot_class": snapshot_class} if snapshot_class else {})}
     cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot=snapshot,
                       labels={"team": "lanes"}, annotations={"example.com/owner": "ml"})

@@ -45,25 +45,9 @@ from mlflow_anf.reproduce import (
 from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store, mpi_operator  # noqa: F401 - fixtures
+from tests.support.git import commit_all, git
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 NS = "lane"
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV}
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip()
-
-
-def commit_all(repo: Path, message: str = "snapshot") -> str:
-    if not (repo / ".git").exists():
-        git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def cli(*args: str) -> Any:
@@ -71,18 +55,12 @@ def cli(*args: str) -> Any:
     return result
 
 
-@pytest.fixture
-def tracking(mlflow_store: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[MlflowClient]:  # noqa: F811
-    """A fresh sqlite store, also seen by entry-point subprocesses; `python` is this interpreter."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store.uri)
+@pytest.fixture(autouse=True)
+def _entry_points_run_this_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry-point subprocesses (``mlflow run``, ``mpirun``) find this interpreter as ``python``, one OpenMP thread
+    each. The tracking store they log to is the shared ``tracking`` fixture's (tests/support/mlflow_store.py)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_store.uri)
-    try:
-        yield MlflowClient(mlflow_store.uri)
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -198,9 +176,8 @@ with mlflow.start_run() as run:
 
 
 @pytest.fixture
-def stub_project(tmp_path: Path) -> Path:
-    project = tmp_path / "stub"
-    project.mkdir()
+def stub_project(git_repo: Path) -> Path:
+    project = git_repo
     (project / "MLproject").write_text(STUB_MLPROJECT)
     (project / "train.py").write_text(STUB_TRAIN)
     (project / ".gitignore").write_text("__pycache__/\n")
@@ -247,7 +224,7 @@ def source_run(client: MlflowClient, project: Path, data: Path, out: Path, exper
 
 
 def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     submitted = mlflow.projects.run(str(stub_project), "train", parameters={"data_dir": str(data_dir),
@@ -293,7 +270,7 @@ def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
 
 
 def test_missing_snapshot_is_refused_with_exit_3_and_nothing_created(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     source = source_run(tracking, stub_project, data_dir, tmp_path / "out", mlflow_store.experiment_id)
     snap = get_run_snapshots(source, tracking)["data"]
@@ -312,7 +289,7 @@ def test_missing_snapshot_is_refused_with_exit_3_and_nothing_created(
 
 
 def test_changed_dirty_and_vanished_code(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     # the run ran uncommitted code: recorded loudly (dirty=true) with the digest of exactly that tree
     (stub_project / "train.py").write_text(STUB_TRAIN.replace("+ a.seed", "+ a.seed * 1.0"))
@@ -352,7 +329,7 @@ def test_changed_dirty_and_vanished_code(
 
 
 def test_restore_only_then_reproduce_on_the_restored_volume(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     source = source_run(tracking, stub_project, data_dir, tmp_path / "out", mlflow_store.experiment_id)
     mount = tmp_path / "mnt" / "tusimple"
@@ -373,12 +350,12 @@ def test_restore_only_then_reproduce_on_the_restored_volume(
 
 
 def test_anf_snapshot_restores_to_a_new_volume_then_runs_where_it_is_mounted(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path,  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, data_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The anf provider through the real Azure SDK against the ARM/AAD emulator, with the options the run recorded
     (the client secret lives in the environment, never in the record)."""
-    from tests.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
+    from tests.doubles.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
 
     with ArmEmulator() as emu:
         seed_ml_estate(emu)
@@ -426,7 +403,7 @@ def test_anf_snapshot_restores_to_a_new_volume_then_runs_where_it_is_mounted(
     ("csi", "lane/tusimple-data", "--backend mpijob"),
 ])
 def test_volumes_a_local_run_cannot_mount_are_refused_with_the_way_out(
-    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, tmp_path: Path,  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, stub_project: Path, tmp_path: Path,
     provider: str, volume: str, hint: str,
 ) -> None:
     run_id = tracking.create_run(mlflow_store.experiment_id, tags={"mlflow.project.entryPoint": "train"}).info.run_id
@@ -441,7 +418,7 @@ def test_volumes_a_local_run_cannot_mount_are_refused_with_the_way_out(
     assert hint in result.stderr and not (tmp_path / "w").exists()
 
 
-def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_project: Path,  # noqa: F811
+def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_project: Path,
                              data_dir: Path, tmp_path: Path) -> None:
     a = source_run(tracking, stub_project, data_dir, tmp_path / "out-a", mlflow_store.experiment_id)
     (data_dir / "more.txt").write_text("more data")
@@ -475,7 +452,7 @@ def test_diff_table_and_json(tracking: MlflowClient, mlflow_store: Any, stub_pro
 
 @pytest.mark.slow
 def test_lanedet_training_reproduces_bit_identically(
-    tracking: MlflowClient, mlflow_store: Any, tmp_path: Path, tusimple_fixtures: Path,  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, tmp_path: Path, tusimple_fixtures: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from mlflow_anf_lanedet.data.prepare import prepare
@@ -591,7 +568,7 @@ def registry() -> Iterator[Any]:
 
 
 @pytest.fixture
-def cluster(k8s_objects: Any, snapshot_controller: Any, pvc_binder: Any) -> Any:  # noqa: F811
+def cluster(k8s_objects: Any, snapshot_controller: Any, pvc_binder: Any) -> Any:
     k8s_objects.namespace(NS)
     k8s_objects.storage_class()
     k8s_objects.snapshot_class(default=True)
@@ -618,8 +595,8 @@ def backend_config(kubeconfig: Path, store: Any, project: Path, image: str) -> d
 
 
 def test_mpijob_run_is_reproduced_from_a_restored_pvc(
-    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,  # noqa: F811
-    mpi_operator: Any, mpi_project: Path, registry: Any,  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,
+    mpi_operator: Any, mpi_project: Path, registry: Any,
 ) -> None:
     digest = "sha256:" + "c" * 64
     registry.present[digest] = digest
@@ -672,7 +649,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
 
 
 def test_mpijob_gone_image_or_snapshot_is_refused_before_anything_is_created(
-    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,  # noqa: F811
+    tracking: MlflowClient, mlflow_store: Any, cluster: Any, kubeconfig_path: Path,
     mpi_project: Path, registry: Any,
 ) -> None:
     from mlflow_anf.backend.config import load_backend_config

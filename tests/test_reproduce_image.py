@@ -19,7 +19,7 @@ import pytest
 
 from mlflow_anf.reproduce import image as image_module
 from mlflow_anf.reproduce.image import INSTALL_HINT, check_image
-from tests.arm_emulator import make_self_signed_cert
+from tests.doubles.arm_emulator import make_self_signed_cert
 
 DIGEST = "sha256:" + "a" * 64
 TOKEN = "anonymous-pull-token"

@@ -27,14 +27,13 @@ from mlflow_anf.tracking import get_run_snapshots, snapshot_and_log
 from tests.test_reproduce import (  # noqa: F401 - fixtures
     NS,
     backend_config,
+    _entry_points_run_this_python,
     cluster,
     data_dir,
     mpi_project,
     source_run,
     stub_project,
-    tracking,
 )
-from tests.mpi_operator_sim import _mlflow_db_template, mlflow_store  # noqa: F401 - fixtures
 
 
 def _present(ref: str) -> ImageCheck:

@@ -11,7 +11,7 @@ import traceback
 import pytest
 from azure.core.credentials import AccessToken
 
-from tests.arm_emulator import ACCOUNT, GIB, RG, ArmEmulator, seed_ml_estate
+from tests.doubles.arm_emulator import ACCOUNT, GIB, RG, ArmEmulator, seed_ml_estate
 from mlflow_anf.snapshots import ProviderConfigError, get_provider
 from mlflow_anf.snapshots.anf import (
     RESTORE_COPIED_PROPERTIES,

@@ -1,6 +1,6 @@
 """The ``csi`` snapshot provider against the Kubernetes API emulator, over HTTPS with the official client.
 
-No mocks: the provider talks to ``tests.k8s_emulator`` (kmock-based) whose simulated external-snapshotter and PVC
+No mocks: the provider talks to ``tests.doubles.k8s_emulator`` (kmock-based) whose simulated external-snapshotter and PVC
 binder play the cluster. Every object the provider creates is validated (the emulator rejects invalid writes with
 422, and the tests re-validate the stored VolumeSnapshots and restored PVCs against the CRD / Kubernetes schemas).
 """
@@ -39,8 +39,8 @@ from mlflow_anf.snapshots.csi import (
     render_restore_pvc,
     render_volume_snapshot,
 )
-from tests.k8s_emulator import K8sServer, ObjectStore, PvcBinder, SnapshotController
-from tests.k8s_schemas import validate_builtin, validate_crd_object
+from tests.doubles.k8s_emulator import K8sServer, ObjectStore, PvcBinder, SnapshotController
+from tests.doubles.k8s_schemas import validate_builtin, validate_crd_object
 
 SNAPSHOTS_PATH = "/apis/snapshot.storage.k8s.io/v1/namespaces/default/volumesnapshots"
 PVC_PATH = "/api/v1/namespaces/default/persistentvolumeclaims/data"

@@ -32,18 +32,6 @@ from mlflow_anf.tracking import (
 )
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowClient]:
-    """One sqlite tracking store for the module (creating its schema takes seconds)."""
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    try:
-        yield MlflowClient()
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 @pytest.fixture()
 def run_id(tracking: MlflowClient) -> Iterator[str]:
     run = tracking.create_run(experiment_id="0")

@@ -1,4 +1,4 @@
-"""A test-side Kubeflow MPI operator (v2beta1) for the Kubernetes API emulator (``tests.k8s_emulator``).
+"""A test-side Kubeflow MPI operator (v2beta1) for the Kubernetes API emulator (``tests.doubles.k8s_emulator``).
 
 It does what kubeflow/mpi-operator's controller does, in the emulator's store, with the same names, labels, owner
 references, conditions, reasons and events:
@@ -42,7 +42,7 @@ from typing import Any
 
 import kmock
 
-from tests.k8s_emulator import Controller, WatchEvent, api_error
+from tests.doubles.k8s_emulator import Controller, WatchEvent, api_error
 
 GROUP_VERSION = "kubeflow.org/v2beta1"
 JOB_NAME_LABEL = "training.kubeflow.org/job-name"
@@ -670,8 +670,8 @@ def as_json(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# pytest fixtures for the backend tests: an MLflow store, a tiny MLproject whose entry point runs on every rank,
-# and the operator itself.
+# pytest fixtures for the backend tests: a tiny MLproject whose entry point runs on every rank, and the operator
+# itself. The MLflow store they log to is tests/support/mlflow_store.py's.
 
 import pytest  # noqa: E402 - fixtures section
 
@@ -713,53 +713,6 @@ entry_points:
       enable_snapshot: {type: string, default: "false"}
     command: "python stub_train.py --epochs {epochs} --fail {fail} --data-dir {data_dir} --sleep {sleep}"
 '''
-
-
-@dataclass
-class MlflowStore:
-    uri: str
-    experiment_id: str
-    root: Path
-
-    def client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(self.uri)
-
-
-@pytest.fixture(scope="session")
-def _mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An initialised (migrated) sqlite store, made once: copying it is much faster than migrating again."""
-    from mlflow.tracking import MlflowClient
-
-    # test modules import this fixture, so each gets its own copy of it: share the file through the session's
-    # base temp directory instead
-    folder = tmp_path_factory.getbasetemp() / "mlflow-template"
-    path = folder / "mlflow.db"
-    if not path.exists():
-        folder.mkdir(exist_ok=True)
-        staging = folder / "staging.db"
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-            MlflowClient(f"sqlite:///{staging}").search_experiments()
-        staging.replace(path)
-    return path
-
-
-@pytest.fixture
-def mlflow_store(_mlflow_db_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MlflowStore:
-    import shutil
-
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from tests (and their subprocesses)
-
-    root = tmp_path / "mlflow"
-    root.mkdir()
-    shutil.copy(_mlflow_db_template, root / "mlflow.db")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    from mlflow.tracking import MlflowClient
-
-    exp = MlflowClient(uri).create_experiment("backend", artifact_location=(root / "artifacts").as_uri())
-    return MlflowStore(uri, exp, root)
 
 
 @pytest.fixture

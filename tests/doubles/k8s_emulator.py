@@ -15,7 +15,7 @@ so :class:`ApiEmulator` extends ``kmock.KubernetesScaffold`` with its own state 
 * watches: JSON-lines streams that resume from a ``resourceVersion`` (events are replayed from a log), honour
   ``timeoutSeconds`` and selectors, and expire with ``410 Gone`` after :meth:`ApiEmulator.compact` or
   :meth:`ApiEmulator.expire_watches`;
-* validation: custom resources against their CRD's schema (``tests.k8s_schemas``), built-ins with
+* validation: custom resources against their CRD's schema (``tests.doubles.k8s_schemas``), built-ins with
   ``kubernetes-validate`` - an invalid object gets a ``422 Invalid`` as from a real server (stricter: unknown
   fields are rejected instead of pruned);
 * fault injection on top of kmock's DSL (next N requests to a path: 5xx, 429 with ``Retry-After``, connection
@@ -373,7 +373,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
         return rtype
 
     def _load_crds(self, crds_dir: Path) -> None:
-        from tests.k8s_schemas import load_crds
+        from tests.doubles.k8s_schemas import load_crds
 
         for crd in load_crds(crds_dir):
             spec = crd["spec"]
@@ -798,7 +798,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
             obj.setdefault("status", {}).setdefault("phase", "Active")
 
     def _validate(self, rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        from tests.k8s_schemas import K8sSchemaError, validate_builtin, validate_crd_object
+        from tests.doubles.k8s_schemas import K8sSchemaError, validate_builtin, validate_crd_object
 
         try:
             if rtype.crd and self.crds_dir is not None:
