@@ -1,6 +1,6 @@
 """Bad-input corpus, ``mpijob`` backend share: backend configs and entry-point parameters that ``mlflow-anf render``
 (and ``mlflow run --backend mpijob``) must refuse with one clear error naming the field, file or parameter, leaving
-the working directory exactly as it was (:func:`tests.fs_state.tree_state`) and, where a cluster is involved,
+the working directory exactly as it was (:func:`tests.support.fs_state.tree_state`) and, where a cluster is involved,
 without a single request to the API server or a run in the MLflow store."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mlflow.exceptions import ExecutionException
 
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.cli import main
-from tests.fs_state import state_diff, tree_state
+from tests.support.fs_state import state_diff, tree_state
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = "cAnArY-0b9d8e7f6a5c4d3e"

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlflow_anf_lanedet.cli import main as lanedet_main
-from tests.fs_state import state_diff, tree_state
+from tests.support.fs_state import state_diff, tree_state
 
 ROWS = list(range(160, 720, 10))  # TuSimple's 56 h_samples
 LANE = [-2] * 10 + [400 + 5 * i for i in range(46)]

@@ -18,7 +18,7 @@ from mlflow_anf.snapshots import (
     SnapshotVerificationError,
 )
 from mlflow_anf.snapshots.local import MANIFEST_NAME, InvalidRequest, LocalSnapshotProvider
-from tests.fs_state import state_diff, tree_state
+from tests.support.fs_state import state_diff, tree_state
 
 
 def doctor_manifest(snapdir: Path, edit: Callable[[list[str]], list[str]]) -> None:

@@ -16,11 +16,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.fs_state import state_diff, tree_state
+from tests.support.fs_state import state_diff, tree_state
 from tests.test_e2e_train import _mlflow_env, tiny_data  # noqa: F401 - the module-scoped tiny dataset fixture
 
 # Tiny, fast settings: should a case not be refused, it trains one short epoch instead of the default 30 of VGG.
@@ -211,14 +212,11 @@ def test_the_corpus_is_large_and_its_ids_unique() -> None:
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An MLflow store of its own, outside every tree the cases compare; the env var is what the run reads."""
-    store = tmp_path / "tracking"
-    store.mkdir()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/mlflow.db")
+def store_db(tracking: Any, mlflow_store: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The suite's tracking store (tests/support/mlflow_store.py: under tmp_path/mlflow, outside every tree the
+    cases compare) as the store the run would write to; no run to resume."""
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.setattr("mlflow.tracking._tracking_service.utils._tracking_uri", None)
-    return store / "mlflow.db"
+    return Path(mlflow_store.root) / "mlflow.db"
 
 
 def _runs(db: Path) -> list[str]:
@@ -232,7 +230,7 @@ def _runs(db: Path) -> list[str]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_train_input_is_refused_before_anything_happens(
-    case: Case, tiny_data: Path, tmp_path: Path, tracking: Path  # noqa: F811
+    case: Case, tiny_data: Path, tmp_path: Path, store_db: Path  # noqa: F811
 ) -> None:
     from click.testing import CliRunner
 
@@ -257,7 +255,7 @@ def test_bad_train_input_is_refused_before_anything_happens(
     after = {str(p): tree_state(p) for p in watched}
     for path in before:
         assert before[path] == after[path], f"{path} changed:\n{state_diff(before[path], after[path])}"
-    assert _runs(tracking) == []
+    assert _runs(store_db) == []
 
 
 def test_non_dataset_data_dir_is_refused_by_the_real_cli_before_any_snapshot(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Distributed data-parallel training on CPU with 2 processes (Gloo): DDP under ``mpirun`` and Horovod under
 ``horovodrun`` behave exactly like one process with the global batch, and a failing rank fails the whole job.
 
-Equivalence (``tests/dist_tiny.py`` explains the BN-free float64 model): N=2 processes × batch 4 for 8 steps give the
+Equivalence (``tests/support/dist_tiny.py`` explains the BN-free float64 model): N=2 processes × batch 4 for 8 steps give the
 weights of 1 process × batch 8 to within 1e-12 (float64; only the summation order of the gradient average differs),
 also with gradient accumulation (2 × batch 2 per step) and when resuming from a rank-0 checkpoint. Rank 1 starts from
 other weights (and, for Horovod, another momentum), so equality also proves the broadcast from rank 0.
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
-from tests.dist_tiny import EPOCHS, N_SAMPLES, build_model, run_reference
+from tests.support.dist_tiny import EPOCHS, N_SAMPLES, build_model, run_reference
 
 BIN = Path(sys.executable).parent
 LAUNCH = {
@@ -73,7 +73,7 @@ def tiny_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """One launch per strategy: equivalence, accumulation, resume, then rank 1 raises mid-training."""
     strategy = request.param
     out = tmp_path_factory.mktemp(f"tiny-{strategy}")
-    cmd = [*LAUNCH[strategy], sys.executable, str(REPO_ROOT / "tests" / "dist_tiny.py"), "--strategy", strategy,
+    cmd = [*LAUNCH[strategy], sys.executable, str(REPO_ROOT / "tests" / "support" / "dist_tiny.py"), "--strategy", strategy,
            "--out", str(out), "--batch", str(PER_PROCESS_BATCH), "--perturb", PERTURB[strategy],
            "--phases", "equivalence,accumulate,resume,fail"]
     proc = _launch(cmd, _env(), timeout=240)

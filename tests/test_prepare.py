@@ -22,7 +22,7 @@ from PIL import Image
 from mlflow_anf_lanedet.cli import main as lanedet_main
 from mlflow_anf_lanedet.data.prepare import MANIFEST_NAME, PrepareError, prepare, prepare_command
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset, read_labels
-from tests.fs_state import state_diff, tree_state
+from tests.support.fs_state import state_diff, tree_state
 
 TRAIN_FILES = ("label_data_0313.json", "label_data_0531.json", "label_data_0601.json")
 

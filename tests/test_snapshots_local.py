@@ -553,7 +553,7 @@ def test_links_swapped_in_during_a_walk_never_touch_or_capture_outside_files(
 ) -> None:
     """Red team: root's chmod followed a link swapped in mid-walk (an outside file became read-only/setuid) and a
     directory swapped for a link captured outside files. Bounded race: a swapper process against 60 snapshots."""
-    from tests.fs_state import state_diff, tree_state
+    from tests.support.fs_state import state_diff, tree_state
 
     vol, outside = tmp_path / "vol", tmp_path / "outside"
     for n in range(20):
