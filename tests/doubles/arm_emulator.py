@@ -57,6 +57,20 @@ _POOL = _ACCOUNT + rf"/capacityPools/(?P<pool>{_SEG})"
 _VOLUME = _POOL + rf"/volumes/(?P<vol>{_SEG})"
 _OPS = rf"/subscriptions/(?P<sub>{_SEG})/providers/Microsoft\.NetApp/locations/(?P<loc>{_SEG})"
 
+# Name rules as ARM states them. Azure/azure-rest-api-specs specification/netapp/resource-manager/Microsoft.NetApp/
+# stable/2025-06-01/netapp.json, path parameters of every volume operation (e.g. Volumes_PopulateAvailabilityZone,
+# Snapshots_Create): poolName minLength 1, maxLength 64, pattern ^[a-zA-Z0-9][a-zA-Z0-9\-_]{0,63}$; volumeName
+# minLength 1, maxLength 64, pattern ^[a-zA-Z][a-zA-Z0-9\-_]{0,63}$. The creation token (export path) is stricter: no
+# '_', at most 80 characters — NetApp/trident storage_drivers/azure/azure_anf.go:81 volumeCreationTokenRegex
+# ^[a-zA-Z][a-zA-Z\d-]{0,79}$ (Trident checks it before it sends a create, as ARM refuses the rest).
+POOL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VOLUME_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+CREATION_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,79}$")
+# snapshotName has no pattern in netapp.json (Snapshots_Create: "type": "string" only). Stricter than the spec, as the
+# fidelity rule asks where the real rule is unknown: the characters ANF's own snapshots carry (policy snapshots
+# "daily.<date>_<time>", portal names in any case, Trident's "pvc-<uid>"), starting with a letter or digit, <= 255.
+SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
 
 @dataclass
 class RecordedRequest:
@@ -228,6 +242,7 @@ class ArmEmulator:
         lro_polls: int = 1,
         page_size: int = 100,
         max_snapshots_per_volume: int = 255,
+        get_after_put_lag: int = 0,
         tenant_id: str = "00000000-0000-4000-8000-0000000000aa",
         client_id: str = "00000000-0000-4000-8000-0000000000bb",
     ) -> None:
@@ -235,6 +250,13 @@ class ArmEmulator:
         self.lro_polls = lro_polls
         self.page_size = page_size
         self.max_snapshots_per_volume = max_snapshots_per_volume
+        # GET-after-PUT eventual consistency: the first *get_after_put_lag* GETs of a resource a PUT just created
+        # answer 404 (ARM's read side answers from replicas that may not yet hold a write). NetApp/trident
+        # storage_drivers/azure/api/azure.go WaitForSnapshotState (l.1515-1540) and WaitForVolumeState (l.1015-1045)
+        # poll by GET and treat a 404 while waiting for 'Succeeded' as retryable (only a wait for deletion takes a 404
+        # as done): the client that made the resource must not take one 404 as "gone". 0 (default) = read-your-writes.
+        self.get_after_put_lag = get_after_put_lag
+        self._lagging: dict[str, int] = {}
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret: str | None = None
@@ -576,6 +598,27 @@ class ArmEmulator:
             )
         return vol
 
+    def _check_names(self, g: dict[str, str]) -> None:
+        """ARM's path-parameter patterns (see POOL_NAME_RE and the lines above it) for a PUT."""
+        checks = [("capacity pool", g["pool"], POOL_NAME_RE), ("volume", g["vol"], VOLUME_NAME_RE)]
+        if g.get("snap") is not None:
+            checks.append(("snapshot", g["snap"], SNAPSHOT_NAME_RE))
+        for kind, value, rule in checks:
+            if not rule.match(value):
+                raise ArmError(400, "InvalidResourceName",
+                               f"The {kind} name '{value}' is invalid (pattern {rule.pattern}).")
+
+    def _lag(self, arm_id: str) -> None:
+        if self.get_after_put_lag > 0:
+            self._lagging[arm_id.lower()] = self.get_after_put_lag
+
+    def _lagged(self, arm_id: str, message: str) -> None:
+        """404 while the read side has not yet seen the resource a PUT created (``get_after_put_lag``)."""
+        left = self._lagging.get(arm_id.lower(), 0)
+        if left > 0:
+            self._lagging[arm_id.lower()] = left - 1
+            raise ArmError(404, "ResourceNotFound", message)
+
     def _children(self, store: dict[str, dict[str, Any]], parent_id: str, kind: str) -> list[dict[str, Any]]:
         prefix = f"{parent_id}/{kind}/".lower()
         return [v for k, v in store.items() if k.startswith(prefix) and "/" not in k[len(prefix):]]
@@ -668,6 +711,8 @@ class ArmEmulator:
 
     def _get_volume(self, g: dict[str, str], q: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
         vol = self._volume(g)
+        self._lagged(vol["id"], f"The Resource 'Microsoft.NetApp/netAppAccounts/{g['acct']}/capacityPools/"
+                                f"{g['pool']}/volumes/{g['vol']}' under resource group '{g['rg']}' was not found.")
         self._advance_resource(vol["id"])
         return 200, vol, {}
 
@@ -675,6 +720,7 @@ class ArmEmulator:
         pool = self._pool(g)
         acct = self._account(g)
         arm_id = f"{pool['id']}/volumes/{g['vol']}"
+        self._check_names(g)
         if arm_id.lower() in self.volumes:
             raise ArmError(400, "InvalidRequest", "The emulator only emulates creating volumes, not updating them.")
         if not isinstance(body, dict) or not isinstance(body.get("properties"), dict):
@@ -683,6 +729,10 @@ class ArmEmulator:
         for required in ("creationToken", "subnetId", "usageThreshold"):
             if props.get(required) in (None, ""):
                 raise ArmError(400, "InvalidParameter", f"The parameter '{required}' is required.")
+        if not isinstance(props["creationToken"], str) or not CREATION_TOKEN_RE.match(props["creationToken"]):
+            raise ArmError(400, "InvalidCreationToken",
+                           f"The creation token '{props['creationToken']}' is invalid: it must start with a letter, "
+                           "contain only letters, digits and '-', and be at most 80 characters long.")
         if body.get("location", "").lower() != acct["location"].lower():
             raise ArmError(400, "InvalidLocation", f"The volume location must be '{acct['location']}'.")
         size = int(props["usageThreshold"])
@@ -723,6 +773,7 @@ class ArmEmulator:
             vol["zones"] = list(body["zones"])
         self.volumes[arm_id.lower()] = vol
         self.used_bytes[arm_id.lower()] = used
+        self._lag(arm_id)
 
         def done() -> None:
             vol["properties"]["provisioningState"] = "Succeeded"
@@ -798,6 +849,7 @@ class ArmEmulator:
     def _get_snapshot(self, g: dict[str, str], q: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
         vol, snap = self._snapshot(g)
         if snap is not None:
+            self._lagged(snap["id"], f"The snapshot '{g['snap']}' of volume '{g['vol']}' was not found.")
             self._advance_resource(snap["id"])
         snap = self.snapshots.get(f"{vol['id']}/snapshots/{g['snap']}".lower())
         if snap is None:
@@ -806,6 +858,7 @@ class ArmEmulator:
 
     def _put_snapshot(self, g: dict[str, str], q: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
         vol, existing = self._snapshot(g)
+        self._check_names(g)
         if existing is not None:
             raise ArmError(409, "Conflict", f"A snapshot named '{g['snap']}' already exists on this volume.")
         if not isinstance(body, dict) or not body.get("location"):
@@ -816,6 +869,7 @@ class ArmEmulator:
             raise ArmError(400, "SnapshotsMaxLimitReached",
                            f"A volume can hold at most {self.max_snapshots_per_volume} snapshots.")
         snap = self._new_snapshot(vol, g["snap"], "Creating")
+        self._lag(snap["id"])
 
         def done() -> None:
             snap["properties"]["provisioningState"] = "Succeeded"
