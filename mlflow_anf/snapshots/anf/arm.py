@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,33 @@ class AnfArm:
                 "(check again with 'mlflow-anf volume show')"
             )
         return result
+
+    def wait_created(self, poller: LROPoller[Any], what: str, read: Callable[[], dict[str, Any]],
+                     timeout_s: float | None = None) -> dict[str, Any]:
+        """The resource a create (PUT) made, once its long-running operation has succeeded.
+
+        ARM's read side may not have seen the write yet: the SDK's final GET of the new resource can answer 404 right
+        after the operation reported success. That 404 is not "gone": *read* (a GET of the resource) is repeated
+        every ``polling_interval_s`` until it answers, within the same time limit; then :class:`SnapshotTimeout`.
+        """
+        limit = self.config.lro_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        try:
+            with self.call(what):
+                return as_dict(self.wait(poller, what, timeout_s))
+        except (AnfApiError, AnfNotFound) as err:
+            if getattr(err.__cause__, "status_code", None) != 404:
+                raise
+        while True:
+            try:
+                return read()
+            except SnapshotNotFound:
+                if time.monotonic() >= deadline:
+                    raise SnapshotTimeout(
+                        f"{what}: ARM reported the create done but the resource is still not found after "
+                        f"{limit:g}s; check again with 'mlflow-anf volume show' / 'snapshot list'"
+                    ) from None
+                time.sleep(self.config.polling_interval_s)
 
     def names(self, ref: VolumeRef) -> tuple[str, str, str, str]:
         """The SDK's positional path of a volume: resource group, account, pool, volume."""

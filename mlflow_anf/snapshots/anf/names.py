@@ -21,9 +21,15 @@ if TYPE_CHECKING:
 
 TRIDENT_CSI_DRIVER = "csi.trident.netapp.io"
 
-# ANF resource-name rules (capacity pools and volumes: 1-64 chars; volumes start with a letter).
+# ANF resource-name rules, as ARM states them (azure-rest-api-specs specification/netapp/.../stable/2025-06-01/
+# netapp.json, path parameters poolName and volumeName): capacity pools and volumes 1-64 chars, volumes start with a
+# letter. The creation token (export path) is stricter, no '_' and up to 80 chars (Trident's azure_anf.go
+# volumeCreationTokenRegex): a restore names its new volume's token after the volume, so a new volume's name must
+# satisfy both. Snapshot names have no rule in the spec; ANF's own snapshots (policies, portal, Trident) use
+# letters, digits, '-', '_' and '.', which is what the read paths accept (base.validate_storage_name).
 POOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VOLUME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+CREATION_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,79}$")
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 VOLUME_ARM_ID_RE = re.compile(
     r"^/subscriptions/(?P<subscription>[^/]+)/resourceGroups/(?P<resource_group>[^/]+)/providers/Microsoft\.NetApp"
@@ -99,6 +105,18 @@ def new_volume_ref(target: str, config: AnfConfig, *, pool: str | None, default_
             raise AnfInputError(f"target: {target!r} names pool {dest.pool!r} but pool={pool!r} was given")
         return dest
     return VolumeRef(pool=check_pool_name(pool or default_pool, "pool"), volume=check_volume_name(target, "target"))
+
+
+def check_new_volume(ref: VolumeRef, field: str = "target") -> VolumeRef:
+    """*ref* if ANF can create it with :func:`creation_token` as its export path (no '_'), else
+    :class:`AnfInputError` naming *field* — before any ARM call, as ARM would refuse the create."""
+    if not CREATION_TOKEN_RE.match(creation_token(ref)):
+        raise AnfInputError(
+            f"{field}: {ref.volume!r} cannot name a new ANF volume: its creation token (export path) is the volume "
+            "name, and ANF takes only letters, digits and '-' there, starting with a letter (no '_'); "
+            f"try {ref.volume.replace('_', '-')!r}"
+        )
+    return ref
 
 
 def creation_token(ref: VolumeRef) -> str:

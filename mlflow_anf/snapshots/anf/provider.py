@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlflow_anf.snapshots import ProviderConfigError
-from mlflow_anf.snapshots.anf.arm import TRANSITIONAL_STATES, AnfArm, as_dict, leaf, parse_time, props
+from mlflow_anf.snapshots.anf.arm import TRANSITIONAL_STATES, AnfArm, leaf, parse_time, props
 from mlflow_anf.snapshots.anf.config import AnfConfig
 from mlflow_anf.snapshots.anf.errors import AnfApiError, AnfInputError
 from mlflow_anf.snapshots.anf.names import VolumeRef, generated_snapshot_name, parse_volume_id, snapshot_text
@@ -36,6 +36,7 @@ from mlflow_anf.snapshots.base import (
     SnapshotTimeout,
     VerifyResult,
     validate_snapshot_name,
+    validate_storage_name,
 )
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class AnfSnapshotProvider(ProviderTraits):
         try:
             with self.arm.call(what, missing=f"volume {ref.id!r} not found"):
                 poller = self.arm.client.snapshots.begin_create(*self.arm.names(ref), name, {"location": location})
-                result = as_dict(self.arm.wait(poller, what))
+            result = self.arm.wait_created(poller, what, lambda: self.arm.get_snapshot(ref, name))
         except AnfApiError as err:
             if not isinstance(err.__cause__, ResourceExistsError):
                 raise
@@ -192,12 +193,12 @@ class AnfSnapshotProvider(ProviderTraits):
 
     def get(self, volume: str, name: str) -> Snapshot:
         ref = parse_volume_id(volume, self.config)
-        validate_snapshot_name(name)
+        validate_storage_name(name)  # any name ANF gives its own snapshots
         return self._snapshot_record(ref, self.arm.get_snapshot(ref, name))
 
     def delete(self, volume: str, name: str) -> None:
         ref = parse_volume_id(volume, self.config)
-        validate_snapshot_name(name)
+        validate_storage_name(name)  # any name ANF gives its own snapshots
         what = f"delete snapshot {snapshot_text(ref, name)}"
         _LOG.info("anf: deleting snapshot %s of %s", name, ref.id)
         with self.arm.call(what, missing="no such snapshot"):

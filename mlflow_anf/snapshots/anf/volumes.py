@@ -20,6 +20,7 @@ from mlflow_anf.snapshots.anf.errors import (
 )
 from mlflow_anf.snapshots.anf.names import (
     VolumeRef,
+    check_new_volume,
     check_pool_name,
     creation_token,
     new_volume_ref,
@@ -30,7 +31,7 @@ from mlflow_anf.snapshots.anf.names import (
 from mlflow_anf.snapshots.base import (
     Snapshot,
     SnapshotVerificationError,
-    validate_snapshot_name,
+    validate_storage_name,
 )
 from mlflow_anf.vocabulary import ARM_TAG_RESTORED_FROM
 
@@ -188,7 +189,7 @@ class AnfVolumes:
         ``timeout_s`` (default ``lro_timeout_s``); without it, return when ARM accepted the create.
         """
         src = self._ref(snapshot.volume, "snapshot.volume")
-        dest = new_volume_ref(target, self.config, pool=pool, default_pool=src.pool)
+        dest = check_new_volume(new_volume_ref(target, self.config, pool=pool, default_pool=src.pool))
         if size_gib is not None and (isinstance(size_gib, bool) or not isinstance(size_gib, int) or size_gib <= 0):
             raise AnfInputError(f"size_gib: must be a positive whole number of GiB, got {size_gib!r}")
         _check_timeout(timeout_s)
@@ -214,8 +215,8 @@ class AnfVolumes:
         _LOG.info("anf: %s (quota %s)", what, _gib(quota))
         with self.arm.call(what):
             poller = self.arm.client.volumes.begin_create_or_update(*self.arm.names(dest), body, polling=wait)
-            if wait:
-                self.arm.wait(poller, what, timeout_s)
+        if wait:
+            self.arm.wait_created(poller, what, lambda: self.arm.get_volume(dest), timeout_s)
         return dest.id
 
     @staticmethod
@@ -236,7 +237,7 @@ class AnfVolumes:
     def plan_revert(self, volume: str, snapshot: str) -> RevertPlan:
         """Read-only: which snapshots and which writes a revert of *volume* to *snapshot* would destroy."""
         ref = self._ref(volume)
-        validate_snapshot_name(snapshot, field="snapshot")
+        validate_storage_name(snapshot, field="snapshot")
         return self._plan_revert(ref, snapshot)[0]
 
     def _plan_revert(self, ref: VolumeRef, snapshot: str) -> tuple[RevertPlan, dict[str, Any]]:
@@ -268,7 +269,7 @@ class AnfVolumes:
         since. ``confirm`` must equal the volume's name (``volume`` or ``pool/volume``); it is checked before any
         request is sent. Returns the :class:`RevertPlan` of what was lost."""
         ref = self._ref(volume)
-        validate_snapshot_name(snapshot, field="snapshot")
+        validate_storage_name(snapshot, field="snapshot")
         _check_timeout(timeout_s)
         if confirm not in (ref.volume, ref.id):
             raise RevertNotConfirmed(
