@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import yaml
 
 if TYPE_CHECKING:
     from mlflow_anf.snapshots.anf import AnfSnapshotProvider
@@ -103,11 +104,28 @@ def volume() -> None:
 @click.argument("volume_id", metavar="VOLUME")
 @click.option("--pool", "target_pool", required=True, help="capacity pool to move the volume to")
 @click.option("--wait", is_flag=True, help="wait until ARM reports the move finished")
+@click.option("--trident-backend", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="TridentBackendConfig YAML (or backend JSON): for a Trident-managed volume, check that the target "
+                   "pool is one of its capacity pools")
 @_command
 def set_service_level(provider: AnfSnapshotProvider, output: str, volume_id: str, target_pool: str,
-                      wait: bool) -> None:
-    """Move VOLUME to the capacity pool TARGET_POOL (its service level changes; data stays, mounts keep working)."""
-    result = provider.volumes.change_service_level(volume_id, target_pool, wait=wait)
+                      wait: bool, trident_backend: Path | None) -> None:
+    """Move VOLUME to the capacity pool TARGET_POOL (its service level changes; data stays, mounts keep working).
+
+    A volume Trident manages (a PV's volume) is not moved: Trident would go on addressing it in its old pool and
+    every later CSI snapshot of the PV would fail. The command then exits 2 with the steps that keep Trident working.
+    """
+    from mlflow_anf.snapshots.anf.trident import backend_pools
+
+    backend = None
+    if trident_backend is not None:
+        try:
+            backend = backend_pools(yaml.safe_load(trident_backend.read_text()))
+        except yaml.YAMLError as err:
+            raise click.BadParameter(f"not YAML/JSON: {err}", param_hint="--trident-backend") from None
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--trident-backend") from None
+    result = provider.volumes.change_service_level(volume_id, target_pool, wait=wait, trident_backend=backend)
     gib = 1024**3
     text = (
         f"{'moved' if result.status == 'succeeded' else 'moving'} {result.volume} → {result.new_volume}: "

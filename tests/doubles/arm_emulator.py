@@ -349,7 +349,7 @@ class ArmEmulator:
 
     def add_volume(
         self, rg: str, account: str, pool: str, volume: str, *, usage_threshold_gib: int = 100,
-        used_gib: float = 10, **properties: Any,
+        used_gib: float = 10, tags: dict[str, str] | None = None, **properties: Any,
     ) -> dict[str, Any]:
         pool_body = self.pools[f"{self.account_id(rg, account)}/capacityPools/{pool}".lower()]
         arm_id = f"{pool_body['id']}/volumes/{volume}"
@@ -381,7 +381,8 @@ class ArmEmulator:
         body = {
             "id": arm_id, "name": f"{account}/{pool}/{volume}",
             "type": "Microsoft.NetApp/netAppAccounts/capacityPools/volumes",
-            "location": pool_body["location"], "tags": {"team": "lanedet"}, "zones": ["1"], "properties": props,
+            "location": pool_body["location"], "tags": {"team": "lanedet"} if tags is None else dict(tags),
+            "zones": ["1"], "properties": props,
         }
         self.volumes[arm_id.lower()] = body
         self.used_bytes[arm_id.lower()] = int(used_gib * GIB)

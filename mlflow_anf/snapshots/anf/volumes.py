@@ -28,6 +28,12 @@ from mlflow_anf.snapshots.anf.names import (
     snapshot_text,
     volume_for_pv,
 )
+from mlflow_anf.snapshots.anf.trident import (
+    BackendPools,
+    TridentManagedVolume,
+    is_trident_volume,
+    pool_change_steps,
+)
 from mlflow_anf.snapshots.base import (
     Snapshot,
     SnapshotVerificationError,
@@ -291,21 +297,33 @@ class AnfVolumes:
 
     # ------------------------------------------------------------------ service level (pool change)
     def change_service_level(self, volume: str, target_pool: str, *, wait: bool = True,
-                             timeout_s: float | None = None) -> PoolChangeResult:
+                             timeout_s: float | None = None,
+                             trident_backend: BackendPools | None = None) -> PoolChangeResult:
         """Move *volume* to *target_pool* (``az netappfiles volume pool-change``), after checking the target's
-        state, service level, encryption, cool access and unallocated capacity."""
+        state, service level, encryption, cool access and unallocated capacity.
+
+        A volume Trident manages is never moved (:class:`TridentManagedVolume`, nothing sent): Trident would keep
+        addressing it in its old pool (see :mod:`.trident`); the error gives the steps that keep Trident working,
+        checking the target pool against *trident_backend*'s capacity pools when given."""
         ref = self._ref(volume)
         check_pool_name(target_pool, "target_pool")
         _check_timeout(timeout_s)
         what = f"move anf:{ref.id} to pool {target_pool!r}"
         if target_pool == ref.pool:
             raise AnfInputError(f"{what}: the volume is already in pool {target_pool!r}")
-        vprops = props(self.arm.get_volume(ref))
+        vol = self.arm.get_volume(ref)
+        vprops = props(vol)
         if vprops.get("provisioningState") not in (None, "Succeeded"):
             raise AnfInputError(f"{what}: volume is {vprops.get('provisioningState')!r}; wait for it to settle")
         source = props(self.arm.get_pool(ref.pool, what))
         target_raw = self.arm.get_pool(target_pool, what)
         target = props(target_raw)
+        if is_trident_volume(vol):
+            c = self.config
+            raise TridentManagedVolume(f"{what}: " + pool_change_steps(
+                volume=ref.id, arm_id=str(vol.get("id")), target_pool=target_pool,
+                target_level=target.get("serviceLevel"), resource_group=c.resource_group, account=c.account,
+                backend=trident_backend))
         quota = int(vprops.get("usageThreshold") or 0)
         free = self._free_bytes(target_raw, target_pool, what)
         problems = pool_change_problems(ref.pool, source, target, vprops, quota, free)
