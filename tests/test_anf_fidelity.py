@@ -119,3 +119,22 @@ def test_create_and_restore_tolerate_get_after_put_lag(emu):
     assert snap.name == "lagged" and snap.details.get("snapshot_id")
     assert p.restore(snap, "lagged-copy") == "premium/lagged-copy"
     assert emu.volume(RG, ACCOUNT, "premium", "lagged-copy")["properties"]["provisioningState"] == "Succeeded"
+
+
+def test_azure_extra_bound_is_the_sdk_whose_as_dict_gives_arm_json():
+    """azure-mgmt-netapp 13.x's ``as_dict()`` flattens ``properties`` into snake_case (``provisioning_state``); from
+    14 it gives ARM's JSON, which the provider reads. Checked by running this suite with 13.0.0, 13.3.0 (fail) and
+    14.0.0 (pass) wheels on PYTHONPATH; the extra and the GPU image follow."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from azure.mgmt.netapp.models import Snapshot
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "azure-mgmt-netapp>=14" in extras["azure"]
+    raw = {"id": "/x/snapshots/s", "name": "a/p/v/s", "properties": {"provisioningState": "Succeeded"}}
+    assert Snapshot(raw).as_dict()["properties"]["provisioningState"] == "Succeeded"
+    dockerfile = (root / "docker" / "Dockerfile").read_text()
+    assert re.search(r'pip install "\.\[[^\]]*\bazure\b[^\]]*\]"', dockerfile), "the GPU image installs the azure extra"
