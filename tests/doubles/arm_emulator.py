@@ -866,6 +866,10 @@ class ArmEmulator:
             raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
         if body["location"].lower() != vol["location"].lower():
             raise ArmError(400, "InvalidLocation", f"The snapshot location must be '{vol['location']}'.")
+        # 255 per volume, counting every snapshot however made: learn.microsoft.com azure-netapp-files
+        # troubleshoot-snapshot-policies ("Each volume can have a maximum of 255 snapshots ... the sum of all
+        # on-demand, hourly, daily, weekly, and monthly snapshots"); azure-netapp-files-resource-limits (not
+        # adjustable). Trident's clone snapshots are snapshot resources of the volume too, so they count.
         if len(self._children(self.snapshots, vol["id"], "snapshots")) >= self.max_snapshots_per_volume:
             raise ArmError(400, "SnapshotsMaxLimitReached",
                            f"A volume can hold at most {self.max_snapshots_per_volume} snapshots.")
