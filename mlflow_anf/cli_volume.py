@@ -185,7 +185,11 @@ def revert(provider: AnfSnapshotProvider, output: str, volume_id: str, snapshot:
 def restore(provider: AnfSnapshotProvider, output: str, snapshot: str, target: str, pool: str | None,
             size_gib: int | None, wait: bool) -> None:
     """Create NEW_VOLUME from SNAPSHOT ('pool/volume@name'), copying the source volume's network and export setup."""
+    from mlflow_anf.snapshots.anf.names import check_new_volume, new_volume_ref, parse_volume_id
+
     volume_id, name = _parse_snapshot_ref(snapshot)
+    source_pool = parse_volume_id(volume_id, provider.config, field="SNAPSHOT").pool
+    check_new_volume(new_volume_ref(target, provider.config, pool=pool, default_pool=source_pool))  # before any call
     snap = provider.get(volume_id, name)
     new_id = provider.volumes.restore(snap, target, pool=pool, size_gib=size_gib, wait=wait)
     _emit(output, {"restored": {"snapshot": snap.ref, "volume": new_id, "waited": wait}},

@@ -138,3 +138,16 @@ def test_azure_extra_bound_is_the_sdk_whose_as_dict_gives_arm_json():
     assert Snapshot(raw).as_dict()["properties"]["provisioningState"] == "Succeeded"
     dockerfile = (root / "docker" / "Dockerfile").read_text()
     assert re.search(r'pip install "\.\[[^\]]*\bazure\b[^\]]*\]"', dockerfile), "the GPU image installs the azure extra"
+
+
+@pytest.mark.parametrize("source", ["premium/my_data", "premium/data", "premium/" + "a_b" * 21])
+def test_reproduce_default_target_is_a_name_anf_takes(emu, tmp_path, source):
+    from mlflow_anf.snapshots import traits_for
+    from mlflow_anf.snapshots.anf.names import VolumeRef, check_new_volume
+
+    target = traits_for("anf").default_restore_target(source, tmp_path)
+    check_new_volume(VolumeRef(pool="premium", volume=target))
+    p = make(emu)
+    emu.add_volume(RG, ACCOUNT, "premium", source.split("/")[1][:64])
+    snap = p.create(source[:72], "base")
+    assert p.restore(snap, target) == f"premium/{target}"

@@ -118,6 +118,17 @@ def test_restore(emu, config_file):
     assert emu.volume(RG, ACCOUNT, "standard", "data-std")["properties"]["usageThreshold"] == 120 * GIB
 
 
+def test_restore_of_a_policy_snapshot_and_a_target_anf_refuses(emu, config_file):
+    seed_snapshots(emu, "daily.2026-12-01_0010")  # named by an ANF snapshot policy
+    result = run(config_file, "restore", "premium/data@daily.2026-12-01_0010", "--to", "data-daily")
+    assert result.exit_code == 0, result.stderr
+    assert emu.volume(RG, ACCOUNT, "premium", "data-daily") is not None
+    emu.clear_requests()
+    result = run(config_file, "restore", "premium/data@daily.2026-12-01_0010", "--to", "data_daily")
+    assert result.exit_code == 2 and "target: 'data_daily'" in result.stderr and "no '_'" in result.stderr
+    assert [r for r in emu.requests if r.is_arm] == []  # refused before any ARM call
+
+
 def test_restore_without_wait_only_starts(emu, config_file):
     seed_snapshots(emu, "golden")
     result = run(config_file, "restore", "data@golden", "--to", "later", "--no-wait")

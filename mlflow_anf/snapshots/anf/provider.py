@@ -11,9 +11,12 @@ create).
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlflow_anf.snapshots import ProviderConfigError
@@ -63,6 +66,14 @@ class AnfSnapshotProvider(ProviderTraits):
     name: ClassVar[str] = "anf"
     supports_labels: ClassVar[bool] = False  # ARM snapshot resources have no tags; MLflow tags keep the link
     Config: ClassVar[type[AnfConfig]] = AnfConfig
+
+    @classmethod
+    def default_restore_target(cls, volume: str, workdir: Path) -> str:
+        """A new volume name that is also a creation token ANF takes (letters, digits, '-'; no '_'): the restored
+        volume's export path is its name (:func:`~.names.creation_token`)."""
+        base = re.sub(r"[^A-Za-z0-9-]+", "-", volume.rsplit("/", 1)[-1])[:40].strip("-") or "volume"
+        base = base if base[0].isalpha() else f"v-{base}"
+        return f"{base}-repro-{secrets.token_hex(3)}"
 
     def __init__(self, config: AnfConfig | None = None, *, credential: TokenCredential | None = None) -> None:
         """*credential*: any azure-core ``TokenCredential``; default: built from ``config.credential``."""
