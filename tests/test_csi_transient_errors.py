@@ -182,3 +182,27 @@ def test_a_retried_model_snapshot_is_recorded_and_the_run_finishes(
     assert model["status"]["readyToUse"] is True and "error" not in model["status"]
     assert any((h.get("error") or {}).get("message") == QUOTA
                for h in _statuses(cluster, "VolumeSnapshot", "default", refs["model"].name))
+
+
+def test_mpijob_launcher_model_snapshot_through_a_transient_error(
+        k8s_objects: ObjectStore, kubeconfig_path: Path, mlflow_store: Any, sim_project: Path, mpi_operator: Any,
+        snapshot_controller: SnapshotController) -> None:
+    """The mpijob backend end to end: the data snapshot (before submitting) and the launcher's model snapshot (csi
+    provider, in the launcher) each meet a controller error that a retry clears; the run ends FINISHED with both
+    recorded."""
+    from tests.test_backend_lifecycle import NS, make_config, submit
+
+    k8s_objects.namespace(NS)
+    k8s_objects.snapshot_class("anf-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS, size="100Gi")
+    snapshot_controller.behave("*", error=QUOTA, recover_after=0.3)
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"data": True, "model": True})
+    run = submit(cfg, mlflow_store, sim_project)
+    assert run.wait() is True
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FINISHED"
+    for role in ("data", "model"):
+        name = info.data.tags[f"mlflow_anf.snapshot.{role}.name"]
+        assert k8s_objects.get("VolumeSnapshot", NS, name)["status"]["readyToUse"] is True
+        history = _statuses(k8s_objects, "VolumeSnapshot", NS, name)
+        assert any((h.get("error") or {}).get("message") == QUOTA for h in history), role
