@@ -113,6 +113,26 @@ def test_a_missing_class_is_retried_and_the_snapshot_proceeds_once_it_exists(
     assert "error" not in status and status["boundVolumeSnapshotContentName"]
 
 
+def test_the_default_class_is_the_one_of_the_volumes_driver(k8s_objects: ObjectStore,
+                                                              snapshot_controller: SnapshotController) -> None:
+    """SetDefaultSnapshotClass keeps the default classes whose driver is the source volume's
+    (pkg/common-controller/snapshot_controller.go:1493-1506): another driver's default is ignored, two of the
+    same driver are an error."""
+    k8s_objects.storage_class()  # provisioner csi.trident.netapp.io
+    k8s_objects.pvc("data")
+    k8s_objects.snapshot_class("other-default", driver="disk.csi.azure.com", default=True)
+    k8s_objects.snapshot_class("trident-default", default=True)
+    new_snapshot(k8s_objects, "picked", "data")
+    status = wait_for(lambda: (k8s_objects.get("VolumeSnapshot", "default", "picked").get("status") or {}).get(
+        "readyToUse"), "readyToUse") and k8s_objects.get("VolumeSnapshot", "default", "picked")
+    assert status["spec"]["volumeSnapshotClassName"] == "trident-default"
+    k8s_objects.snapshot_class("second-trident-default", default=True)
+    new_snapshot(k8s_objects, "ambiguous", "data")
+    error = wait_for(lambda: (k8s_objects.get("VolumeSnapshot", "default", "ambiguous").get("status") or {}).get(
+        "error"), "the class error")
+    assert error["message"] == "Failed to set default snapshot class with error 2 default snapshot classes were found"
+
+
 # ---- the provider: waits through errors until its timeout, then names the last one ------------------------------
 
 

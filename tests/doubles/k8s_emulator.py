@@ -1174,14 +1174,27 @@ class SnapshotController(Controller):
                                  f'Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io '
                                  f'"{class_name}" not found', set_ready_false=False)
             return found
+        # SetDefaultSnapshotClass (pkg/common-controller/snapshot_controller.go:1466-1506): the one default class
+        # of the source volume's CSI driver (no PV objects here: the driver is the PVC's provisioner)
+        driver = self._pvc_driver(snap)
         defaults = [c for c in classes if (c["metadata"].get("annotations") or {}).get(
-            "snapshot.storage.kubernetes.io/is-default-class") == "true"]
+            "snapshot.storage.kubernetes.io/is-default-class") == "true" and c.get("driver") == driver]
         if len(defaults) != 1:
+            problem = f"{len(defaults)} default snapshot classes were found" if defaults else (
+                "cannot find default snapshot class")
             self._retry_bind(snap, attempt, "SetDefaultSnapshotClassFailed",
-                             "Failed to set default snapshot class with error cannot find default snapshot class",
-                             set_ready_false=False)
+                             f"Failed to set default snapshot class with error {problem}", set_ready_false=False)
             return None
         return defaults[0]
+
+    def _pvc_driver(self, snap: dict[str, Any]) -> str:
+        pvc_name = ((snap.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") or ""
+        pvc = self.get("PersistentVolumeClaim", snap["metadata"]["namespace"], pvc_name) or {}
+        annotations = (pvc.get("metadata") or {}).get("annotations") or {}
+        driver = annotations.get("volume.kubernetes.io/storage-provisioner")
+        class_name = (pvc.get("spec") or {}).get("storageClassName")
+        storage_class = self.get("StorageClass", None, class_name) if class_name and not driver else None
+        return driver or (storage_class or {}).get("provisioner") or DEFAULT_DRIVER
 
     def _source_pvc(self, snap: dict[str, Any], pvc_name: str, attempt: int) -> dict[str, Any] | None:
         """The PVC checks of ``createSnapshotContent``; their errors are "SnapshotContentCreationFailed" with
