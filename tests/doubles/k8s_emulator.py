@@ -1371,12 +1371,16 @@ class PvcBinder(Controller):
         source = spec.get("dataSource") or {}
         if source.get("kind") == "VolumeSnapshot":
             snap = self.get("VolumeSnapshot", ns, source.get("name", ""))
+            # kubernetes-csi/external-provisioner (commit 0688604) pkg/controller/controller.go:1328-1329: a
+            # snapshot that is not readyToUse is not provisioned from (the claim is retried; here: when it is ready)
             if snap is None or not (snap.get("status") or {}).get("readyToUse"):
-                return  # re-tried when the snapshot becomes ready
+                return
             restore = (snap.get("status") or {}).get("restoreSize")
             if restore and parse_quantity(requested) < parse_quantity(restore):
-                _warning_event(self.api, pvc, "ProvisioningFailed", f"requested volume size {requested} is less "
-                               f"than the size {restore} for the source snapshot {source['name']}")
+                # controller.go:1355, sizes in bytes
+                _warning_event(self.api, pvc, "ProvisioningFailed", f"requested volume size "
+                               f"{parse_quantity(requested)} is less than the size {parse_quantity(restore)} for the "
+                               f"source snapshot {source['name']}")
                 return
         self.patch("PersistentVolumeClaim", ns, name, {
             "spec": {"volumeName": f"pvc-{pvc['metadata']['uid']}"},
