@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_anf.snapshots import SnapshotTimeout, get_provider
+from mlflow_anf.snapshots import SnapshotError, SnapshotTimeout, get_provider
 from mlflow_anf.snapshots.csi import CsiSnapshotProvider, SnapshotProgress, render_volume_snapshot
 from tests.doubles.k8s_emulator import ObjectStore, PvcBinder, SnapshotController
 
@@ -161,6 +161,24 @@ def test_a_persistent_error_times_out_naming_the_last_observed_error(
     assert f"last observed error: {QUOTA}" in message and BUSY not in message
     assert "kubectl -n default describe volumesnapshot broken" in message
     assert cluster.get("VolumeSnapshot", "default", "broken") is not None  # kept for inspection
+
+
+def test_a_ready_snapshot_whose_class_was_deleted_still_restores(kubeconfig_path: Path, cluster: ObjectStore) -> None:
+    """The controller puts the class error on a ready snapshot without touching readyToUse
+    (pkg/common-controller/snapshot_controller_base.go:391,509): the snapshot is still usable; restore goes on, and
+    one that is not ready is refused naming its last error."""
+    provider = make_provider(kubeconfig_path)
+    snap = provider.create("data", "kept")
+    cluster.delete("VolumeSnapshotClass", None, "csi-snapclass")
+    status = wait_for(lambda: (s := cluster.get("VolumeSnapshot", "default", "kept")["status"]).get("error") and s,
+                      "the class error on the ready snapshot")
+    assert status["readyToUse"] is True and "csi-snapclass" in status["error"]["message"]
+    assert provider.restore(snap, "kept-restored", wait=True) == "default/kept-restored"
+
+    cluster.patch("VolumeSnapshot", "default", "kept", {"status": {"readyToUse": False}})
+    with pytest.raises(SnapshotError, match=r"VolumeSnapshot default/kept is not ready to use yet; wait for "
+                                            r"readyToUse before restoring \(last observed error: Failed to get"):
+        provider.restore(snap, "not-now")
 
 
 # ---- a training run: one controller retry during the model snapshot does not fail it -------------------------

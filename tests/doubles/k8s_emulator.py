@@ -1103,7 +1103,7 @@ class SnapshotController(Controller):
     but not yet ready snapshot, events on the content, metrics.
     """
 
-    watches = ("volumesnapshots",)
+    watches = ("volumesnapshots", "volumesnapshotclasses")
 
     def __init__(self, default: SnapshotBehaviour | None = None) -> None:
         super().__init__()
@@ -1125,12 +1125,30 @@ class SnapshotController(Controller):
 
     def on_event(self, event: WatchEvent) -> None:
         meta = event.object["metadata"]
+        if event.rtype.plural == "volumesnapshotclasses":
+            if event.type == "DELETED":
+                self.later(0.0, self._class_deleted, meta["name"])
+            return
         if event.type == "ADDED" and not (event.object.get("status") or {}).get("boundVolumeSnapshotContentName"):
             self.later(0.0, self._bind, event.namespace, event.name, meta["uid"], 0)
         elif event.type == "MODIFIED" and meta.get("deletionTimestamp") and SNAPSHOT_FINALIZER in (
                 meta.get("finalizers") or []):
             behaviour = self.behaviour_for(event.namespace or "", event.name)
             self.later(behaviour.delete_after, self._finalize, event.namespace, event.name, meta["uid"])
+
+    def _class_deleted(self, class_name: str) -> None:
+        """Every sync of a snapshot, a ready one too, starts with checkAndUpdateSnapshotClass
+        (pkg/common-controller/snapshot_controller_base.go:391), whose error leaves ``readyToUse`` as it is (:509):
+        a ready snapshot whose class is deleted keeps ``readyToUse: true`` and gets an error (the real controller
+        sees it at its next sync or resync; the double at once). Nothing clears it again (``syncReadySnapshot``
+        does not touch the error)."""
+        assert self.api is not None
+        for snap in self.api.list_objects(self.api.type_for("VolumeSnapshot")):
+            if (snap.get("spec") or {}).get("volumeSnapshotClassName") == class_name and not snap["metadata"].get(
+                    "deletionTimestamp"):
+                self._fail(snap, "GetSnapshotClassFailed", f"Failed to get snapshot class with error "
+                           f'volumesnapshotclass.snapshot.storage.k8s.io "{class_name}" not found',
+                           set_ready_false=False)
 
     def _live(self, ns: str, name: str, uid: str) -> dict[str, Any] | None:
         """The snapshot, if it is still this one and not being deleted (a retry of a gone object stops)."""
