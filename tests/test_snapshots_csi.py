@@ -539,7 +539,7 @@ def test_tokens_never_reach_logs_or_errors(k8s_server: K8sServer, cluster: Objec
     canary = k8s_server.token
     kubeconfig = k8s_server.write_kubeconfig(tmp_path / "kubeconfig")
     assert canary in kubeconfig.read_text()
-    provider = make_provider(kubeconfig, retry={**FAST_RETRY, "max_attempts": 2})
+    provider = make_provider(kubeconfig, retry={**FAST_RETRY, "max_attempts": 2}, ready_timeout_s=1, watch_timeout_s=1)
     k8s_server.fail_next(PVC_PATH, status=503)
     k8s_server.reset_next(SNAPSHOTS_PATH, verb="list")
     snapshot_controller.behave("broken", error="controller failure")
