@@ -273,8 +273,9 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
                                              mlflow_store, sim_project, mpi_operator, snapshot_controller):
     k8s_objects.snapshot_class("anf-snapclass", default=True)
     k8s_objects.pvc("tusimple-data", NS)
+    # a persistent error: the launcher waits for readyToUse until the snapshot timeout (the controller retries)
     snapshot_controller.behave("*", error="Failed to check and update snapshot content: ANF quota exceeded")
-    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"model": True})
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, snapshot={"model": True, "timeout_seconds": 2})
     run = submit(cfg, mlflow_store, sim_project)
     assert run.wait() is False
     info = mlflow_store.client().get_run(run.run_id)

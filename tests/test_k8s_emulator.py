@@ -359,7 +359,9 @@ def test_pvc_binder_restores_only_from_ready_snapshots_and_large_enough(
                       == "Bound" and p, "binding")
     assert bound["status"]["capacity"] == {"storage": "12Gi"} and bound["spec"]["volumeName"]
     events = _wait_for(lambda: k8s_objects.list("Event", "default"), "event")
-    assert "less than the size 10Gi" in events[0]["message"]
+    # external-provisioner's words, in bytes (pkg/controller/controller.go:1355)
+    assert events[0]["message"] == ("requested volume size 5368709120 is less than the size 10737418240 for the "
+                                    "source snapshot snap")
     assert k8s_objects.get("PersistentVolumeClaim", "default", "small")["status"]["phase"] == "Pending"
 
 

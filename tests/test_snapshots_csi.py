@@ -147,15 +147,18 @@ def test_never_ready_times_out_naming_the_snapshot(kubeconfig_path: Path, cluste
     assert stored(cluster, "stuck")["status"]["readyToUse"] is False  # kept for inspection
 
 
-def test_controller_error_is_reported_verbatim(provider: CsiSnapshotProvider,
+def test_controller_error_is_reported_verbatim(kubeconfig_path: Path, cluster: ObjectStore,
                                                snapshot_controller: SnapshotController) -> None:
+    """A persistent controller error: waited for until ready_timeout_s (the controller retries; see
+    test_csi_transient_errors.py), then reported verbatim as the last observed error."""
     error = ('Failed to check and update snapshot content: failed to take snapshot of the volume '
              'pvc-1/"data": rpc error: code = ResourceExhausted desc = ANF snapshot quota reached (255)')
     snapshot_controller.behave("bad", error=error)
-    with pytest.raises(SnapshotError) as exc:
+    provider = make_provider(kubeconfig_path, ready_timeout_s=0.6, watch_timeout_s=1)
+    with pytest.raises(SnapshotTimeout) as exc:
         provider.create("data", "bad")
-    assert f"VolumeSnapshot default/bad failed: {error} " in str(exc.value)
-    assert not isinstance(exc.value, SnapshotTimeout)
+    assert "VolumeSnapshot default/bad not ready after" in str(exc.value)
+    assert f"; last observed error: {error}; it is kept" in str(exc.value)
 
 
 def test_watch_expiry_and_unavailable_watches_are_survived(
@@ -536,7 +539,7 @@ def test_tokens_never_reach_logs_or_errors(k8s_server: K8sServer, cluster: Objec
     canary = k8s_server.token
     kubeconfig = k8s_server.write_kubeconfig(tmp_path / "kubeconfig")
     assert canary in kubeconfig.read_text()
-    provider = make_provider(kubeconfig, retry={**FAST_RETRY, "max_attempts": 2})
+    provider = make_provider(kubeconfig, retry={**FAST_RETRY, "max_attempts": 2}, ready_timeout_s=1, watch_timeout_s=1)
     k8s_server.fail_next(PVC_PATH, status=503)
     k8s_server.reset_next(SNAPSHOTS_PATH, verb="list")
     snapshot_controller.behave("broken", error="controller failure")

@@ -1044,27 +1044,66 @@ class Controller:
 class SnapshotBehaviour:
     """How :class:`SnapshotController` treats a VolumeSnapshot.
 
-    ``ready_after``: seconds until ``readyToUse`` (``None``: never). ``error``: message put into ``status.error``
-    after ``error_after`` seconds (then never ready). ``bind``: create and bind a VolumeSnapshotContent.
-    ``restore_size``: quantity reported (default: the source PVC's capacity). ``delete_after``: seconds before a
-    deleted snapshot's finalizer is removed.
+    ``ready_after``: seconds from binding until ``readyToUse`` (``None``: never). ``error``: the message of a failed
+    CreateSnapshot call, put into the content's and the snapshot's ``status.error`` ``error_after`` seconds after
+    binding; a list gives the message of each attempt in turn (the last one repeats). Like the real controller the
+    double then *retries*, ``retry_interval`` seconds later, doubling per failure up to ``retry_max`` (the
+    ``--retry-interval-start``/``--retry-interval-max`` rate limiter, scaled down): with ``recover_after=None`` every
+    retry fails (a persistent error), with a number the first retry at least that many seconds after the first error
+    succeeds, clears ``status.error`` and sets ``readyToUse`` (a transient error). ``bind``: create and bind a
+    VolumeSnapshotContent. ``restore_size``: quantity reported (default: the source PVC's capacity).
+    ``delete_after``: seconds before a deleted snapshot's finalizer is removed.
     """
 
     ready_after: float | None = 0.05
-    error: str | None = None
+    error: str | list[str] | tuple[str, ...] | None = None
     error_after: float = 0.02
+    recover_after: float | None = None
+    retry_interval: float = 0.05
+    retry_max: float = 0.4
     bind: bool = True
     restore_size: str | None = None
     delete_after: float = 0.02
 
+    def error_at(self, attempt: int) -> str:
+        """The message of failed attempt *attempt* (0 = the first)."""
+        assert self.error is not None
+        messages = [self.error] if isinstance(self.error, str) else list(self.error)
+        return messages[min(attempt, len(messages) - 1)]
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry *attempt* + 1: client-go's ItemExponentialFailureRateLimiter (start * 2^failures,
+        capped), which both controllers use: external-snapshotter cmd/snapshot-controller/main.go:83-84,281-284 and
+        cmd/csi-snapshotter/main.go:86-87,309-313 (defaults 1s doubling to 5m)."""
+        return min(self.retry_interval * (2 ** attempt), self.retry_max)
+
 
 class SnapshotController(Controller):
-    """Plays the CSI external-snapshotter (common snapshot-controller + csi-snapshotter sidecar):
-    checks the class and the source PVC, binds a ``VolumeSnapshotContent`` ``snapcontent-<uid>``, sets
-    ``status.readyToUse``/``restoreSize``/``creationTime`` after a delay (or never, or sets ``status.error``),
-    and on deletion removes its finalizer and deletes the content (deletionPolicy Delete)."""
+    """Plays the CSI external-snapshotter (common snapshot-controller + csi-snapshotter sidecar), as read in
+    kubernetes-csi/external-snapshotter (commit afb2f0d, Aug 2026; paths below are in that repository):
 
-    watches = ("volumesnapshots",)
+    * the class (named, or the one default) and the source PVC are checked on every sync; a problem goes into the
+      snapshot's ``status.error`` with a Warning event, and the sync is *retried* with backoff - every sync error
+      requeues the key (pkg/common-controller/snapshot_controller_base.go:363-373, ``snapshotWorker``;
+      ``syncSnapshotByKey`` returns the class error, :391-402) - so a class created or a PVC bound later lets the
+      snapshot proceed, and its error is then cleared (pkg/common-controller/snapshot_controller.go:1303-1306);
+    * binds a ``VolumeSnapshotContent`` ``snapcontent-<uid>``; CreateSnapshot then succeeds after ``ready_after``
+      (``readyToUse``/``restoreSize``/``creationTime`` on both objects), never, or fails with ``error``;
+    * a failed CreateSnapshot sets the content's ``status.error`` (pkg/sidecar-controller/snapshot_controller.go:
+      124-131 and ``updateContentErrorStatusWithEvent`` :166-170, which skips a message already set) and is retried
+      - the sidecar requeues on every error, a "final" gRPC code included (``isCSIFinalError`` :725-745 only decides
+      whether the being-created annotation is removed; pkg/sidecar-controller/snapshot_controller_base.go:250-265);
+      the common controller copies the content's error onto the snapshot (snapshot_controller.go:1229-1232,
+      1303-1306): ``status.error`` is the *last observed* error (client/apis/volumesnapshot/v1/types.go:184-191);
+    * a later success sets ``readyToUse`` and clears the error on the content
+      (pkg/sidecar-controller/snapshot_controller.go:493-498) and on the snapshot (snapshot_controller.go:1292-1298);
+    * on deletion removes its finalizer and deletes the content (deletionPolicy Delete).
+
+    Not modelled: the ``volumesnapshot-being-created`` annotation, ListSnapshots/GetSnapshotStatus polling of a cut
+    but not yet ready snapshot, events on the content, metrics.
+    """
+
+    watches = ("volumesnapshots", "volumesnapshotclasses")
 
     def __init__(self, default: SnapshotBehaviour | None = None) -> None:
         super().__init__()
@@ -1086,58 +1125,126 @@ class SnapshotController(Controller):
 
     def on_event(self, event: WatchEvent) -> None:
         meta = event.object["metadata"]
+        if event.rtype.plural == "volumesnapshotclasses":
+            if event.type == "DELETED":
+                self.later(0.0, self._class_deleted, meta["name"])
+            return
         if event.type == "ADDED" and not (event.object.get("status") or {}).get("boundVolumeSnapshotContentName"):
-            self.later(0.0, self._bind, event.namespace, event.name, meta["uid"])
+            self.later(0.0, self._bind, event.namespace, event.name, meta["uid"], 0)
         elif event.type == "MODIFIED" and meta.get("deletionTimestamp") and SNAPSHOT_FINALIZER in (
                 meta.get("finalizers") or []):
             behaviour = self.behaviour_for(event.namespace or "", event.name)
             self.later(behaviour.delete_after, self._finalize, event.namespace, event.name, meta["uid"])
 
-    def _fail(self, ns: str, name: str, message: str) -> None:
-        self.patch("VolumeSnapshot", ns, name, {"status": {"readyToUse": False,
-                                                           "error": {"message": message, "time": _now()}}})
+    def _class_deleted(self, class_name: str) -> None:
+        """Every sync of a snapshot, a ready one too, starts with checkAndUpdateSnapshotClass
+        (pkg/common-controller/snapshot_controller_base.go:391), whose error leaves ``readyToUse`` as it is (:509):
+        a ready snapshot whose class is deleted keeps ``readyToUse: true`` and gets an error (the real controller
+        sees it at its next sync or resync; the double at once). Nothing clears it again (``syncReadySnapshot``
+        does not touch the error)."""
+        assert self.api is not None
+        for snap in self.api.list_objects(self.api.type_for("VolumeSnapshot")):
+            if (snap.get("spec") or {}).get("volumeSnapshotClassName") == class_name and not snap["metadata"].get(
+                    "deletionTimestamp"):
+                self._fail(snap, "GetSnapshotClassFailed", f"Failed to get snapshot class with error "
+                           f'volumesnapshotclass.snapshot.storage.k8s.io "{class_name}" not found',
+                           set_ready_false=False)
 
-    def _bind(self, ns: str, name: str, uid: str) -> None:
+    def _live(self, ns: str, name: str, uid: str) -> dict[str, Any] | None:
+        """The snapshot, if it is still this one and not being deleted (a retry of a gone object stops)."""
         snap = self.get("VolumeSnapshot", ns, name)
         if snap is None or snap["metadata"]["uid"] != uid or snap["metadata"].get("deletionTimestamp"):
+            return None
+        return snap
+
+    def _fail(self, snap: dict[str, Any], reason: str, message: str, *, set_ready_false: bool,
+              error: dict[str, Any] | None = None) -> None:
+        """``updateSnapshotErrorStatusWithEvent`` (pkg/common-controller/snapshot_controller.go:876-916): nothing
+        when the same message is already set (:879-882), else the error (with its time), ``readyToUse: false`` only
+        where the caller asks (class errors do not: snapshot_controller_base.go:509,518), and a Warning event."""
+        ns, name = snap["metadata"]["namespace"], snap["metadata"]["name"]
+        current = (snap.get("status") or {}).get("error") or {}
+        if current.get("message") == message:
             return
-        behaviour = self.behaviour_for(ns, name)
-        source = (snap.get("spec") or {}).get("source") or {}
-        pvc_name = source.get("persistentVolumeClaimName")
-        if not pvc_name:
-            return  # pre-provisioned snapshots are not simulated
-        class_name = (snap.get("spec") or {}).get("volumeSnapshotClassName")
+        status: dict[str, Any] = {"error": error or {"message": message, "time": _now()}}
+        if set_ready_false:
+            status["readyToUse"] = False
+        self.patch("VolumeSnapshot", ns, name, {"status": status})
+        _warning_event(self.api, snap, reason, message)
+
+    def _retry_bind(self, snap: dict[str, Any], attempt: int, reason: str, message: str, *,
+                    set_ready_false: bool) -> None:
+        behaviour = self.behaviour_for(snap["metadata"]["namespace"], snap["metadata"]["name"])
+        self._fail(snap, reason, message, set_ready_false=set_ready_false)
+        # every sync error requeues the snapshot, rate limited (snapshot_controller_base.go:363-373)
+        self.later(behaviour.backoff(attempt), self._bind, snap["metadata"]["namespace"], snap["metadata"]["name"],
+                   snap["metadata"]["uid"], attempt + 1)
+
+    def _snapshot_class(self, snap: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+        """``checkAndUpdateSnapshotClass`` (pkg/common-controller/snapshot_controller_base.go:499-528)."""
         assert self.api is not None
+        class_name = (snap.get("spec") or {}).get("volumeSnapshotClassName")
         classes = self.api.list_objects(self.api.type_for("VolumeSnapshotClass"))
         if class_name:
-            snap_class = next((c for c in classes if c["metadata"]["name"] == class_name), None)
-            if snap_class is None:
-                self.later(behaviour.error_after, self._fail, ns, name,
-                           f'Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io '
-                           f'"{class_name}" not found')
-                return
-        else:
-            defaults = [c for c in classes if (c["metadata"].get("annotations") or {}).get(
-                "snapshot.storage.kubernetes.io/is-default-class") == "true"]
-            if len(defaults) != 1:
-                self.later(behaviour.error_after, self._fail, ns, name,
-                           "Failed to set default snapshot class with error cannot find default snapshot class")
-                return
-            snap_class = defaults[0]
+            found = next((c for c in classes if c["metadata"]["name"] == class_name), None)
+            if found is None:
+                self._retry_bind(snap, attempt, "GetSnapshotClassFailed",
+                                 f'Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io '
+                                 f'"{class_name}" not found', set_ready_false=False)
+            return found
+        # SetDefaultSnapshotClass (pkg/common-controller/snapshot_controller.go:1466-1506): the one default class
+        # of the source volume's CSI driver (no PV objects here: the driver is the PVC's provisioner)
+        driver = self._pvc_driver(snap)
+        defaults = [c for c in classes if (c["metadata"].get("annotations") or {}).get(
+            "snapshot.storage.kubernetes.io/is-default-class") == "true" and c.get("driver") == driver]
+        if len(defaults) != 1:
+            problem = f"{len(defaults)} default snapshot classes were found" if defaults else (
+                "cannot find default snapshot class")
+            self._retry_bind(snap, attempt, "SetDefaultSnapshotClassFailed",
+                             f"Failed to set default snapshot class with error {problem}", set_ready_false=False)
+            return None
+        return defaults[0]
+
+    def _pvc_driver(self, snap: dict[str, Any]) -> str:
+        pvc_name = ((snap.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName") or ""
+        pvc = self.get("PersistentVolumeClaim", snap["metadata"]["namespace"], pvc_name) or {}
+        annotations = (pvc.get("metadata") or {}).get("annotations") or {}
+        driver = annotations.get("volume.kubernetes.io/storage-provisioner")
+        class_name = (pvc.get("spec") or {}).get("storageClassName")
+        storage_class = self.get("StorageClass", None, class_name) if class_name and not driver else None
+        return driver or (storage_class or {}).get("provisioner") or DEFAULT_DRIVER
+
+    def _source_pvc(self, snap: dict[str, Any], pvc_name: str, attempt: int) -> dict[str, Any] | None:
+        """The PVC checks of ``createSnapshotContent``; their errors are "SnapshotContentCreationFailed" with
+        ``readyToUse: false`` (pkg/common-controller/snapshot_controller.go:593-597)."""
+        ns, name = snap["metadata"]["namespace"], snap["metadata"]["name"]
         pvc = self.get("PersistentVolumeClaim", ns, pvc_name)
         if pvc is None:
-            self.later(behaviour.error_after, self._fail, ns, name,
-                       f'Failed to create snapshot content with error snapshot controller failed to update '
-                       f'{ns}/{name} on API server: cannot get claim from snapshot: persistentvolumeclaim '
-                       f'"{pvc_name}" not found')
-            return
+            self._retry_bind(snap, attempt, "SnapshotContentCreationFailed",
+                             f'Failed to create snapshot content with error snapshot controller failed to update '
+                             f'{ns}/{name} on API server: cannot get claim from snapshot: persistentvolumeclaim '
+                             f'"{pvc_name}" not found', set_ready_false=True)
+            return None
         if (pvc.get("status") or {}).get("phase") != "Bound":
-            self.later(behaviour.error_after, self._fail, ns, name,
-                       f"Failed to create snapshot content with error the PVC {pvc_name} is not yet bound to a PV, "
-                       "will not attempt to take a snapshot")
+            self._retry_bind(snap, attempt, "SnapshotContentCreationFailed",
+                             f"Failed to create snapshot content with error the PVC {pvc_name} is not yet bound to a "
+                             "PV, will not attempt to take a snapshot", set_ready_false=True)
+            return None
+        return pvc
+
+    def _bind(self, ns: str, name: str, uid: str, attempt: int) -> None:
+        snap = self._live(ns, name, uid)
+        if snap is None:
             return
-        if not behaviour.bind:
+        behaviour = self.behaviour_for(ns, name)
+        pvc_name = ((snap.get("spec") or {}).get("source") or {}).get("persistentVolumeClaimName")
+        if not pvc_name:
+            return  # pre-provisioned snapshots are not simulated
+        snap_class = self._snapshot_class(snap, attempt)
+        pvc = self._source_pvc(snap, pvc_name, attempt) if snap_class is not None else None
+        if snap_class is None or pvc is None or not behaviour.bind:
             return
+        assert self.api is not None
         content_name = f"snapcontent-{uid}"
         volume_handle = (pvc.get("spec") or {}).get("volumeName") or f"pvc-{pvc['metadata']['uid']}"
         size = behaviour.restore_size or ((pvc.get("status") or {}).get("capacity") or {}).get("storage") or (
@@ -1158,24 +1265,53 @@ class SnapshotController(Controller):
                                           "resourceVersion": snap["metadata"]["resourceVersion"]},
                 },
             })
+        # updateSnapshotStatus: bound, not ready, and an earlier error cleared since the new content has none
+        # (pkg/common-controller/snapshot_controller.go:1303-1306)
         patch: dict[str, Any] = {
             "metadata": {"finalizers": sorted({*(snap["metadata"].get("finalizers") or []), SNAPSHOT_FINALIZER})},
-            "status": {"boundVolumeSnapshotContentName": content_name, "readyToUse": False},
+            "status": {"boundVolumeSnapshotContentName": content_name, "readyToUse": False, "error": None},
         }
-        if not class_name:
+        if not (snap.get("spec") or {}).get("volumeSnapshotClassName"):
             patch["spec"] = {"volumeSnapshotClassName": snap_class["metadata"]["name"]}
         self.patch("VolumeSnapshot", ns, name, patch)
+        cut = (ns, name, uid, content_name, volume_handle, size)
         if behaviour.error is not None:
-            self.later(behaviour.error_after, self._fail, ns, name, behaviour.error)
-            self.later(behaviour.error_after, self._content_error, content_name, behaviour.error)
+            self.later(behaviour.error_after, self._create_snapshot, *cut, 0, None)
         elif behaviour.ready_after is not None:
-            self.later(behaviour.ready_after, self._ready, ns, name, uid, content_name, volume_handle, size)
+            self.later(behaviour.ready_after, self._ready, *cut)
 
-    def _content_error(self, content_name: str, message: str) -> None:
-        self.patch("VolumeSnapshotContent", None, content_name,
-                   {"status": {"readyToUse": False, "error": {"message": message, "time": _now()}}})
+    def _create_snapshot(self, ns: str, name: str, uid: str, content_name: str, volume_handle: str, size: str,
+                         attempt: int, first_error: float | None) -> None:
+        """One CreateSnapshot attempt of the sidecar for a behaviour with an ``error``: it fails (and is retried
+        with backoff) until ``recover_after`` seconds after the first failure, then succeeds."""
+        snap = self._live(ns, name, uid)
+        if snap is None:
+            return
+        assert self.loop is not None
+        behaviour = self.behaviour_for(ns, name)
+        now = self.loop.time()
+        if first_error is not None and behaviour.recover_after is not None and (
+                now - first_error >= behaviour.recover_after):
+            self._ready(ns, name, uid, content_name, volume_handle, size)
+            return
+        message = behaviour.error_at(attempt)
+        content = self.get("VolumeSnapshotContent", None, content_name)
+        if content is None:
+            return
+        error = ((content.get("status") or {}).get("error") or {})
+        if error.get("message") != message:  # updateContentErrorStatusWithEvent (sidecar :166-170)
+            error = {"message": message, "time": _now()}
+            self.patch("VolumeSnapshotContent", None, content_name, {"status": {"readyToUse": False, "error": error}})
+        # the common controller mirrors the content's error onto the snapshot (snapshot_controller.go:1229-1232,
+        # 1303-1306), with the content's time; the event is the snapshot's Warning of a changed error
+        self._fail(snap, "SnapshotCreationFailed", message, set_ready_false=True, error=error)
+        self.later(behaviour.backoff(attempt), self._create_snapshot, ns, name, uid, content_name, volume_handle,
+                   size, attempt + 1, now if first_error is None else first_error)
 
     def _ready(self, ns: str, name: str, uid: str, content_name: str, volume_handle: str, size: str) -> None:
+        """A successful CreateSnapshot: ``readyToUse`` and the error cleared on the content
+        (pkg/sidecar-controller/snapshot_controller.go:493-498), then on the snapshot
+        (pkg/common-controller/snapshot_controller.go:1292-1298)."""
         from mlflow_anf.k8s import parse_quantity
 
         snap = self.get("VolumeSnapshot", ns, name)
@@ -1184,10 +1320,11 @@ class SnapshotController(Controller):
         now = dt.datetime.now(dt.timezone.utc)
         self.patch("VolumeSnapshotContent", None, content_name, {"status": {
             "creationTime": int(now.timestamp() * 1e9), "readyToUse": True, "restoreSize": parse_quantity(size),
-            "snapshotHandle": f"{volume_handle}/snapshot-{uid}",
+            "snapshotHandle": f"{volume_handle}/snapshot-{uid}", "error": None,
         }})
         self.patch("VolumeSnapshot", ns, name, {"status": {
             "creationTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "readyToUse": True, "restoreSize": size,
+            "error": None,
         }})
 
     def _finalize(self, ns: str, name: str, uid: str) -> None:
@@ -1203,6 +1340,19 @@ class SnapshotController(Controller):
                 self.api.delete_object(content_type, None, content_name)
         finalizers = [f for f in snap["metadata"].get("finalizers") or [] if f != SNAPSHOT_FINALIZER]
         self.patch("VolumeSnapshot", ns, name, {"metadata": {"finalizers": finalizers or None}})
+
+
+def _warning_event(api: ApiEmulator | None, obj: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Warning Event about *obj*, as a controller's event recorder writes one (``<name>.<hex>``)."""
+    assert api is not None
+    m = obj["metadata"]
+    api.create_object({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{m['name']}.{secrets.token_hex(4)}", "namespace": m.get("namespace") or "default"},
+        "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": m["name"],
+                           "namespace": m.get("namespace"), "uid": m.get("uid")},
+        "reason": reason, "message": message, "type": "Warning",
+    })
 
 
 class PvcBinder(Controller):
@@ -1239,26 +1389,21 @@ class PvcBinder(Controller):
         source = spec.get("dataSource") or {}
         if source.get("kind") == "VolumeSnapshot":
             snap = self.get("VolumeSnapshot", ns, source.get("name", ""))
+            # kubernetes-csi/external-provisioner (commit 0688604) pkg/controller/controller.go:1328-1329: a
+            # snapshot that is not readyToUse is not provisioned from (the claim is retried; here: when it is ready)
             if snap is None or not (snap.get("status") or {}).get("readyToUse"):
-                return  # re-tried when the snapshot becomes ready
+                return
             restore = (snap.get("status") or {}).get("restoreSize")
             if restore and parse_quantity(requested) < parse_quantity(restore):
-                self._event(ns, name, "ProvisioningFailed", f"requested volume size {requested} is less than the "
-                                                            f"size {restore} for the source snapshot {source['name']}")
+                # controller.go:1355, sizes in bytes
+                _warning_event(self.api, pvc, "ProvisioningFailed", f"requested volume size "
+                               f"{parse_quantity(requested)} is less than the size {parse_quantity(restore)} for the "
+                               f"source snapshot {source['name']}")
                 return
         self.patch("PersistentVolumeClaim", ns, name, {
             "spec": {"volumeName": f"pvc-{pvc['metadata']['uid']}"},
             "status": {"phase": "Bound", "accessModes": spec.get("accessModes", ["ReadWriteOnce"]),
                        "capacity": {"storage": requested}},
-        })
-
-    def _event(self, ns: str, pvc: str, reason: str, message: str) -> None:
-        assert self.api is not None
-        self.api.create_object({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{pvc}.{secrets.token_hex(4)}", "namespace": ns},
-            "involvedObject": {"kind": "PersistentVolumeClaim", "name": pvc, "namespace": ns},
-            "reason": reason, "message": message, "type": "Warning",
         })
 
 

@@ -8,8 +8,9 @@ one delete per snapshot pruned by ``keep_last``) and a handful of reads, whateve
 ``create`` checks everything it can before writing (names, the PVC exists and is Bound, the snapshot class, the
 per-volume limit - 255 on ANF), labels the snapshot with the MLflow run/experiment/role it belongs to, then
 follows it (:func:`mlflow_anf.k8s.follow`: a watch resuming from its ``resourceVersion``, re-listing after
-``410 Gone``, falling back to polling) until ``status.readyToUse``, a controller error (reported verbatim) or
-``ready_timeout_s``.
+``410 Gone``, falling back to polling) until ``status.readyToUse`` or ``ready_timeout_s``. A ``status.error`` does
+not end the wait (the snapshot controller retries and clears it on success); a timeout names the last observed
+error verbatim.
 
 The parts:
 

@@ -41,7 +41,7 @@ class SnapshotProgress(BaseModel):
 
     volume: str
     name: str
-    phase: Literal["submitted", "adopted", "pending", "bound", "ready", "failed"]
+    phase: Literal["submitted", "adopted", "pending", "bound", "retrying", "ready"]
     elapsed_s: float
     ready: bool = False
     content: str | None = None

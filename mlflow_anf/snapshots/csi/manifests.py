@@ -150,10 +150,13 @@ def bound_content(obj: Mapping[str, Any] | None) -> str | None:
 
 
 def phase(obj: Mapping[str, Any]) -> str:
+    """``ready``, ``retrying`` (not ready, the controller reports an error), ``bound`` or ``pending``. An error is
+    never final: the snapshot controller keeps retrying and clears ``status.error`` on success
+    (kubernetes-csi/external-snapshotter client/apis/volumesnapshot/v1/types.go:184-191)."""
     if is_ready(obj):
         return "ready"
     if error_message(obj):
-        return "failed"
+        return "retrying"
     if bound_content(obj):
         return "bound"
     return "pending"

@@ -192,33 +192,47 @@ class CsiSnapshotProvider(ProviderTraits):
     # ---- waiting ----------------------------------------------------------------------------------------------
 
     def _wait_ready(self, namespace: str, name: str, obj: Mapping[str, Any], started: float) -> dict[str, Any]:
+        """Follow the VolumeSnapshot until ``readyToUse``, for up to ``ready_timeout_s``. A ``status.error`` does not
+        end the wait: it is the *last observed* error, the controller keeps retrying and clears it on success
+        (kubernetes-csi/external-snapshotter client/apis/volumesnapshot/v1/types.go:184-191); both controllers
+        requeue every failed sync, a "final" CSI error included (pkg/common-controller/snapshot_controller_base.go:
+        363-373, pkg/sidecar-controller/snapshot_controller_base.go:250-265), so no error is known to be final. The
+        timeout names the last error seen."""
         volume = f"{namespace}/{source_pvc(obj)}"
-        last_phase = [phase(obj)]
+        seen = [(phase(obj), error_message(obj))]
+        last_error = [error_message(obj)]
 
         def done(state: Mapping[str, Any] | None) -> bool:
             if state is None:
                 return True
-            now = phase(state)
-            if now != last_phase[0]:
-                last_phase[0] = now
-                self._progress(now, volume, name, started, state, error_message(state) or "")
-            return now in ("ready", "failed")
+            now = (phase(state), error_message(state))
+            if now[1]:
+                last_error[0] = now[1]
+            if now != seen[0]:
+                seen[0] = now
+                self._progress(now[0], volume, name, started, state, now[1] or "")
+            return now[0] == "ready"
 
         remaining = started + self.config.ready_timeout_s - time.monotonic()
         final = self.api.follow_snapshot(namespace, name, obj, done, remaining).state
         if final is None:
-            raise SnapshotError(f"VolumeSnapshot {namespace}/{name} was deleted while waiting for it to become ready")
+            raise SnapshotError(f"VolumeSnapshot {namespace}/{name} was deleted while waiting for it to become ready"
+                                + (f" (last observed error: {last_error[0]})" if last_error[0] else ""))
         if is_ready(final):
             return dict(final)
-        message = error_message(final)
-        if message:
-            raise SnapshotError(f"VolumeSnapshot {namespace}/{name} failed: {message} (the object is kept for "
-                                f"inspection: kubectl -n {namespace} describe volumesnapshot {name})")
         content = bound_content(final)
+        current = error_message(final)
+        if current:
+            error = f"; last observed error: {current}"
+        elif last_error[0]:
+            error = f"; last observed error (since cleared): {last_error[0]}"
+        else:
+            error = ""
         raise SnapshotTimeout(
             f"VolumeSnapshot {namespace}/{name} not ready after {time.monotonic() - started:.1f}s (ready_timeout_s="
             f"{self.config.ready_timeout_s:g}; {'bound to ' + content if content else 'no VolumeSnapshotContent bound'}"
-            f"); it is kept - wait longer or delete it"
+            f"){error}; it is kept for inspection (kubectl -n {namespace} describe volumesnapshot {name}) - wait "
+            "longer or delete it"
         )
 
     def _wait_gone(self, namespace: str, name: str, obj: Mapping[str, Any]) -> None:
@@ -459,10 +473,12 @@ class CsiSnapshotProvider(ProviderTraits):
         if verify and meta(obj).get("uid") != snapshot.id:
             raise SnapshotVerificationError(f"{where} is now uid {meta(obj).get('uid')}, not the recorded "
                                             f"{snapshot.id} (name reused?)")
-        if error_message(obj):
-            raise SnapshotError(f"{where} failed: {error_message(obj)}")
+        # only readiness counts: a ready snapshot whose class was deleted gets an error but stays readyToUse
+        # (external-snapshotter pkg/common-controller/snapshot_controller_base.go:509) and restores fine
         if not is_ready(obj):
-            raise SnapshotError(f"{where} is not ready to use yet; wait for readyToUse before restoring")
+            error = error_message(obj)
+            raise SnapshotError(f"{where} is not ready to use yet; wait for readyToUse before restoring"
+                                + (f" (last observed error: {error})" if error else ""))
         return obj
 
     @staticmethod
