@@ -59,6 +59,8 @@ import kmock
 import pytest
 import yaml
 
+from tests.doubles import k8s_fields
+
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 SNAPSHOT_API = f"{SNAPSHOT_GROUP}/v1"
 DEFAULT_DRIVER = "csi.trident.netapp.io"
@@ -214,31 +216,18 @@ def parse_label_selector(text: str | None) -> list[_Requirement]:
     return reqs
 
 
-def parse_field_selector(text: str | None) -> list[tuple[str, bool, str]]:
-    """``metadata.name`` / ``metadata.namespace`` selectors (all a CRD supports) as ``(field, equal, value)``."""
-    if not text or not text.strip():
-        return []
-    out = []
-    for part in text.split(","):
-        m = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
-        if not m:
-            raise ValueError(f"invalid field selector: {part.strip()!r}")
-        if m.group(1) not in ("metadata.name", "metadata.namespace"):
-            raise ValueError(f'field label not supported: "{m.group(1)}"')
-        out.append((m.group(1), m.group(2) != "!=", m.group(3)))
-    return out
+def parse_field_selector(text: str | None, rtype: ResourceType | None = None) -> list[Any]:
+    """The kind's field labels as a real server accepts them (``tests.doubles.k8s_fields``, cited there)."""
+    if rtype is None:
+        return k8s_fields.parse_field_selector(text)
+    return k8s_fields.parse_field_selector(text, rtype.group, rtype.kind, custom=rtype.crd)
 
 
-def _selected(obj: Mapping[str, Any], labels: list[_Requirement], fields: list[tuple[str, bool, str]]) -> bool:
-    meta = obj.get("metadata") or {}
-    obj_labels = meta.get("labels") or {}
+def _selected(obj: Mapping[str, Any], labels: list[_Requirement], fields: list[Any]) -> bool:
+    obj_labels = (obj.get("metadata") or {}).get("labels") or {}
     if not all(req.matches(obj_labels) for req in labels):
         return False
-    for name, equal, value in fields:
-        actual = meta.get(name.split(".", 1)[1]) or ""
-        if (actual == value) != equal:
-            return False
-    return True
+    return k8s_fields.field_selected(obj, fields)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -530,7 +519,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
                 raise api_error(400, "BadRequest", "watch of a single object: use a list watch with a fieldSelector")
             try:
                 labels = parse_label_selector(params.get("labelSelector"))
-                fields = parse_field_selector(params.get("fieldSelector"))
+                fields = parse_field_selector(params.get("fieldSelector"), rtype)
             except ValueError as exc:
                 raise api_error(400, "BadRequest", str(exc)) from None
             return kmock.Response(status=200, payload=self._watch(request, rtype, ns, labels, fields))
@@ -600,7 +589,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
         self, rtype: ResourceType, namespace: str | None = None, label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        labels, fields = parse_label_selector(label_selector), parse_field_selector(field_selector)
+        labels, fields = parse_label_selector(label_selector), parse_field_selector(field_selector, rtype)
         out = []
         for (ref, ns, _name), obj in self.store.items():
             if ref != rtype.ref or obj.deleted:
@@ -870,7 +859,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _watch(
         self, request: kmock.Request, rtype: ResourceType, ns: str | None, labels: list[_Requirement],
-        fields: list[tuple[str, bool, str]],
+        fields: list[Any],
     ) -> Any:
         params = request.params
         timeout = min(float(params.get("timeoutSeconds") or self.max_watch_s), self.max_watch_s)
@@ -889,7 +878,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _watch_events(
         self, request: kmock.Request, rtype: ResourceType, ns: str | None, labels: list[_Requirement],
-        fields: list[tuple[str, bool, str]], deadline: float, since_text: str,
+        fields: list[Any], deadline: float, since_text: str,
     ) -> Any:
         loop = asyncio.get_running_loop()
         yield b""  # send the headers now
