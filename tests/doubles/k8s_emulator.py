@@ -59,7 +59,7 @@ import kmock
 import pytest
 import yaml
 
-from tests.doubles import k8s_fields
+from tests.doubles import k8s_fields, rbac
 
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 SNAPSHOT_API = f"{SNAPSHOT_GROUP}/v1"
@@ -118,6 +118,12 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("batch", "v1", "jobs", "Job", True, frozenset({"status"}), "job"),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
                  frozenset({"status"}), "customresourcedefinition", ("crd", "crds")),
+    # RBAC objects: what tests.doubles.rbac authorises identities' requests against
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, frozenset(), "role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, frozenset(), "rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, frozenset(), "clusterrole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, frozenset(),
+                 "clusterrolebinding"),
 )
 
 _VALIDATED_BUILTINS = {"PersistentVolumeClaim", "PersistentVolume", "Pod", "Service", "ConfigMap", "Job",
@@ -338,6 +344,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     open_watches: int = attrs.field(default=0, init=False)
+    identities: dict[str, rbac.Identity] = attrs.field(factory=dict, init=False)  # token -> RBAC-checked user
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # discovery endpoints + catch-all 404 from kmock
@@ -411,7 +418,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
             self._requests.append(request)
             record = self._record(request)
             try:
-                self._authenticate(request)
+                self._authorize(request, self._authenticate(request))
                 response = await self._handle(request)
             except kmock._internal.rendering.StreamingError as exc:  # the stream already started
                 raw_response = exc.args[0]
@@ -482,13 +489,32 @@ class ApiEmulator(kmock.KubernetesScaffold):
         self._log_by_id[request.id] = record
         return record
 
-    def _authenticate(self, request: kmock.Request) -> None:
+    def _authenticate(self, request: kmock.Request) -> rbac.Identity:
+        """The emulator's own token is ``system:masters``; a token of :attr:`identities` is that user."""
         if self.token is None or request.url.path in ("/version", "/healthz", "/livez", "/readyz"):
-            return
+            return rbac.ADMIN
         header = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip(), self.token):
-            raise api_error(401, "Unauthorized", "Unauthorized")
+        if scheme.lower() == "bearer":
+            if secrets.compare_digest(value.strip(), self.token):
+                return rbac.ADMIN
+            if value.strip() in self.identities:
+                return self.identities[value.strip()]
+        raise api_error(401, "Unauthorized", "Unauthorized")
+
+    def _authorize(self, request: kmock.Request, identity: rbac.Identity) -> None:
+        """RBAC for resource requests (``tests.doubles.rbac``, cited there); a denial is the server's 403."""
+        route = parse_api_path(request.url.path)
+        if identity.privileged or route is None:
+            return  # non-resource URLs: system:discovery / system:public-info-viewer allow them to everyone
+        method = str(request.method.value if hasattr(request.method, "value") else request.method)
+        attrs = rbac.request_attributes(method, route.group, route.plural, route.subresource, route.namespace,
+                                        route.name, request.params)
+        objects = [obj.raw for (ref, _ns, _n), obj in self.store.items()
+                   if not obj.deleted and ref.group == rbac.RBAC_GROUP]
+        if not rbac.allowed(objects, identity, attrs):
+            message, details = rbac.forbidden_status(identity, attrs)
+            raise api_error(403, "Forbidden", message, details)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, PageNotFound) or (isinstance(exc, kmock.KubernetesEndpointNotFoundError)):
@@ -1447,6 +1473,28 @@ class K8sServer:
 
     # ---- client configuration -------------------------------------------------------------------------------
 
+    def add_identity(self, identity: rbac.Identity) -> str:
+        """A bearer token whose requests are made as *identity* and authorised by RBAC (``tests.doubles.rbac``)."""
+        token = "emulator-user-" + secrets.token_hex(12)
+
+        def register() -> None:
+            self._api().identities[token] = identity
+
+        self.call(register)
+        return token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """The token a pod running as service account *namespace/name* would have mounted."""
+        return self.add_identity(rbac.service_account(namespace, name))
+
+    def apply(self, objects: list[Mapping[str, Any]]) -> None:
+        """Create *objects* as a cluster admin would ``kubectl apply`` them (Namespaces first)."""
+        for obj in sorted(objects, key=lambda o: o.get("kind") != "Namespace"):
+            meta = obj.get("metadata") or {}
+            kind = obj["kind"]
+            if self.objects.get(kind, meta.get("namespace"), meta["name"]) is None:
+                self.objects.create(obj)
+
     def write_kubeconfig(self, path: Path, *, token: str | None = None, namespace: str | None = "default",
                          context: str = "emulator") -> Path:
         cluster: dict[str, Any] = {"server": self.url}
@@ -1467,10 +1515,10 @@ class K8sServer:
         tmp.replace(path)
         return path
 
-    def write_service_account(self, directory: Path, *, namespace: str = "default") -> Path:
+    def write_service_account(self, directory: Path, *, namespace: str = "default", token: str | None = None) -> Path:
         """Files a pod's service account mount has (``token``, ``ca.crt``, ``namespace``), for in-cluster tests."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "token").write_text(self.token)
+        (directory / "token").write_text(token if token is not None else self.token)
         (directory / "namespace").write_text(namespace)
         if self.tls is not None:
             (directory / "ca.crt").write_bytes(self.tls.cert_file.read_bytes())
