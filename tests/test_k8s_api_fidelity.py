@@ -141,7 +141,8 @@ def test_rbac_verbs_subresources_names_groups_and_the_403(k8s_server: K8sServer,
         _binding("RoleBinding", "events", "ClusterRole", "event-lister", [{"kind": "Group", "name": "team"}]),
     ])
     for name in ("allowed", "secret-ish"):
-        k8s_objects.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}})
+        k8s_objects.create({"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": name, "namespace": "default"}})
     sa = client.CoreV1Api(_as(k8s_server, tmp_path, k8s_server.service_account_token("default", "sa")))
     sa.list_namespaced_pod("default")
     sa.read_namespaced_config_map("allowed", "default")

@@ -28,7 +28,8 @@ Sources (kubernetes/kubernetes):
   details ``{name, group, kind: <resource>}``;
 * service-account users: ``staging/src/k8s.io/apiserver/pkg/authentication/serviceaccount/util.go``
   ``MakeUsername``/``MakeGroupNames`` (groups ``system:serviceaccounts``, ``system:serviceaccounts:<ns>``), plus
-  ``system:authenticated`` added to every authenticated user (``.../authentication/group/authenticated_group_adder.go``).
+  ``system:authenticated`` added to every authenticated user
+  (``staging/src/k8s.io/apiserver/pkg/authentication/group/authenticated_group_adder.go``).
 
 Not modelled: non-resource URLs (discovery, ``/version``) are allowed to every authenticated user, as the
 bootstrap ``system:discovery`` and ``system:public-info-viewer`` ClusterRoles bound to ``system:authenticated``
