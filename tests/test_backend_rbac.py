@@ -1,0 +1,100 @@
+"""The mpijob backend and its launcher under the RBAC that ``k8s/`` grants (built with ``kubectl kustomize``).
+
+The API emulator authorises every request of these identities against the Roles and bindings of
+``k8s/cluster`` + ``k8s/overlays/aks-anf`` (``tests/doubles/rbac.py``): the submitter is a user in the
+``lane-detection-researchers`` group (the placeholder group the RoleBinding names), the launcher pod runs as
+``system:serviceaccount:lane-detection:mlflow-anf-launcher``. A verb the code uses and the manifests do not grant is
+a 403 here, as it would be on AKS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.doubles import rbac
+from tests.doubles.mpi_operator_sim import MPIOperatorSim
+from tests.test_backend_lifecycle import make_config, submit
+
+NS = "lane-detection"
+LAUNCHER_SA = "mlflow-anf-launcher"
+RESEARCHERS = "lane-detection-researchers"
+
+
+@pytest.fixture(scope="module")
+def granted() -> list[dict[str, Any]]:
+    return rbac.rbac_objects(rbac.build_kustomization("cluster") + rbac.build_kustomization("overlays/aks-anf"))
+
+
+@pytest.fixture
+def cluster(k8s_server: Any, k8s_objects: Any, granted: list[dict[str, Any]]) -> Any:
+    k8s_server.apply(granted)
+    k8s_objects.snapshot_class("anf-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS, size="100Gi")
+    return k8s_server
+
+
+@pytest.fixture
+def submitter_kubeconfig(cluster: Any, tmp_path: Path) -> Path:
+    token = cluster.add_identity(rbac.user("alice@example.com", RESEARCHERS))
+    return cluster.write_kubeconfig(tmp_path / "submitter-kubeconfig", token=token, namespace=NS)
+
+
+@pytest.fixture
+def launcher_operator(cluster: Any, tmp_path: Path) -> Any:
+    """The MPI operator simulator whose launcher reaches the API server as the launcher's service account."""
+    token = cluster.service_account_token(NS, LAUNCHER_SA)
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "launcher-kubeconfig", token=token, namespace=NS)
+    sim = MPIOperatorSim(kubeconfig=kubeconfig).install(cluster)
+    yield sim
+    sim.wait_idle()
+    if sim.runner_errors:
+        raise AssertionError(f"launcher runner crashed: {sim.runner_errors!r}")
+
+
+def _denied(server: Any) -> list[str]:
+    return [f"{r.verb} {r.plural} {r.path}" for r in server.requests() if r.status == 403]
+
+
+def test_a_run_with_data_and_model_snapshots_needs_only_what_k8s_grants(
+        cluster: Any, k8s_objects: Any, submitter_kubeconfig: Path, launcher_operator: Any, mlflow_store: Any,
+        sim_project: Path, snapshot_controller: Any) -> None:
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA,
+                      snapshot={"data": True, "model": True})
+    run = submit(cfg, mlflow_store, sim_project)
+    assert run.wait() is True, mlflow_store.client().get_run(run.run_id).data.tags
+    launcher = k8s_objects.list("MPIJob", NS)[0]["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
+    assert launcher["serviceAccountName"] == LAUNCHER_SA
+    info = mlflow_store.client().get_run(run.run_id)
+    assert info.info.status == "FINISHED"
+    assert {"mlflow_anf.snapshot.data.name", "mlflow_anf.snapshot.model.name"} <= set(info.data.tags)
+    assert _denied(cluster) == []
+
+
+def test_cancel_with_the_submitters_rights(cluster: Any, k8s_objects: Any, submitter_kubeconfig: Path,
+                                           launcher_operator: Any, mlflow_store: Any, sim_project: Path) -> None:
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA)
+    run = submit(cfg, mlflow_store, sim_project, sleep=30)
+    run.cancel()
+    assert mlflow_store.client().get_run(run.run_id).info.status == "KILLED"
+    for kind in ("Pod", "Job", "ConfigMap", "Service", "MPIJob"):
+        assert k8s_objects.list(kind, NS) == [], kind
+    # k8s/base/rbac.yaml: the submitter may not read Secrets; the cancel check skips them (trusting the GC)
+    assert _denied(cluster) == [f"list secrets /api/v1/namespaces/{NS}/secrets"]
+
+
+def test_the_launcher_account_cannot_submit_or_delete_jobs(cluster: Any, tmp_path: Path) -> None:
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    path = cluster.write_kubeconfig(tmp_path / "kc", token=cluster.service_account_token(NS, LAUNCHER_SA))
+    conf = client.Configuration()
+    config.load_kube_config(str(path), client_configuration=conf, persist_config=False)
+    custom = client.CustomObjectsApi(client.ApiClient(conf))
+    with pytest.raises(ApiException) as exc:
+        custom.list_namespaced_custom_object("kubeflow.org", "v2beta1", NS, "mpijobs")
+    assert exc.value.status == 403
+    assert 'User "system:serviceaccount:lane-detection:mlflow-anf-launcher" cannot list resource "mpijobs" in ' \
+           'API group "kubeflow.org" in the namespace "lane-detection"' in exc.value.body
