@@ -9,6 +9,7 @@ a 403 here, as it would be on AKS.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,5 +97,6 @@ def test_the_launcher_account_cannot_submit_or_delete_jobs(cluster: Any, tmp_pat
     with pytest.raises(ApiException) as exc:
         custom.list_namespaced_custom_object("kubeflow.org", "v2beta1", NS, "mpijobs")
     assert exc.value.status == 403
-    assert 'User "system:serviceaccount:lane-detection:mlflow-anf-launcher" cannot list resource "mpijobs" in ' \
-           'API group "kubeflow.org" in the namespace "lane-detection"' in exc.value.body
+    assert json.loads(exc.value.body)["message"] == (
+        'mpijobs.kubeflow.org is forbidden: User "system:serviceaccount:lane-detection:mlflow-anf-launcher" cannot '
+        'list resource "mpijobs" in API group "kubeflow.org" in the namespace "lane-detection"')
