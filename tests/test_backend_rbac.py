@@ -100,3 +100,74 @@ def test_the_launcher_account_cannot_submit_or_delete_jobs(cluster: Any, tmp_pat
     assert json.loads(exc.value.body)["message"] == (
         'mpijobs.kubeflow.org is forbidden: User "system:serviceaccount:lane-detection:mlflow-anf-launcher" cannot '
         'list resource "mpijobs" in API group "kubeflow.org" in the namespace "lane-detection"')
+
+
+# ---- the snapshot budget and snapshot.keep_last -----------------------------------------------------------------
+
+
+def _managed(run: str, stamp: str) -> dict[str, Any]:
+    from mlflow_anf.vocabulary import ANNOTATION_CREATED_AT, LABEL_MANAGED_BY, LABEL_RUN_ID, LABEL_SOURCE_PVC
+
+    return {"labels": {LABEL_MANAGED_BY: "mlflow-anf", LABEL_RUN_ID: run, LABEL_SOURCE_PVC: "tusimple-data"},
+            "annotations": {ANNOTATION_CREATED_AT: stamp}}
+
+
+def test_a_run_whose_two_snapshots_do_not_fit_is_refused_before_training(
+        cluster: Any, k8s_objects: Any, submitter_kubeconfig: Path, launcher_operator: Any, mlflow_store: Any,
+        sim_project: Path, snapshot_controller: Any) -> None:
+    from mlflow.exceptions import ExecutionException
+
+    for i in range(254):  # ANF: 255 per volume; the data snapshot would fit, the model snapshot would not
+        k8s_objects.volume_snapshot(f"old-{i:03d}", "tusimple-data", NS, snapshot_class="anf-snapclass")
+    k8s_objects.volume_snapshot("other-pvc", "elsewhere", NS, snapshot_class="anf-snapclass")  # not counted
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA,
+                      snapshot={"data": True, "model": True})
+    with pytest.raises(ExecutionException) as exc:
+        submit(cfg, mlflow_store, sim_project)
+    message = str(exc.value)
+    assert "snapshot budget" in message and f"PVC {NS}/tusimple-data: 254 VolumeSnapshots exist" in message
+    assert "takes 2 more" in message and "limit of 255" in message and "snapshot.keep_last" in message
+    assert k8s_objects.list("MPIJob", NS) == []  # nothing submitted, no hours of training lost
+    assert len(k8s_objects.list("VolumeSnapshot", NS)) == 255  # and no snapshot taken
+    (run,) = mlflow_store.client().search_runs([mlflow_store.experiment_id])
+    assert run.info.status == "FAILED" and "snapshot budget" in run.data.tags["mlflow_anf.backend.error"]
+    assert _denied(cluster) == []
+
+
+def test_keep_last_deletes_the_oldest_managed_snapshots_after_a_success_as_the_launcher(
+        cluster: Any, k8s_objects: Any, submitter_kubeconfig: Path, launcher_operator: Any, mlflow_store: Any,
+        sim_project: Path, snapshot_controller: Any) -> None:
+    for i, name in enumerate(("old-1", "old-2", "old-3")):
+        k8s_objects.volume_snapshot(name, "tusimple-data", NS, snapshot_class="anf-snapclass",
+                                    **_managed(f"run{i}", f"2026-01-0{i + 1}T00:00:00.000000Z"))
+    k8s_objects.volume_snapshot("in-flight", "tusimple-data", NS, snapshot_class="anf-snapclass", ready=False,
+                                **_managed("run9", "2026-01-04T00:00:00.000000Z"))
+    k8s_objects.volume_snapshot("by-hand", "tusimple-data", NS, snapshot_class="anf-snapclass")  # not ours
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA,
+                      snapshot={"data": True, "model": True, "keep_last": 2})
+    run = submit(cfg, mlflow_store, sim_project)
+    assert run.wait() is True
+    launcher_operator.wait_idle()
+    tags = mlflow_store.client().get_run(run.run_id).data.tags
+    mine = {tags["mlflow_anf.snapshot.data.name"], tags["mlflow_anf.snapshot.model.name"]}
+    left = {s["metadata"]["name"] for s in k8s_objects.list("VolumeSnapshot", NS)}
+    assert left == mine | {"in-flight", "by-hand"}, launcher_operator.pod_log(NS, _launcher_pod(k8s_objects))
+    assert _denied(cluster) == []
+
+
+def test_keep_last_never_runs_after_a_failure(cluster: Any, k8s_objects: Any, submitter_kubeconfig: Path,
+                                              launcher_operator: Any, mlflow_store: Any, sim_project: Path,
+                                              snapshot_controller: Any) -> None:
+    k8s_objects.volume_snapshot("old-1", "tusimple-data", NS, snapshot_class="anf-snapclass",
+                                **_managed("run0", "2026-01-01T00:00:00.000000Z"))
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA,
+                      snapshot={"data": True, "keep_last": 1})
+    run = submit(cfg, mlflow_store, sim_project, fail=3)
+    assert run.wait() is False
+    launcher_operator.wait_idle()
+    assert "old-1" in {s["metadata"]["name"] for s in k8s_objects.list("VolumeSnapshot", NS)}
+
+
+def _launcher_pod(k8s_objects: Any) -> str:
+    return next((p["metadata"]["name"] for p in k8s_objects.list("Pod", NS) if "launcher" in p["metadata"]["name"]),
+                "")
