@@ -171,3 +171,22 @@ def test_keep_last_never_runs_after_a_failure(cluster: Any, k8s_objects: Any, su
 def _launcher_pod(k8s_objects: Any) -> str:
     return next((p["metadata"]["name"] for p in k8s_objects.list("Pod", NS) if "launcher" in p["metadata"]["name"]),
                 "")
+
+
+def test_a_rejected_job_is_explained_by_its_events_selected_on_the_server(
+        cluster: Any, submitter_kubeconfig: Path, launcher_operator: Any, mlflow_store: Any,
+        sim_project: Path) -> None:
+    from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout
+
+    launcher_operator.behave("*", validation_error="spec.mpiReplicaSpecs[Worker].template: quota 'gpu' exceeded")
+    cfg = make_config(submitter_kubeconfig, mlflow_store, sim_project, namespace=NS, service_account=LAUNCHER_SA,
+                      submit_timeout_seconds=0.6)
+    run = submit(cfg, mlflow_store, sim_project)
+    with pytest.raises(MPIJobSubmitTimeout) as err:
+        run.wait()
+    assert "quota 'gpu' exceeded" in str(err.value)
+    lists = [r for r in cluster.requests() if r.plural == "events" and r.verb == "list"]
+    # involvedObject.name/kind are field labels a real server accepts: no unfiltered fallback list is needed
+    assert [(r.status, r.query.get("fieldSelector")) for r in lists] == [
+        (200, f"involvedObject.name={run.name},involvedObject.kind=MPIJob")]
+    assert _denied(cluster) == []
