@@ -190,3 +190,25 @@ def test_a_rejected_job_is_explained_by_its_events_selected_on_the_server(
     assert [(r.status, r.query.get("fieldSelector")) for r in lists] == [
         (200, f"involvedObject.name={run.name},involvedObject.kind=MPIJob")]
     assert _denied(cluster) == []
+
+
+def test_doctor_as_the_submitter_sees_what_the_manifests_grant(cluster: Any, k8s_objects: Any,
+                                                               submitter_kubeconfig: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    k8s_objects.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mlflow", "namespace": NS},
+                        "spec": {"ports": [{"port": 5000}]}})
+    cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
+           "kubeconfig": str(submitter_kubeconfig), "data_pvc": "tusimple-data",
+           "tracking_uri": f"http://mlflow.{NS}.svc.cluster.local:5000", "snapshot": {"data": True, "model": True}}
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps(cfg), "--tracking-uri", "sqlite:///local.db"])
+    assert "RBAC" in result.output and "every verb the backend needs is allowed" in result.output, result.output
+    assert _denied(cluster) == [], result.output
+    # the same doctor as someone the manifests do not bind sees the denials
+    stranger = cluster.write_kubeconfig(submitter_kubeconfig.parent / "stranger",
+                                        token=cluster.add_identity(rbac.user("mallory")), namespace=NS)
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps({**cfg, "kubeconfig": str(stranger)}),
+                                       "--tracking-uri", "sqlite:///local.db"])
+    assert result.exit_code != 0 and "denied create mpijobs" in result.output, result.output

@@ -418,7 +418,10 @@ class ApiEmulator(kmock.KubernetesScaffold):
             self._requests.append(request)
             record = self._record(request)
             try:
-                self._authorize(request, self._authenticate(request))
+                identity = self._authenticate(request)
+                if not identity.privileged and request.url.path == rbac.SSAR_PATH:
+                    return await self._self_subject_access_review(request, identity)
+                self._authorize(request, identity)
                 response = await self._handle(request)
             except kmock._internal.rendering.StreamingError as exc:  # the stream already started
                 raw_response = exc.args[0]
@@ -515,6 +518,25 @@ class ApiEmulator(kmock.KubernetesScaffold):
         if not rbac.allowed(objects, identity, attrs):
             message, details = rbac.forbidden_status(identity, attrs)
             raise api_error(403, "Forbidden", message, details)
+
+    async def _self_subject_access_review(self, request: kmock.Request,
+                                          identity: rbac.Identity) -> aiohttp.web.StreamResponse:
+        """``SelfSubjectAccessReview`` for an RBAC-checked identity, answered from the stored RBAC objects
+        (kubernetes/kubernetes ``pkg/registry/authorization/selfsubjectaccessreview/rest.go`` ``Create``: the
+        request's user, the spec's ``resourceAttributes``; every authenticated user may create one by the bootstrap
+        ``system:basic-user`` ClusterRole). Tokens of the emulator itself keep the tests' own reactions
+        (``serve_access_reviews``)."""
+        body = request.data if isinstance(request.data, Mapping) else {}
+        spec = (body.get("spec") or {}).get("resourceAttributes")
+        if str(request.method.value if hasattr(request.method, "value") else request.method).upper() != "POST" \
+                or not isinstance(spec, Mapping):
+            return await self._render_error(api_error(400, "BadRequest", "spec.resourceAttributes: Required value"))
+        attrs = rbac.Attributes(spec.get("verb") or "", spec.get("group") or "", spec.get("resource") or "",
+                                spec.get("subresource") or "", spec.get("namespace") or "", spec.get("name") or "")
+        objects = [obj.raw for (ref, _ns, _n), obj in self.store.items()
+                   if not obj.deleted and ref.group == rbac.RBAC_GROUP]
+        answer = {**body, "status": {"allowed": rbac.allowed(objects, identity, attrs)}}
+        return aiohttp.web.json_response(answer, status=201)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, PageNotFound) or (isinstance(exc, kmock.KubernetesEndpointNotFoundError)):
