@@ -80,8 +80,9 @@ FIELD_LABELS: dict[tuple[str, str], dict[str, _Getter]] = {
     ("", "Secret"): {**_META, "type": _path("type")},
     # AddFieldLabelConversionsForService
     ("", "Service"): {**_META, "spec.clusterIP": _path("spec", "clusterIP"), "spec.type": _path("spec", "type")},
-    # pkg/apis/batch/v1/conversion.go addConversionFuncs (Job)
-    ("batch", "Job"): {**_META, "status.successful": _path("status", "succeeded")},
+    # pkg/apis/batch/v1/conversion.go addConversionFuncs (Job); the value is strconv.Itoa(status.succeeded)
+    # (pkg/registry/batch/job/strategy.go SelectableFields), "0" when unset
+    ("batch", "Job"): {**_META, "status.successful": lambda o: _path("status", "succeeded")(o) or "0"},
 }
 
 #: kinds whose conversion function answers "field label not supported: <label>" (pkg/apis/core/v1/conversion.go,
