@@ -50,10 +50,15 @@ def _event_source(obj: Mapping[str, Any]) -> str:
     return _path("source", "component")(obj) or _path("reportingComponent")(obj)
 
 
-def _pod_ips(obj: Mapping[str, Any]) -> str:
-    # pkg/registry/core/pod/strategy.go ToSelectableFields: status.podIPs is the first and second IP joined by ","
-    ips = [(p or {}).get("ip", "") for p in ((obj.get("status") or {}).get("podIPs") or [])][:2]
-    return ",".join(ips)
+def _pod_ip(obj: Mapping[str, Any]) -> str:
+    # pkg/registry/core/pod/strategy.go ToSelectableFields: status.podIP is status.podIPs[0].ip
+    ips = (obj.get("status") or {}).get("podIPs") or []
+    return str((ips[0] or {}).get("ip", "")) if ips else _path("status", "podIP")(obj)
+
+
+def _host_network(obj: Mapping[str, Any]) -> str:
+    # same function: strconv.FormatBool(hostNetwork), "false" when unset
+    return "true" if (obj.get("spec") or {}).get("hostNetwork") is True else "false"
 
 
 _META: dict[str, _Getter] = {"metadata.name": _path("metadata", "name"),
@@ -71,8 +76,9 @@ FIELD_LABELS: dict[tuple[str, str], dict[str, _Getter]] = {
                   "spec.restartPolicy": _path("spec", "restartPolicy"),
                   "spec.schedulerName": _path("spec", "schedulerName"),
                   "spec.serviceAccountName": _path("spec", "serviceAccountName"),
-                  "spec.hostNetwork": _path("spec", "hostNetwork"), "status.phase": _path("status", "phase"),
-                  "status.podIP": _path("status", "podIP"), "status.podIPs": _pod_ips,
+                  "spec.hostNetwork": _host_network, "status.phase": _path("status", "phase"),
+                  # status.podIPs is accepted by the conversion but absent from ToSelectableFields: always ""
+                  "status.podIP": _pod_ip, "status.podIPs": lambda o: "",
                   "status.nominatedNodeName": _path("status", "nominatedNodeName")},
     # AddFieldLabelConversionsForNamespace: no metadata.namespace for a cluster-scoped kind
     ("", "Namespace"): {"metadata.name": _path("metadata", "name"), "status.phase": _path("status", "phase")},
