@@ -9,6 +9,8 @@ so :class:`ApiEmulator` extends ``kmock.KubernetesScaffold`` with its own state 
 * writes: server-set metadata (``uid``, ``resourceVersion``, ``creationTimestamp``, ``generation``), namespace
   existence, 409 AlreadyExists/Conflict, preconditions, finalizers and ``deletionTimestamp``, the ``status``
   subresource, merge/JSON patches, PUT, ``dryRun``; create answers ``201`` with the object;
+* field selectors per kind as the API server accepts them (``tests.doubles.k8s_fields``) and RBAC for the tokens of
+  registered identities (``tests.doubles.rbac``; :meth:`K8sServer.add_identity`, :meth:`K8sServer.apply`);
 * reads: lists with ``kind: <Kind>List``, ``apiVersion``, ``metadata.resourceVersion``, label and field selectors,
   ``limit``/``continue`` paging; errors as ``Status`` objects with the API server's reasons and messages
   (unknown API groups answer a plain ``404 page not found`` like the real server);
