@@ -226,6 +226,9 @@ class SnapshotSettings(_Strict):
     snapshot_class: str | None = Field(default=None, description="VolumeSnapshotClass (default: the cluster default)")
     model_pvc: str | None = Field(default=None, description="PVC holding the trained model (default: data_pvc)")
     timeout_seconds: float = Field(default=600, gt=0, description="how long to wait for readyToUse")
+    keep_last: int | None = Field(default=None, ge=1, description=(
+        "after a successful run, delete the oldest mlflow-anf VolumeSnapshots of the run's PVCs beyond N "
+        "(never this run's, nor one not yet ready); the launcher's account needs delete on volumesnapshots"))
 
     @field_validator("snapshot_class", "model_pvc")
     @classmethod

@@ -75,6 +75,8 @@ class LauncherOptions(BaseModel):
     model_snapshot: str | None = Field(default=None, description="namespace/pvc to snapshot after success")
     snapshot_class: str | None = None
     snapshot_timeout: float = 600.0
+    prune: list[str] = Field(default_factory=list, description="namespace/pvc volumes keep_last prunes")
+    keep_last: int | None = Field(default=None, ge=1)
     command: str
 
 
@@ -90,6 +92,8 @@ def parse_args(argv: Sequence[str]) -> LauncherOptions:
     parser.add_argument("--model-snapshot", default=None, metavar="NAMESPACE/PVC")
     parser.add_argument("--snapshot-class", default=None)
     parser.add_argument("--snapshot-timeout", type=float, default=600.0)
+    parser.add_argument("--prune", action="append", default=[], metavar="NAMESPACE/PVC")
+    parser.add_argument("--keep-last", type=int, default=None)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND (the entry-point shell command)")
     ns = parser.parse_args(list(argv))
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
@@ -313,6 +317,12 @@ def _close_run(opts: LauncherOptions, env: Mapping[str, str], run_id: str, clien
             error = redact(f"model snapshot of {opts.model_snapshot} failed: {exc}")
             out.write(f"[mlflow-anf launcher] {error}\n")
             rc, status = EXIT_SNAPSHOT_FAILED, "FAILED"
+    if rc == 0 and opts.keep_last and opts.prune and not child.killed:
+        try:  # the run succeeded: a failed clean-up is reported, never turned into a failure
+            deleted = prune_snapshots(opts, env, run_id)
+            out.write(f"[mlflow-anf launcher] keep_last={opts.keep_last}: deleted {', '.join(deleted) or 'nothing'}\n")
+        except Exception as exc:
+            out.write(redact(f"[mlflow-anf launcher] keep_last={opts.keep_last}: could not prune: {exc}\n"))
     tags = {TAG_LAUNCHER_EXIT_CODE: str(rc)}
     if error:
         tags[TAG_LAUNCHER_ERROR] = clip(error)
@@ -341,6 +351,19 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,
                                      kubeconfig=kubeconfig, in_cluster="false" if kubeconfig else None)
     return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client)
+
+
+def prune_snapshots(opts: LauncherOptions, env: Mapping[str, str], run_id: str) -> list[str]:
+    """``snapshot.keep_last`` after a success (:func:`mlflow_anf.backend.budget.prune_after_success`), reaching the
+    cluster as :func:`take_model_snapshot` does."""
+    from mlflow_anf.backend.budget import prune_after_success
+    from mlflow_anf.backend.snapshots import job_snapshot_provider
+
+    assert opts.keep_last is not None
+    kubeconfig = env.get("KUBECONFIG") or None
+    provider = job_snapshot_provider(opts.prune[0].split("/", 1)[0], timeout_s=opts.snapshot_timeout,
+                                     kubeconfig=kubeconfig, in_cluster="false" if kubeconfig else None)
+    return prune_after_success(provider, opts.prune, opts.keep_last, run_id)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

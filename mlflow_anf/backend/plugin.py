@@ -201,6 +201,7 @@ class MPIJobBackend(AbstractBackend):
         name, manifest = plan.job_name, plan.mpijob
         try:
             self._record_submission(client, run_id, config, plan)
+            self._check_snapshot_budget(config)
             self._snapshot_data(config, plan, client)
             call_with_retries(self._custom(api).create_namespaced_custom_object, GROUP, VERSION, config.namespace,
                               PLURAL, manifest, op=f"create MPIJob {config.namespace}/{name}",
@@ -250,6 +251,14 @@ class MPIJobBackend(AbstractBackend):
         if len(public) <= TAG_VALUE_MAX:
             client.set_tag(run_id, TAG_BACKEND_CONFIG, public)
         client.log_dict(run_id, redact(plan.mpijob), ARTIFACT_MPIJOB)
+
+    @staticmethod
+    def _check_snapshot_budget(config: MPIJobBackendConfig) -> None:
+        """Both of the run's snapshots must fit the per-volume limit before training starts (budget.py)."""
+        from mlflow_anf.backend.budget import check_snapshot_budget, planned_snapshots
+
+        if planned_snapshots(config):
+            check_snapshot_budget(config, csi_provider(config))
 
     def _snapshot_data(self, config: MPIJobBackendConfig, plan: JobPlan, client: Any) -> None:
         """Take the plan's data snapshot (its name and labels) and record it on the run."""

@@ -84,6 +84,12 @@ def launcher_args(config: MPIJobBackendConfig, req: JobRequest) -> list[str]:
                  "--snapshot-timeout", f"{config.snapshot.timeout_seconds:g}"]
         if config.snapshot.snapshot_class:
             args += ["--snapshot-class", config.snapshot.snapshot_class]
+    if config.snapshot.keep_last:  # pruned by the launcher after a success (mlflow_anf.backend.budget)
+        from mlflow_anf.backend.budget import planned_snapshots
+
+        for pvc in planned_snapshots(config):
+            args += ["--prune", f"{config.namespace}/{pvc}"]
+        args += ["--keep-last", str(config.snapshot.keep_last)]
     return [*args, "--", req.command]
 
 

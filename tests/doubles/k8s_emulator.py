@@ -9,6 +9,8 @@ so :class:`ApiEmulator` extends ``kmock.KubernetesScaffold`` with its own state 
 * writes: server-set metadata (``uid``, ``resourceVersion``, ``creationTimestamp``, ``generation``), namespace
   existence, 409 AlreadyExists/Conflict, preconditions, finalizers and ``deletionTimestamp``, the ``status``
   subresource, merge/JSON patches, PUT, ``dryRun``; create answers ``201`` with the object;
+* field selectors per kind as the API server accepts them (``tests.doubles.k8s_fields``) and RBAC for the tokens of
+  registered identities (``tests.doubles.rbac``; :meth:`K8sServer.add_identity`, :meth:`K8sServer.apply`);
 * reads: lists with ``kind: <Kind>List``, ``apiVersion``, ``metadata.resourceVersion``, label and field selectors,
   ``limit``/``continue`` paging; errors as ``Status`` objects with the API server's reasons and messages
   (unknown API groups answer a plain ``404 page not found`` like the real server);
@@ -58,6 +60,8 @@ import attrs
 import kmock
 import pytest
 import yaml
+
+from tests.doubles import k8s_fields, rbac
 
 SNAPSHOT_GROUP = "snapshot.storage.k8s.io"
 SNAPSHOT_API = f"{SNAPSHOT_GROUP}/v1"
@@ -116,6 +120,12 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
     ResourceType("batch", "v1", "jobs", "Job", True, frozenset({"status"}), "job"),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
                  frozenset({"status"}), "customresourcedefinition", ("crd", "crds")),
+    # RBAC objects: what tests.doubles.rbac authorises identities' requests against
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role", True, frozenset(), "role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, frozenset(), "rolebinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False, frozenset(), "clusterrole"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False, frozenset(),
+                 "clusterrolebinding"),
 )
 
 _VALIDATED_BUILTINS = {"PersistentVolumeClaim", "PersistentVolume", "Pod", "Service", "ConfigMap", "Job",
@@ -214,31 +224,18 @@ def parse_label_selector(text: str | None) -> list[_Requirement]:
     return reqs
 
 
-def parse_field_selector(text: str | None) -> list[tuple[str, bool, str]]:
-    """``metadata.name`` / ``metadata.namespace`` selectors (all a CRD supports) as ``(field, equal, value)``."""
-    if not text or not text.strip():
-        return []
-    out = []
-    for part in text.split(","):
-        m = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*(.*?)\s*$", part)
-        if not m:
-            raise ValueError(f"invalid field selector: {part.strip()!r}")
-        if m.group(1) not in ("metadata.name", "metadata.namespace"):
-            raise ValueError(f'field label not supported: "{m.group(1)}"')
-        out.append((m.group(1), m.group(2) != "!=", m.group(3)))
-    return out
+def parse_field_selector(text: str | None, rtype: ResourceType | None = None) -> list[Any]:
+    """The kind's field labels as a real server accepts them (``tests.doubles.k8s_fields``, cited there)."""
+    if rtype is None:
+        return k8s_fields.parse_field_selector(text)
+    return k8s_fields.parse_field_selector(text, rtype.group, rtype.kind, custom=rtype.crd)
 
 
-def _selected(obj: Mapping[str, Any], labels: list[_Requirement], fields: list[tuple[str, bool, str]]) -> bool:
-    meta = obj.get("metadata") or {}
-    obj_labels = meta.get("labels") or {}
+def _selected(obj: Mapping[str, Any], labels: list[_Requirement], fields: list[Any]) -> bool:
+    obj_labels = (obj.get("metadata") or {}).get("labels") or {}
     if not all(req.matches(obj_labels) for req in labels):
         return False
-    for name, equal, value in fields:
-        actual = meta.get(name.split(".", 1)[1]) or ""
-        if (actual == value) != equal:
-            return False
-    return True
+    return k8s_fields.field_selected(obj, fields)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -349,6 +346,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
     _changed: asyncio.Event | None = attrs.field(default=None, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     open_watches: int = attrs.field(default=0, init=False)
+    identities: dict[str, rbac.Identity] = attrs.field(factory=dict, init=False)  # token -> RBAC-checked user
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # discovery endpoints + catch-all 404 from kmock
@@ -422,7 +420,10 @@ class ApiEmulator(kmock.KubernetesScaffold):
             self._requests.append(request)
             record = self._record(request)
             try:
-                self._authenticate(request)
+                identity = self._authenticate(request)
+                if not identity.privileged and request.url.path == rbac.SSAR_PATH:
+                    return await self._self_subject_access_review(request, identity)
+                self._authorize(request, identity)
                 response = await self._handle(request)
             except kmock._internal.rendering.StreamingError as exc:  # the stream already started
                 raw_response = exc.args[0]
@@ -493,13 +494,51 @@ class ApiEmulator(kmock.KubernetesScaffold):
         self._log_by_id[request.id] = record
         return record
 
-    def _authenticate(self, request: kmock.Request) -> None:
+    def _authenticate(self, request: kmock.Request) -> rbac.Identity:
+        """The emulator's own token is ``system:masters``; a token of :attr:`identities` is that user."""
         if self.token is None or request.url.path in ("/version", "/healthz", "/livez", "/readyz"):
-            return
+            return rbac.ADMIN
         header = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(value.strip(), self.token):
-            raise api_error(401, "Unauthorized", "Unauthorized")
+        if scheme.lower() == "bearer":
+            if secrets.compare_digest(value.strip(), self.token):
+                return rbac.ADMIN
+            if value.strip() in self.identities:
+                return self.identities[value.strip()]
+        raise api_error(401, "Unauthorized", "Unauthorized")
+
+    def _authorize(self, request: kmock.Request, identity: rbac.Identity) -> None:
+        """RBAC for resource requests (``tests.doubles.rbac``, cited there); a denial is the server's 403."""
+        route = parse_api_path(request.url.path)
+        if identity.privileged or route is None:
+            return  # non-resource URLs: system:discovery / system:public-info-viewer allow them to everyone
+        method = str(request.method.value if hasattr(request.method, "value") else request.method)
+        attrs = rbac.request_attributes(method, route.group, route.plural, route.subresource, route.namespace,
+                                        route.name, request.params)
+        objects = [obj.raw for (ref, _ns, _n), obj in self.store.items()
+                   if not obj.deleted and ref.group == rbac.RBAC_GROUP]
+        if not rbac.allowed(objects, identity, attrs):
+            message, details = rbac.forbidden_status(identity, attrs)
+            raise api_error(403, "Forbidden", message, details)
+
+    async def _self_subject_access_review(self, request: kmock.Request,
+                                          identity: rbac.Identity) -> aiohttp.web.StreamResponse:
+        """``SelfSubjectAccessReview`` for an RBAC-checked identity, answered from the stored RBAC objects
+        (kubernetes/kubernetes ``pkg/registry/authorization/selfsubjectaccessreview/rest.go`` ``Create``: the
+        request's user, the spec's ``resourceAttributes``; every authenticated user may create one by the bootstrap
+        ``system:basic-user`` ClusterRole). Tokens of the emulator itself keep the tests' own reactions
+        (``serve_access_reviews``)."""
+        body = request.data if isinstance(request.data, Mapping) else {}
+        spec = (body.get("spec") or {}).get("resourceAttributes")
+        if str(request.method.value if hasattr(request.method, "value") else request.method).upper() != "POST" \
+                or not isinstance(spec, Mapping):
+            return await self._render_error(api_error(400, "BadRequest", "spec.resourceAttributes: Required value"))
+        attrs = rbac.Attributes(spec.get("verb") or "", spec.get("group") or "", spec.get("resource") or "",
+                                spec.get("subresource") or "", spec.get("namespace") or "", spec.get("name") or "")
+        objects = [obj.raw for (ref, _ns, _n), obj in self.store.items()
+                   if not obj.deleted and ref.group == rbac.RBAC_GROUP]
+        answer = {**body, "status": {"allowed": rbac.allowed(objects, identity, attrs)}}
+        return aiohttp.web.json_response(answer, status=201)
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         if isinstance(exc, PageNotFound) or (isinstance(exc, kmock.KubernetesEndpointNotFoundError)):
@@ -530,7 +569,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
                 raise api_error(400, "BadRequest", "watch of a single object: use a list watch with a fieldSelector")
             try:
                 labels = parse_label_selector(params.get("labelSelector"))
-                fields = parse_field_selector(params.get("fieldSelector"))
+                fields = parse_field_selector(params.get("fieldSelector"), rtype)
             except ValueError as exc:
                 raise api_error(400, "BadRequest", str(exc)) from None
             return kmock.Response(status=200, payload=self._watch(request, rtype, ns, labels, fields))
@@ -600,7 +639,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
         self, rtype: ResourceType, namespace: str | None = None, label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        labels, fields = parse_label_selector(label_selector), parse_field_selector(field_selector)
+        labels, fields = parse_label_selector(label_selector), parse_field_selector(field_selector, rtype)
         out = []
         for (ref, ns, _name), obj in self.store.items():
             if ref != rtype.ref or obj.deleted:
@@ -870,7 +909,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _watch(
         self, request: kmock.Request, rtype: ResourceType, ns: str | None, labels: list[_Requirement],
-        fields: list[tuple[str, bool, str]],
+        fields: list[Any],
     ) -> Any:
         params = request.params
         timeout = min(float(params.get("timeoutSeconds") or self.max_watch_s), self.max_watch_s)
@@ -889,7 +928,7 @@ class ApiEmulator(kmock.KubernetesScaffold):
 
     async def _watch_events(
         self, request: kmock.Request, rtype: ResourceType, ns: str | None, labels: list[_Requirement],
-        fields: list[tuple[str, bool, str]], deadline: float, since_text: str,
+        fields: list[Any], deadline: float, since_text: str,
     ) -> Any:
         loop = asyncio.get_running_loop()
         yield b""  # send the headers now
@@ -1603,6 +1642,28 @@ class K8sServer:
 
     # ---- client configuration -------------------------------------------------------------------------------
 
+    def add_identity(self, identity: rbac.Identity) -> str:
+        """A bearer token whose requests are made as *identity* and authorised by RBAC (``tests.doubles.rbac``)."""
+        token = "emulator-user-" + secrets.token_hex(12)
+
+        def register() -> None:
+            self._api().identities[token] = identity
+
+        self.call(register)
+        return token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """The token a pod running as service account *namespace/name* would have mounted."""
+        return self.add_identity(rbac.service_account(namespace, name))
+
+    def apply(self, objects: list[Mapping[str, Any]]) -> None:
+        """Create *objects* as a cluster admin would ``kubectl apply`` them (Namespaces first)."""
+        for obj in sorted(objects, key=lambda o: o.get("kind") != "Namespace"):
+            meta = obj.get("metadata") or {}
+            kind = obj["kind"]
+            if self.objects.get(kind, meta.get("namespace"), meta["name"]) is None:
+                self.objects.create(obj)
+
     def write_kubeconfig(self, path: Path, *, token: str | None = None, namespace: str | None = "default",
                          context: str = "emulator") -> Path:
         cluster: dict[str, Any] = {"server": self.url}
@@ -1623,10 +1684,10 @@ class K8sServer:
         tmp.replace(path)
         return path
 
-    def write_service_account(self, directory: Path, *, namespace: str = "default") -> Path:
+    def write_service_account(self, directory: Path, *, namespace: str = "default", token: str | None = None) -> Path:
         """Files a pod's service account mount has (``token``, ``ca.crt``, ``namespace``), for in-cluster tests."""
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "token").write_text(self.token)
+        (directory / "token").write_text(token if token is not None else self.token)
         (directory / "namespace").write_text(namespace)
         if self.tls is not None:
             (directory / "ca.crt").write_bytes(self.tls.cert_file.read_bytes())
