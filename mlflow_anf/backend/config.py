@@ -29,6 +29,7 @@ from mlflow_anf.k8s.naming import (
     is_label_key,
     is_valid_label_value,
 )
+from mlflow_anf.backend.model_volume import model_volume, mount_problems
 from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
@@ -171,6 +172,7 @@ def plain_secrets(data: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 EnvName = Annotated[str, AfterValidator(_env_name)]
+AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
 PlainEnvName = Annotated[str, AfterValidator(_plain_env_name)]
 
 
@@ -224,7 +226,9 @@ class SnapshotSettings(_Strict):
     data: bool = Field(default=False, description="snapshot the data PVC before submitting and record it on the run")
     model: bool = Field(default=False, description="snapshot the model PVC from the launcher after a successful run")
     snapshot_class: str | None = Field(default=None, description="VolumeSnapshotClass (default: the cluster default)")
-    model_pvc: str | None = Field(default=None, description="PVC holding the trained model (default: data_pvc)")
+    model_pvc: str | None = Field(default=None, description="PVC holding the trained model (default: data_pvc); "
+                                  "output_dir must be on it (mlflow_anf.backend.model_volume)")
+    model_mount_path: AbsPath | None = Field(default=None, description="mount path of a separate model_pvc (/models)")
     timeout_seconds: float = Field(default=600, gt=0, description="how long to wait for readyToUse")
 
     @field_validator("snapshot_class", "model_pvc")
@@ -429,6 +433,7 @@ class MPIJobBackendConfig(_Strict):
             problems.append(("snapshot.model", "needs snapshot.model_pvc or data_pvc"))
         if self.snapshot.model_pvc and not self.snapshot.model:
             problems.append(("snapshot.model_pvc", "set but snapshot.model is false"))
+        problems += mount_problems(self)
         if self.data_pvc is None and self.data_mount_path != "/mnt":
             problems.append(("data_mount_path", "set but data_pvc is not"))
         overlap = sorted(set(self.env) & set(self.secret_env))
@@ -445,6 +450,9 @@ class MPIJobBackendConfig(_Strict):
         return self
 
     # --- derived values --------------------------------------------------------------------------------------
+    def model_volume(self) -> tuple[str, str] | None:
+        return model_volume(self)  # (pvc, mount path) of the model snapshot's volume
+
     @property
     def workers(self) -> int:
         """Number of worker pods."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
     TAG_LAUNCHER_ERROR,
@@ -73,9 +73,18 @@ class LauncherOptions(BaseModel):
     log_artifact: str = LAUNCHER_LOG_ARTIFACT
     mpi_args: list[str] = Field(default_factory=list)
     model_snapshot: str | None = Field(default=None, description="namespace/pvc to snapshot after success")
+    model_path: str | None = Field(default=None, description="where the model is inside that volume (its root: '')")
     snapshot_class: str | None = None
     snapshot_timeout: float = 600.0
     command: str
+
+    @model_validator(mode="after")
+    def _model_path_with_snapshot(self) -> LauncherOptions:
+        # a model snapshot is recorded only where the backend found the model on the volume (issue #13)
+        if self.model_snapshot is not None and self.model_path is None:
+            raise ValueError("--model-snapshot needs --model-path (where the entry point writes the model inside "
+                             "that volume); without it the snapshot would not be known to hold the model")
+        return self
 
 
 def parse_args(argv: Sequence[str]) -> LauncherOptions:
@@ -88,6 +97,7 @@ def parse_args(argv: Sequence[str]) -> LauncherOptions:
     parser.add_argument("--log-artifact", default=LAUNCHER_LOG_ARTIFACT)
     parser.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args")
     parser.add_argument("--model-snapshot", default=None, metavar="NAMESPACE/PVC")
+    parser.add_argument("--model-path", default=None, metavar="PATH")
     parser.add_argument("--snapshot-class", default=None)
     parser.add_argument("--snapshot-timeout", type=float, default=600.0)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND (the entry-point shell command)")
@@ -340,7 +350,9 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     kubeconfig = env.get("KUBECONFIG") or None
     provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,
                                      kubeconfig=kubeconfig, in_cluster="false" if kubeconfig else None)
-    return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client)
+    # artifact_path: the recorded artifact_uri points at the model inside the snapshot, not at the volume's root
+    return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client,
+                            artifact_path=opts.model_path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
