@@ -29,7 +29,7 @@ from mlflow_anf.k8s.naming import (
     is_label_key,
     is_valid_label_value,
 )
-from mlflow_anf.backend.model_volume import model_volume, mount_problems
+from mlflow_anf.backend.model_volume import model_volume, mount_problems, warn_runai_namespace
 from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
@@ -241,7 +241,7 @@ class MPIJobBackendConfig(_Strict):
     """Everything the ``mpijob`` backend needs; see ``docs/aks-anf.md`` for a worked example."""
 
     # where
-    namespace: str = Field(description="namespace of the MPIJob (Run:AI: runai-<project>)")
+    namespace: str = Field(description="namespace of the MPIJob (Run:AI: runai-<project> or the project's own)")
     kubeconfig: str | None = Field(
         default=None, description="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     kube_context: str | None = None
@@ -421,8 +421,7 @@ class MPIJobBackendConfig(_Strict):
             if not self.runai_project:
                 problems.append(("runai_project", "required when scheduler is 'runai'"))
             elif self.namespace != f"runai-{self.runai_project}":
-                problems.append(("namespace", f"Run:AI project {self.runai_project!r} runs in namespace "
-                                              f"'runai-{self.runai_project}', not {self.namespace!r}"))
+                warn_runai_namespace(self.runai_project, self.namespace)  # a project may use any namespace
         elif self.runai_project:
             problems.append(("runai_project", "only used with scheduler 'runai'"))
         if self.require_image_digest and "@sha256:" not in self.image:
