@@ -255,3 +255,16 @@ def test_model_snapshot_of_the_model_pvc_resolves_to_the_model(k8s_server, k8s_o
 
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / "dl"))
     assert (Path(local) / "MLmodel").read_text() == "flavors: {}\n"
+
+
+@pytest.mark.parametrize(("hook", "fragment"), [
+    ("{param: output_dir, path: ../elsewhere}", "mlflow_anf.model_output.train.path: '../elsewhere' must be"),
+    ("{param: 'output-dir'}", "mlflow_anf.model_output.train.param: 'output-dir' is not a parameter name"),
+    ("{param: output_dir, where: model}", "mlflow_anf.model_output.train.where: Extra inputs"),
+])
+def test_bad_model_output_declaration_names_the_mlproject_key(project: Path, hook: str, fragment: str) -> None:
+    text = (project / "MLproject").read_text().replace("{param: output_dir, path: model}", hook)
+    (project / "MLproject").write_text(text)
+    with pytest.raises(EntryPointParamError) as err:
+        model_location(project, _ep(project), {"output_dir": "/mnt/models"}, _cfg(snapshot={"model": True}))
+    assert fragment in str(err.value) and str(project / "MLproject") in str(err.value)
