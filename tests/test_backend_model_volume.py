@@ -268,3 +268,24 @@ def test_bad_model_output_declaration_names_the_mlproject_key(project: Path, hoo
     with pytest.raises(EntryPointParamError) as err:
         model_location(project, _ep(project), {"output_dir": "/mnt/models"}, _cfg(snapshot={"model": True}))
     assert fragment in str(err.value) and str(project / "MLproject") in str(err.value)
+
+
+def test_launcher_takes_no_model_snapshot_when_the_mounted_volume_lacks_the_model(tmp_path, monkeypatch) -> None:
+    from mlflow_anf.backend import launcher
+
+    mount = tmp_path / "models"
+    mount.mkdir()
+    opts = parse_args(launcher_args(_cfg(snapshot={"model": True, "model_pvc": "models",
+                                                   "model_mount_path": str(mount)}), REQ))
+    assert opts.model_mount == str(mount) and opts.model_path == "models/model"
+    taken: list[Any] = []
+    monkeypatch.setattr("mlflow_anf.backend.snapshots.job_snapshot_provider", lambda *a, **k: "provider")
+    monkeypatch.setattr("mlflow_anf.tracking.snapshot_and_log", lambda *a, **k: taken.append((a, k)) or "snap")
+    # in a pod the PVC is a mount point; here a directory stands in for it
+    monkeypatch.setattr(launcher.os.path, "ismount", lambda p: p == str(mount))
+    with pytest.raises(launcher.LauncherError, match="wrote no model at .*models/model on the model volume"):
+        launcher.take_model_snapshot(opts, {}, RUN_ID, client=None)
+    assert taken == []
+    (mount / "models" / "model").mkdir(parents=True)
+    assert launcher.take_model_snapshot(opts, {}, RUN_ID, client=None) == "snap"
+    assert taken[0][0][1:3] == (f"{NS}/models", "model") and taken[0][1]["artifact_path"] == "models/model"

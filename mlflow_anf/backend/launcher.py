@@ -74,6 +74,7 @@ class LauncherOptions(BaseModel):
     mpi_args: list[str] = Field(default_factory=list)
     model_snapshot: str | None = Field(default=None, description="namespace/pvc to snapshot after success")
     model_path: str | None = Field(default=None, description="where the model is inside that volume (its root: '')")
+    model_mount: str | None = Field(default=None, description="where that volume is mounted in this pod")
     snapshot_class: str | None = None
     snapshot_timeout: float = 600.0
     command: str
@@ -98,6 +99,7 @@ def parse_args(argv: Sequence[str]) -> LauncherOptions:
     parser.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args")
     parser.add_argument("--model-snapshot", default=None, metavar="NAMESPACE/PVC")
     parser.add_argument("--model-path", default=None, metavar="PATH")
+    parser.add_argument("--model-mount", default=None, metavar="DIR")
     parser.add_argument("--snapshot-class", default=None)
     parser.add_argument("--snapshot-timeout", type=float, default=600.0)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND (the entry-point shell command)")
@@ -336,6 +338,19 @@ def _close_run(opts: LauncherOptions, env: Mapping[str, str], run_id: str, clien
     return rc
 
 
+def check_model_on_volume(opts: LauncherOptions) -> None:
+    """Refuse the model snapshot when the model volume is mounted here and the model is not on it: a snapshot of a
+    volume that does not hold the model is never recorded as the run's model. (Where the volume is not a mount point
+    here - a launcher run outside a pod - there is nothing to look at and the backend's check before submitting
+    stands alone.)"""
+    if not opts.model_mount or not os.path.ismount(opts.model_mount):
+        return
+    model = Path(opts.model_mount, opts.model_path or "")
+    if not model.exists():
+        raise LauncherError(f"the entry point exited 0 but wrote no model at {model} on the model volume "
+                            f"{opts.model_snapshot}; no model snapshot taken")
+
+
 def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: str, client: Any) -> Any:
     """Snapshot ``opts.model_snapshot`` (namespace/pvc) with the csi provider and record it on the run.
 
@@ -346,6 +361,7 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     from mlflow_anf.tracking import snapshot_and_log
 
     assert opts.model_snapshot is not None
+    check_model_on_volume(opts)
     namespace = opts.model_snapshot.split("/", 1)[0]
     kubeconfig = env.get("KUBECONFIG") or None
     provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,

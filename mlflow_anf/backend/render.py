@@ -87,6 +87,7 @@ def launcher_args(config: MPIJobBackendConfig, req: JobRequest) -> list[str]:
             raise ValueError("snapshot.model: the request has no model_path (where the entry point writes the model "
                              "on the model volume; mlflow_anf.backend.params.model_location finds it)")
         args += ["--model-snapshot", f"{config.namespace}/{model[0]}", f"--model-path={req.model_path}",
+                 "--model-mount", model[1],
                  "--snapshot-timeout", f"{config.snapshot.timeout_seconds:g}"]
         if config.snapshot.snapshot_class:
             args += ["--snapshot-class", config.snapshot.snapshot_class]
