@@ -281,11 +281,11 @@ def test_launcher_takes_no_model_snapshot_when_the_mounted_volume_lacks_the_mode
     taken: list[Any] = []
     monkeypatch.setattr("mlflow_anf.backend.snapshots.job_snapshot_provider", lambda *a, **k: "provider")
     monkeypatch.setattr("mlflow_anf.tracking.snapshot_and_log", lambda *a, **k: taken.append((a, k)) or "snap")
-    # in a pod the PVC is a mount point; here a directory stands in for it
-    monkeypatch.setattr(launcher.os.path, "ismount", lambda p: p == str(mount))
+    # in a pod (the kubelet always sets KUBERNETES_SERVICE_HOST) the model volume is mounted: the model must be there
+    pod_env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
     with pytest.raises(launcher.LauncherError, match="wrote no model at .*models/model on the model volume"):
-        launcher.take_model_snapshot(opts, {}, RUN_ID, client=None)
+        launcher.take_model_snapshot(opts, pod_env, RUN_ID, client=None)
     assert taken == []
     (mount / "models" / "model").mkdir(parents=True)
-    assert launcher.take_model_snapshot(opts, {}, RUN_ID, client=None) == "snap"
+    assert launcher.take_model_snapshot(opts, pod_env, RUN_ID, client=None) == "snap"
     assert taken[0][0][1:3] == (f"{NS}/models", "model") and taken[0][1]["artifact_path"] == "models/model"

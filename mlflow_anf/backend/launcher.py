@@ -338,12 +338,15 @@ def _close_run(opts: LauncherOptions, env: Mapping[str, str], run_id: str, clien
     return rc
 
 
-def check_model_on_volume(opts: LauncherOptions) -> None:
-    """Refuse the model snapshot when the model volume is mounted here and the model is not on it: a snapshot of a
-    volume that does not hold the model is never recorded as the run's model. (Where the volume is not a mount point
-    here - a launcher run outside a pod - there is nothing to look at and the backend's check before submitting
-    stands alone.)"""
-    if not opts.model_mount or not os.path.ismount(opts.model_mount):
+def check_model_on_volume(opts: LauncherOptions, env: Mapping[str, str]) -> None:
+    """Refuse the model snapshot when the model is not on the model volume mounted in this pod: a snapshot of a
+    volume that does not hold the model is never recorded as the run's model.
+
+    Only in a pod: the kubelet sets ``KUBERNETES_SERVICE_HOST`` in every container, even with
+    ``enableServiceLinks: false`` (kubernetes/kubernetes ``pkg/kubelet/kubelet_pods.go``, ``getServiceEnvVarMap``:
+    the master service's variables are always added). A launcher run elsewhere (the tests' simulated operator runs it
+    in-process) has no pod mounts to look at; the backend's check before submitting stands alone there."""
+    if not opts.model_mount or not env.get("KUBERNETES_SERVICE_HOST"):
         return
     model = Path(opts.model_mount, opts.model_path or "")
     if not model.exists():
@@ -361,7 +364,7 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     from mlflow_anf.tracking import snapshot_and_log
 
     assert opts.model_snapshot is not None
-    check_model_on_volume(opts)
+    check_model_on_volume(opts, env)
     namespace = opts.model_snapshot.split("/", 1)[0]
     kubeconfig = env.get("KUBECONFIG") or None
     provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,
