@@ -60,7 +60,9 @@ def test_render_passes_the_entry_points_snapshot_switch_through(crds_dir: Path) 
     cfg = {"namespace": "lane-detection", "image": "registry.example.com/lanedet:0.1.0", "processes": 2,
            "data_pvc": "tusimple-data", "tracking_uri": "http://mlflow.lane-detection.svc:5000",
            "snapshot": {"data": True, "model": True}}
-    args = ["render", str(REPO_ROOT), "-e", "train", "-P", "data_dir=/mnt/tusimple", "-c", json.dumps(cfg)]
+    # output_dir on the snapshotted volume (data_pvc at /mnt): the model snapshot must hold the model (issue #13)
+    args = ["render", str(REPO_ROOT), "-e", "train", "-P", "data_dir=/mnt/tusimple", "-P", "output_dir=/mnt/models",
+            "-c", json.dumps(cfg)]
     for extra, expected in (([], "true"), (["-P", "enable_snapshot=false"], "false"),
                             (["-P", "enable_snapshot=true"], "true")):
         result = _runner().invoke(main, args + extra)

@@ -58,8 +58,12 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"tolerations": [{"kee": "sku"}]}, "tolerations[0].kee", "unknown key (did you mean 'key'?)"),
     ({"scheduler": "volcano"}, "scheduler", "'default' or 'runai'"),
     ({"scheduler": "runai"}, "runai_project", "required when scheduler is 'runai'"),
-    ({"scheduler": "runai", "runai_project": "lane-detection"}, "namespace", "runs in namespace "
-                                                                             "'runai-lane-detection'"),
+    # (a Run:AI project in a namespace other than runai-<project> is accepted with a warning:
+    # tests/test_backend_model_volume.py::test_runai_project_in_a_custom_namespace_is_a_warning)
+    ({"snapshot": {"model": True, "model_pvc": "models", "model_mount_path": "models"}},
+     "snapshot.model_mount_path", "must be an absolute path"),
+    ({"data_pvc": "data", "snapshot": {"model": True, "model_pvc": "models", "model_mount_path": "/mnt/m"}},
+     "snapshot.model_mount_path", "is inside data_mount_path '/mnt'"),
     ({"runai_project": "lane-detection"}, "runai_project", "only used with scheduler 'runai'"),
     ({"mpi_implementation": "OpenMPI5"}, "mpi_implementation", "'OpenMPI', 'Intel' or 'MPICH'"),
     ({"launcher": "srun"}, "launcher", "'horovodrun' or 'mpirun'"),

@@ -189,3 +189,39 @@ def test_the_tracking_servers_store_uri_loads_the_driver_the_image_installs(buil
     assert engine.dialect.driver == "psycopg2"
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert re.search(r"psycopg2-binary==[\d.]+", dockerfile), "the image must install the driver the URI names"
+
+
+@pytest.mark.parametrize(("example", "output_dir", "model_path", "claims"), [
+    ("backend-config.json", "/mnt/models", "models/model", {"data": "tusimple-data"}),
+    ("backend-config-model-pvc.json", "/models/lanedet", "lanedet/model",
+     {"data": "tusimple-data", "model": "lanedet-models"}),
+])
+def test_example_backend_configs_snapshot_the_model_where_train_writes_it(
+        example: str, output_dir: str, model_path: str, claims: dict[str, str]) -> None:
+    """k8s/examples' backend configs with the -P output_dir their comments (model-pvc.yaml) give: the model volume
+    is mounted in every pod, the launcher snapshots the volume holding output_dir/model and records the model's
+    path in it; the MLproject default output_dir (`outputs`, in the image) is refused naming output_dir."""
+    from mlflow.projects.utils import load_project
+
+    from mlflow_anf.backend.params import EntryPointParamError, model_location
+    from mlflow_anf.backend.render import JobRequest, render_mpijob
+
+    config = load_backend_config(str(K8S / "examples" / example))
+    train = load_project(str(REPO)).get_entry_point("train")
+    path = model_location(REPO, train, {"data_dir": "/mnt/tusimple", "output_dir": output_dir}, config)
+    assert path == model_path
+    with pytest.raises(EntryPointParamError, match="-P output_dir: 'outputs' is /workspace/outputs in the pods"):
+        model_location(REPO, train, {"data_dir": "/mnt/tusimple"}, config)
+    job = render_mpijob(config, JobRequest(run_id="0" * 32, experiment_id="1", tracking_uri="http://m:5000",
+                                           command="true", model_path=path))
+    for role in ("Launcher", "Worker"):
+        spec = job["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]
+        got = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if
+               "persistentVolumeClaim" in v}
+        assert got == (claims if role == "Worker" else {k: v for k, v in claims.items() if k == list(claims)[-1]})
+    args = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--model-path={model_path}" in args
+    if "model" in claims:
+        pvc = yaml.safe_load((K8S / "examples" / "model-pvc.yaml").read_text())
+        validate_builtin(pvc)
+        assert pvc["metadata"]["name"] == claims["model"] and pvc["spec"]["accessModes"] == ["ReadWriteMany"]

@@ -32,7 +32,7 @@ RUN_ID = "0123456789abcdef0123456789abcdef"
 BASE = {"namespace": "lane-detection", "image": "registry.example.com/lanedet-train@sha256:" + "a" * 64}
 REQ = JobRequest(run_id=RUN_ID, experiment_id="7", tracking_uri="http://mlflow.lane-detection.svc:5000",
                  command="python -m mlflow_anf_lanedet.cli train --data-dir /mnt/tusimple --epochs 30 --batch-size 33",
-                 entry_point="train", project_name="lanedet-scnn")
+                 entry_point="train", project_name="lanedet-scnn", model_path="models/model")
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "minimal": {},

@@ -123,6 +123,18 @@ CASES: dict[str, Case] = {
     "param-no-equals": Case({}, "-P/--param", params=("epochs",)),
     "param-missing-required": Case({}, "data_dir", params=()),
     "param-entry-point": Case({}, "trian", entry_point="trian"),
+    # --- the model snapshot must be of the model (issue #13): output_dir on the snapshotted volume
+    "model-output-default": Case({"data_pvc": "tusimple-data", "snapshot": {"model": True}},
+                                 "-P output_dir: 'outputs' is /workspace/outputs in the pods"),
+    "model-output-data-pvc": Case({"data_pvc": "tusimple-data",
+                                   "snapshot": {"model": True, "model_pvc": "lanedet-models"}},
+                                  "-P output_dir: '/mnt/models' is not on the model volume lanedet-models",
+                                  params=(*OK_PARAMS, "output_dir=/mnt/models")),
+    "model-mount-in-data": Case({"data_pvc": "tusimple-data", "snapshot": {
+        "model": True, "model_pvc": "lanedet-models", "model_mount_path": "/mnt/models"}},
+        "snapshot.model_mount_path: '/mnt/models' is inside data_mount_path"),
+    "model-mount-no-pvc": Case({"data_pvc": "tusimple-data", "snapshot": {"model": True, "model_mount_path": "/m"}},
+                               "snapshot.model_mount_path: set but snapshot.model_pvc is not a PVC of its own"),
 }
 
 

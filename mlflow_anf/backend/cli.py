@@ -64,7 +64,7 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     from mlflow.exceptions import MlflowException
 
     from mlflow_anf.backend.config import BackendConfigError
-    from mlflow_anf.backend.params import EntryPointParamError
+    from mlflow_anf.backend.params import EntryPointParamError, model_location
     from mlflow_anf.backend.plan import plan_job
     from mlflow_anf.backend.plugin import load_job_entry_point, pod_tracking_uri
     from mlflow_anf.backend.render import JobRequest
@@ -72,7 +72,8 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     config = _load(backend_config)
     values = _params(params)
     try:
-        command, project_name, _, _ = load_job_entry_point(project_uri, entry_point, values, version)
+        command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, values, version)
+        model_path = model_location(work_dir, ep, values, config)
     except EntryPointParamError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     except (MlflowException, OSError) as exc:
@@ -86,7 +87,7 @@ def render(project_uri: str, entry_point: str, params: tuple[str, ...], backend_
     except BackendConfigError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     req = JobRequest(run_id=run_id, experiment_id=experiment_id, tracking_uri=pod_uri, command=command,
-                     entry_point=entry_point, project_name=project_name)
+                     entry_point=entry_point, project_name=project_name, model_path=model_path)
     manifests = plan_job(config, req).manifests()
     if output == "json":
         click.echo(json.dumps(manifests if len(manifests) > 1 else manifests[0], indent=2))

@@ -29,6 +29,7 @@ from mlflow_anf.k8s.naming import (
     is_label_key,
     is_valid_label_value,
 )
+from mlflow_anf.backend.model_volume import model_volume, mount_problems, warn_runai_namespace
 from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 # MLflow adds these keys to every backend config (mlflow.projects.utils.PROJECT_*); they are not ours.
@@ -171,6 +172,7 @@ def plain_secrets(data: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 EnvName = Annotated[str, AfterValidator(_env_name)]
+AbsPath = Annotated[str, AfterValidator(_check_abs_path)]
 PlainEnvName = Annotated[str, AfterValidator(_plain_env_name)]
 
 
@@ -224,7 +226,9 @@ class SnapshotSettings(_Strict):
     data: bool = Field(default=False, description="snapshot the data PVC before submitting and record it on the run")
     model: bool = Field(default=False, description="snapshot the model PVC from the launcher after a successful run")
     snapshot_class: str | None = Field(default=None, description="VolumeSnapshotClass (default: the cluster default)")
-    model_pvc: str | None = Field(default=None, description="PVC holding the trained model (default: data_pvc)")
+    model_pvc: str | None = Field(default=None, description="PVC holding the trained model (default: data_pvc); "
+                                  "output_dir must be on it (mlflow_anf.backend.model_volume)")
+    model_mount_path: AbsPath | None = Field(default=None, description="mount path of a separate model_pvc (/models)")
     timeout_seconds: float = Field(default=600, gt=0, description="how long to wait for readyToUse")
     keep_last: int | None = Field(default=None, ge=1, description=(
         "after a successful run, delete the oldest mlflow-anf VolumeSnapshots of the run's PVCs beyond N "
@@ -240,7 +244,7 @@ class MPIJobBackendConfig(_Strict):
     """Everything the ``mpijob`` backend needs; see ``docs/aks-anf.md`` for a worked example."""
 
     # where
-    namespace: str = Field(description="namespace of the MPIJob (Run:AI: runai-<project>)")
+    namespace: str = Field(description="namespace of the MPIJob (Run:AI: runai-<project> or the project's own)")
     kubeconfig: str | None = Field(
         default=None, description="kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
     kube_context: str | None = None
@@ -420,8 +424,7 @@ class MPIJobBackendConfig(_Strict):
             if not self.runai_project:
                 problems.append(("runai_project", "required when scheduler is 'runai'"))
             elif self.namespace != f"runai-{self.runai_project}":
-                problems.append(("namespace", f"Run:AI project {self.runai_project!r} runs in namespace "
-                                              f"'runai-{self.runai_project}', not {self.namespace!r}"))
+                warn_runai_namespace(self.runai_project, self.namespace)  # a project may use any namespace
         elif self.runai_project:
             problems.append(("runai_project", "only used with scheduler 'runai'"))
         if self.require_image_digest and "@sha256:" not in self.image:
@@ -432,6 +435,7 @@ class MPIJobBackendConfig(_Strict):
             problems.append(("snapshot.model", "needs snapshot.model_pvc or data_pvc"))
         if self.snapshot.model_pvc and not self.snapshot.model:
             problems.append(("snapshot.model_pvc", "set but snapshot.model is false"))
+        problems += mount_problems(self)
         if self.data_pvc is None and self.data_mount_path != "/mnt":
             problems.append(("data_mount_path", "set but data_pvc is not"))
         overlap = sorted(set(self.env) & set(self.secret_env))
@@ -448,6 +452,9 @@ class MPIJobBackendConfig(_Strict):
         return self
 
     # --- derived values --------------------------------------------------------------------------------------
+    def model_volume(self) -> tuple[str, str] | None:
+        return model_volume(self)  # (pvc, mount path) of the model snapshot's volume
+
     @property
     def workers(self) -> int:
         """Number of worker pods."""

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable from this module)
     TAG_LAUNCHER_ERROR,
@@ -73,11 +73,21 @@ class LauncherOptions(BaseModel):
     log_artifact: str = LAUNCHER_LOG_ARTIFACT
     mpi_args: list[str] = Field(default_factory=list)
     model_snapshot: str | None = Field(default=None, description="namespace/pvc to snapshot after success")
+    model_path: str | None = Field(default=None, description="where the model is inside that volume (its root: '')")
+    model_mount: str | None = Field(default=None, description="where that volume is mounted in this pod")
     snapshot_class: str | None = None
     snapshot_timeout: float = 600.0
     prune: list[str] = Field(default_factory=list, description="namespace/pvc volumes keep_last prunes")
     keep_last: int | None = Field(default=None, ge=1)
     command: str
+
+    @model_validator(mode="after")
+    def _model_path_with_snapshot(self) -> LauncherOptions:
+        # a model snapshot is recorded only where the backend found the model on the volume (issue #13)
+        if self.model_snapshot is not None and self.model_path is None:
+            raise ValueError("--model-snapshot needs --model-path (where the entry point writes the model inside "
+                             "that volume); without it the snapshot would not be known to hold the model")
+        return self
 
 
 def parse_args(argv: Sequence[str]) -> LauncherOptions:
@@ -90,6 +100,8 @@ def parse_args(argv: Sequence[str]) -> LauncherOptions:
     parser.add_argument("--log-artifact", default=LAUNCHER_LOG_ARTIFACT)
     parser.add_argument("--mpi-arg", action="append", default=[], dest="mpi_args")
     parser.add_argument("--model-snapshot", default=None, metavar="NAMESPACE/PVC")
+    parser.add_argument("--model-path", default=None, metavar="PATH")
+    parser.add_argument("--model-mount", default=None, metavar="DIR")
     parser.add_argument("--snapshot-class", default=None)
     parser.add_argument("--snapshot-timeout", type=float, default=600.0)
     parser.add_argument("--prune", action="append", default=[], metavar="NAMESPACE/PVC")
@@ -336,6 +348,22 @@ def _close_run(opts: LauncherOptions, env: Mapping[str, str], run_id: str, clien
     return rc
 
 
+def check_model_on_volume(opts: LauncherOptions, env: Mapping[str, str]) -> None:
+    """Refuse the model snapshot when the model is not on the model volume mounted in this pod: a snapshot of a
+    volume that does not hold the model is never recorded as the run's model.
+
+    Only in a pod: the kubelet sets ``KUBERNETES_SERVICE_HOST`` in every container, even with
+    ``enableServiceLinks: false`` (kubernetes/kubernetes ``pkg/kubelet/kubelet_pods.go``, ``getServiceEnvVarMap``:
+    the master service's variables are always added). A launcher run elsewhere (the tests' simulated operator runs it
+    in-process) has no pod mounts to look at; the backend's check before submitting stands alone there."""
+    if not opts.model_mount or not env.get("KUBERNETES_SERVICE_HOST"):
+        return
+    model = Path(opts.model_mount, opts.model_path or "")
+    if not model.exists():
+        raise LauncherError(f"the entry point exited 0 but wrote no model at {model} on the model volume "
+                            f"{opts.model_snapshot}; no model snapshot taken")
+
+
 def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: str, client: Any) -> Any:
     """Snapshot ``opts.model_snapshot`` (namespace/pvc) with the csi provider and record it on the run.
 
@@ -346,11 +374,14 @@ def take_model_snapshot(opts: LauncherOptions, env: Mapping[str, str], run_id: s
     from mlflow_anf.tracking import snapshot_and_log
 
     assert opts.model_snapshot is not None
+    check_model_on_volume(opts, env)
     namespace = opts.model_snapshot.split("/", 1)[0]
     kubeconfig = env.get("KUBECONFIG") or None
     provider = job_snapshot_provider(namespace, timeout_s=opts.snapshot_timeout, snapshot_class=opts.snapshot_class,
                                      kubeconfig=kubeconfig, in_cluster="false" if kubeconfig else None)
-    return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client)
+    # artifact_path: the recorded artifact_uri points at the model inside the snapshot, not at the volume's root
+    return snapshot_and_log(provider, opts.model_snapshot, "model", run_id=run_id, client=client,
+                            artifact_path=opts.model_path)
 
 
 def prune_snapshots(opts: LauncherOptions, env: Mapping[str, str], run_id: str) -> list[str]:

@@ -27,17 +27,21 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import posixpath
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mlflow_anf.backend.config import MPIJobBackendConfig
 from mlflow_anf.secrets import is_secret_name, redact_text, secret_in_value
 
 HOOK_KEY = "mlflow_anf"
+#: the parameter naming an entry point's output directory unless the MLproject's ``model_output`` says otherwise
+DEFAULT_OUTPUT_PARAM = "output_dir"
 
 
 class EntryPointParamError(ValueError):
@@ -50,6 +54,30 @@ class EntryPointParamError(ValueError):
         super().__init__(f"invalid parameters for entry point {entry_point!r}:\n{lines}")
 
 
+class ModelOutput(BaseModel):
+    """Where an entry point writes its model: the directory parameter ``param``, the model at ``path`` inside it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    param: str = Field(default=DEFAULT_OUTPUT_PARAM, description="the entry point's output directory parameter")
+    path: str = Field(default="", description="the model inside that directory (relative; '' = the directory)")
+
+    @field_validator("param")
+    @classmethod
+    def _param(cls, value: str) -> str:
+        if not value.isidentifier():
+            raise ValueError(f"{value!r} is not a parameter name")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        parts = PurePosixPath(value).parts
+        if value.startswith("/") or ".." in parts or "\x00" in value:
+            raise ValueError(f"{value!r} must be a path inside the output directory (relative, no '..')")
+        return "/".join(p for p in parts if p != ".")
+
+
 class ProjectHooks(BaseModel):
     """The ``mlflow_anf`` section of an ``MLproject``."""
 
@@ -57,6 +85,8 @@ class ProjectHooks(BaseModel):
 
     python_path: list[str] = Field(default_factory=list, description="import roots, relative to the project")
     params_model: dict[str, str] = Field(default_factory=dict, description="entry point -> 'module:attribute'")
+    model_output: dict[str, ModelOutput] = Field(
+        default_factory=dict, description="entry point -> where it writes its model (default: output_dir itself)")
 
     @field_validator("python_path")
     @classmethod
@@ -201,4 +231,44 @@ def validate_params(work_dir: str | os.PathLike[str], entry_point: Any, params: 
         raise EntryPointParamError(entry_point.name, [f"-P {str(exc) or type(exc).__name__}"]) from None
 
 
-__all__ = ["EntryPointParamError", "HOOK_KEY", "ProjectHooks", "project_hooks", "validate_params"]
+def model_location(work_dir: str | os.PathLike[str], entry_point: Any, params: Mapping[str, Any],
+                   config: MPIJobBackendConfig) -> str | None:
+    """Where the entry point writes its model, relative to the root of the volume the backend's model snapshot is
+    taken of (:meth:`MPIJobBackendConfig.model_volume`); ``None`` when the config takes no model snapshot.
+
+    The output directory is the parameter the MLproject's ``mlflow_anf.model_output`` names for the entry point
+    (default ``output_dir``: the model is that directory), as ``-P`` gives it or the MLproject's default; a relative
+    one is resolved against ``project_dir`` (the containers' working directory). It must lie under the model
+    volume's mount path, else :class:`EntryPointParamError` names the parameter: a snapshot of a volume the model
+    was not written to must never be recorded as the run's model."""
+    volume = config.model_volume()
+    if volume is None:
+        return None
+    pvc, mount = volume
+    hooks, mlproject = project_hooks(work_dir)
+    output = hooks.model_output.get(entry_point.name, ModelOutput())
+    declared = {name: p.default for name, p in (entry_point.parameters or {}).items()}
+    name = output.param
+    if name not in params and declared.get(name) is None:
+        raise EntryPointParamError(entry_point.name, [
+            f"-P {name}: entry point {entry_point.name!r} has no {name} parameter, so nothing says it writes its "
+            f"model to the snapshotted volume {pvc} (snapshot.model); add the parameter, name the one it has in "
+            f"{mlproject}: {HOOK_KEY}.model_output.{entry_point.name}.param, or turn snapshot.model off"])
+    raw = str(params[name] if name in params else declared[name])
+    if not raw.strip():
+        raise EntryPointParamError(entry_point.name, [f"-P {name}: empty; the model snapshot (snapshot.model) needs "
+                                                      f"the directory the model is written to, under {mount}"])
+    resolved = posixpath.normpath(posixpath.join(config.project_dir, raw))
+    if resolved != mount and not resolved.startswith(mount.rstrip("/") + "/"):
+        where = (f"{raw!r} is {resolved} in the pods (relative to project_dir, inside the image), not"
+                 if not raw.startswith("/") else f"{raw!r} is not")
+        raise EntryPointParamError(entry_point.name, [
+            f"-P {name}: {where} on the model volume {pvc}, mounted at {mount}, that snapshot.model snapshots: the "
+            f"model would not be in the snapshot; pass -P {name}={mount}/<dir>"])
+    inside = posixpath.relpath(resolved, mount)
+    parts = [p for p in (inside if inside != "." else "", output.path) if p]
+    return "/".join(parts)
+
+
+__all__ = ["DEFAULT_OUTPUT_PARAM", "EntryPointParamError", "HOOK_KEY", "ModelOutput", "ProjectHooks",
+           "model_location", "project_hooks", "validate_params"]

@@ -169,7 +169,7 @@ class MPIJobBackend(AbstractBackend):
         from mlflow.projects.utils import get_or_create_run
         from mlflow.tracking import MlflowClient
 
-        from mlflow_anf.backend.params import EntryPointParamError
+        from mlflow_anf.backend.params import EntryPointParamError, model_location
         from mlflow_anf.backend.submitted_run import MPIJobSubmittedRun
         from mlflow_anf.k8s import KubeApiError, KubeConfigError, api_client, call_with_retries
 
@@ -182,6 +182,7 @@ class MPIJobBackend(AbstractBackend):
 
         try:
             command, project_name, work_dir, ep = load_job_entry_point(project_uri, entry_point, params, version)
+            model_path = model_location(work_dir, ep, params, config)  # the model snapshot is of the model
         except EntryPointParamError as exc:
             raise ExecutionException(str(exc)) from None
 
@@ -196,7 +197,7 @@ class MPIJobBackend(AbstractBackend):
                                entry_point, params)
         run_id = active_run.info.run_id
         req = JobRequest(run_id=run_id, experiment_id=str(active_run.info.experiment_id), tracking_uri=pod_uri,
-                         command=command, entry_point=entry_point, project_name=project_name)
+                         command=command, entry_point=entry_point, project_name=project_name, model_path=model_path)
         plan = plan_job(config, req)
         name, manifest = plan.job_name, plan.mpijob
         try:

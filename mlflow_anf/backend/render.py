@@ -57,6 +57,9 @@ class JobRequest:
     command: str = field(metadata={"doc": "entry-point shell command, from MLflow's EntryPoint.compute_command"})
     entry_point: str = "main"
     project_name: str = "mlflow-project"
+    #: where the entry point writes its model, relative to the model volume's root
+    #: (:func:`mlflow_anf.backend.params.model_location`); required when the config takes a model snapshot
+    model_path: str | None = None
 
 
 def job_name_for(config: MPIJobBackendConfig, project_name: str, run_id: str) -> str:
@@ -78,9 +81,13 @@ def launcher_args(config: MPIJobBackendConfig, req: JobRequest) -> list[str]:
     ]
     for extra in config.mpi_args:
         args += [f"--mpi-arg={extra}"]
-    if config.snapshot.model:
-        pvc = config.snapshot.model_pvc or config.data_pvc
-        args += ["--model-snapshot", f"{config.namespace}/{pvc}",
+    model = config.model_volume()
+    if model is not None:
+        if req.model_path is None:
+            raise ValueError("snapshot.model: the request has no model_path (where the entry point writes the model "
+                             "on the model volume; mlflow_anf.backend.params.model_location finds it)")
+        args += ["--model-snapshot", f"{config.namespace}/{model[0]}", f"--model-path={req.model_path}",
+                 "--model-mount", model[1],
                  "--snapshot-timeout", f"{config.snapshot.timeout_seconds:g}"]
         if config.snapshot.snapshot_class:
             args += ["--snapshot-class", config.snapshot.snapshot_class]
@@ -134,6 +141,21 @@ def _pod_labels(config: MPIJobBackendConfig, req: JobRequest) -> dict[str, str]:
     return labels
 
 
+def _pvc_volumes(config: MPIJobBackendConfig, *, data: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(volumeMounts, volumes)`` of the PVCs: the data PVC (when *data*; workers) and the model volume (launcher
+    and workers) - the data PVC once when the model is on it, else ``snapshot.model_pvc`` as volume ``model``."""
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    model = config.model_volume()
+    if config.data_pvc and (data or (model is not None and model[0] == config.data_pvc)):
+        mounts.append({"name": "data", "mountPath": config.data_mount_path})
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": config.data_pvc}})
+    if model is not None and model[0] != config.data_pvc:
+        mounts.append({"name": "model", "mountPath": model[1]})
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": model[0]}})
+    return mounts, volumes
+
+
 def _pod_spec_common(config: MPIJobBackendConfig) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if config.scheduler == "runai":
@@ -156,18 +178,19 @@ def render_launcher_template(config: MPIJobBackendConfig, req: JobRequest) -> di
         "env": _env(config, req),
         "resources": _resources(config.launcher_cpu, config.launcher_memory),
     }
+    mounts, volumes = _pvc_volumes(config, data=False)
+    if mounts:
+        container["volumeMounts"] = mounts
     spec = {**_pod_spec_common(config), "containers": [container]}
+    if volumes:
+        spec["volumes"] = volumes
     if config.service_account:
         spec["serviceAccountName"] = config.service_account
     return {"metadata": {"labels": _pod_labels(config, req)}, "spec": spec}
 
 
 def render_worker_template(config: MPIJobBackendConfig, req: JobRequest) -> dict[str, Any]:
-    mounts: list[dict[str, Any]] = []
-    volumes: list[dict[str, Any]] = []
-    if config.data_pvc:
-        mounts.append({"name": "data", "mountPath": config.data_mount_path})
-        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": config.data_pvc}})
+    mounts, volumes = _pvc_volumes(config, data=True)
     if config.shm_size:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})

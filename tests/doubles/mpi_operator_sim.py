@@ -711,6 +711,7 @@ entry_points:
       fail: {type: float, default: 0}
       sleep: {type: float, default: 0}
       enable_snapshot: {type: string, default: "false"}
+      output_dir: {type: string, default: /mnt/outputs}
     command: "python stub_train.py --epochs {epochs} --fail {fail} --data-dir {data_dir} --sleep {sleep}"
 '''
 
