@@ -54,6 +54,26 @@ HOSTFILE_ENV = {"OpenMPI": "OMPI_MCA_orte_default_hostfile", "Intel": "I_MPI_HYD
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
+def launcher_env(spec: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The env the operator appends to the launcher container (kubeflow/mpi-operator
+    pkg/controller/mpi_job_controller.go newLauncherPodTemplate :1585-1640, with ompiEnvVars/intelEnvVars/
+    mpichEnvVars/nvidiaDisableEnvVars :178-219; the slots variables :117-118)."""
+    impl = spec.get("mpiImplementation", "OpenMPI")
+    slots = str(spec.get("slotsPerWorker", 1))
+    hostfile = "/etc/mpi/hostfile"
+    env = {
+        "OpenMPI": [("OMPI_MCA_orte_keep_fqdn_hostnames", "true"), ("OMPI_MCA_orte_default_hostfile", hostfile),
+                    ("OMPI_MCA_plm_rsh_args", "-o ConnectionAttempts=10"), ("OMPI_MCA_orte_set_default_slots", slots)],
+        "Intel": [("I_MPI_HYDRA_HOST_FILE", hostfile), ("I_MPI_HYDRA_BOOTSTRAP_EXEC_EXTRA_ARGS",
+                                                        "-o ConnectionAttempts=10"), ("I_MPI_PERHOST", slots)],
+        "MPICH": [("HYDRA_HOST_FILE", hostfile), ("HYDRA_LAUNCH_EXTRA_ARGS", "-o ConnectionAttempts=10")],
+    }[impl]
+    out = [{"name": k, "value": v} for k, v in env]
+    if not spec.get("runLauncherAsWorker"):  # the launcher must not grab GPUs: both set to "" (:1630-1636)
+        out += [{"name": "NVIDIA_VISIBLE_DEVICES"}, {"name": "NVIDIA_DRIVER_CAPABILITIES"}]
+    return out
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -70,6 +90,10 @@ class JobBehaviour:
     evict_after: float = 0.05
     restart_on_evict: bool = False  # True: Restarting + new worker pod; False: Failed/MPIJobEvicted (v2)
     gc_delay: float = 0.05  # garbage collection of a deleted job's objects starts this much later
+    # a worker that never becomes ready: "crash" (exits 1 at start), "image-not-found", "unschedulable" (no node
+    # has the GPUs); a missing Secret/ConfigMap needs no knob (the worker's env is resolved against the store)
+    worker_fault: str | None = None
+    fault_worker: int = -1  # which worker (index; -1: the last)
 
 
 @dataclass
@@ -331,7 +355,8 @@ class MPIOperatorSim(Controller):
         for obj in (
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": state.name, "labels": labels},
              "spec": {"clusterIP": "None", "selector": {OPERATOR_LABEL: "mpi-operator", JOB_NAME_LABEL: state.name},
-                      "publishNotReadyAddresses": True}},
+                      # only with runLauncherAsWorker (mpi_job_controller.go:1410-1435 newJobService/newService)
+                      "publishNotReadyAddresses": bool(spec.get("runLauncherAsWorker", False))}},
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{state.name}-config", "labels": labels},
              "data": {"hostfile": hostfile, "discover_hosts.sh": "#!/bin/sh\n"}},
             {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
@@ -359,13 +384,19 @@ class MPIOperatorSim(Controller):
         pod["restartPolicy"] = rspec.get("restartPolicy", "Never")
         container = pod["containers"][0]
         env = container.setdefault("env", [])
-        env.append({"name": "K_MPI_JOB_ROLE", "value": role})
+        env.append({"name": "K_MPI_JOB_ROLE", "value": role})  # launcherEnvVars/workerEnvVars (:168-177)
+        if role == "worker":
+            # newWorker (:1499-1552): sshd when no command, the Service's domain in the DNS search list
+            if not container.get("command") and not container.get("args"):
+                container["command"] = ["/usr/sbin/sshd", "-De"]
+            dns = pod.setdefault("dnsConfig", {})
+            dns.setdefault("searches", []).append(f"{state.name}.{state.namespace}.svc.cluster.local")
+        else:
+            env.extend(launcher_env(job["spec"]))
         pod.setdefault("volumes", []).append(
             {"name": "ssh-auth", "secret": {"secretName": f"{state.name}-ssh", "defaultMode": 0o600}})
         container.setdefault("volumeMounts", []).append({"name": "ssh-auth", "mountPath": "/root/.ssh"})
         if role == "launcher":
-            impl = job["spec"].get("mpiImplementation", "OpenMPI")
-            env.append({"name": HOSTFILE_ENV[impl], "value": "/etc/mpi/hostfile"})
             pod["volumes"].append({"name": "mpi-job-config", "configMap": {"name": f"{state.name}-config"}})
             container["volumeMounts"].append({"name": "mpi-job-config", "mountPath": "/etc/mpi"})
         return template
@@ -407,12 +438,65 @@ class MPIOperatorSim(Controller):
         job = self._job(state)
         if job is None or state.finished:
             return
-        for pod in self._workers(state):
-            if (pod.get("status") or {}).get("phase") == "Pending":
-                self._set_pod_phase(state.namespace, pod["metadata"]["name"], "Running")
+        workers = self._workers(state)
+        faulty = state.behaviour.fault_worker % max(len(workers), 1)
+        for pod in workers:
+            if (pod.get("status") or {}).get("phase") != "Pending":
+                continue
+            name = pod["metadata"]["name"]
+            _, error = self._resolve_env(state.namespace, pod["spec"]["containers"][0])
+            if error is not None:
+                self._waiting(state.namespace, name, "CreateContainerConfigError", error)
+            elif state.behaviour.worker_fault and pod["metadata"]["labels"].get(REPLICA_INDEX_LABEL) == str(faulty):
+                self._worker_fault(state, pod, state.behaviour.worker_fault)
+            else:
+                self._set_pod_phase(state.namespace, name, "Running")
+        # the launcher only once every worker is Ready (mpi_job_controller.go:676-684, countReadyWorkerPods
+        # :860-872); a worker that failed or waits is never recreated - getOrCreateWorker creates only a missing
+        # pod (:1013-1018) - and does not change the MPIJob's conditions: updateMPIJobStatus counts it in
+        # replicaStatuses only (:1144-1158), so the job stays Created
         if job["spec"].get("launcherCreationPolicy", "AtStartup") == "WaitForWorkersReady":
-            self._create_launcher(state)
+            if all(self._ready(p) for p in self._workers(state)):
+                self._create_launcher(state)
         self._maybe_running(state)
+
+    @staticmethod
+    def _ready(pod: Mapping[str, Any]) -> bool:
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (pod.get("status") or {}).get("conditions") or [])
+
+    def _worker_fault(self, state: _JobState, pod: Mapping[str, Any], fault: str) -> None:
+        name, image = pod["metadata"]["name"], pod["spec"]["containers"][0].get("image", "")
+        if fault == "crash":
+            # restartPolicy Never: the pod is Failed, the container terminated (kubernetes/kubernetes
+            # pkg/kubelet/kubelet_pods.go getPhase); the pod itself has no reason
+            self.patch("Pod", state.namespace, name, {"status": {
+                "phase": "Failed",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "PodFailed",
+                                "lastTransitionTime": _now()}],
+                "containerStatuses": [{"name": pod["spec"]["containers"][0]["name"], "ready": False, "restartCount": 0, "image": image,
+                                       "imageID": "", "started": False, "state": {"terminated": {
+                                           "exitCode": 1, "reason": "Error",
+                                           "message": "sshd: no hostkeys available -- exiting."}}}]}})
+        elif fault == "image-not-found":
+            # the first pull fails with ErrImagePull and the registry's error; the kubelet then backs off and the
+            # waiting reason becomes ImagePullBackOff, message only 'Back-off pulling image "..."'
+            # (kubernetes/kubernetes pkg/kubelet/images/image_manager.go EnsureImageExists)
+            self._waiting(state.namespace, name, "ErrImagePull",
+                          f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to '
+                          f'resolve reference "{image}": {image}: not found')
+            self.later(0.1, lambda: self.get("Pod", state.namespace, name) is not None and self._waiting(
+                state.namespace, name, "ImagePullBackOff", f'Back-off pulling image "{image}"'))
+        elif fault == "unschedulable":
+            # the scheduler's failure: PodScheduled False/Unschedulable, no node, no container statuses
+            # (kubernetes/kubernetes pkg/scheduler/schedule_one.go handleSchedulingFailure)
+            self.patch("Pod", state.namespace, name, {"status": {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "lastTransitionTime": _now(),
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are "
+                           "available: 3 No preemption victims found for incoming pod."}]}})
+        else:
+            raise ValueError(f"worker_fault: unknown fault {fault!r}")
 
     def _create_launcher(self, state: _JobState) -> None:
         job = self._job(state)
@@ -482,30 +566,63 @@ class MPIOperatorSim(Controller):
         if state.behaviour.evict_worker is not None:
             self.later(state.behaviour.evict_after, self._evict, state, state.behaviour.evict_worker)
 
+    def _resolve_env(self, namespace: str, container: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+        """The container's env as the kubelet resolves it (kubernetes/kubernetes pkg/kubelet/kubelet_pods.go
+        makeEnvironmentVariables): a missing Secret/ConfigMap is the API's 404 text (``secret "x" not found``), a
+        missing key ``couldn't find key K in Secret ns/name``; optional refs are skipped. Returns (env, error)."""
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            source = item.get("valueFrom") or {}
+            if not source:
+                env[item["name"]] = item.get("value", "")  # an env var without value is "" (NVIDIA_* above)
+                continue
+            for ref_key, kind, word in (("secretKeyRef", "Secret", "secret"), ("configMapKeyRef", "ConfigMap",
+                                                                                 "configmap")):
+                ref = source.get(ref_key)
+                if ref is None:
+                    continue
+                obj = self.get(kind, namespace, ref["name"])
+                if obj is None:
+                    if ref.get("optional"):
+                        continue
+                    return env, f'{word} "{ref["name"]}" not found'
+                data = obj.get("data") or {}
+                if ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    return env, f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+                value = data[ref["key"]]
+                env[item["name"]] = base64.b64decode(value).decode() if kind == "Secret" else value
+        return env, None
+
+    def _waiting(self, namespace: str, pod: str, reason: str, message: str) -> None:
+        """A container the kubelet cannot start: the pod stays Pending, not Ready, and the reason is the
+        container's ``state.waiting`` (kubernetes/kubernetes pkg/kubelet/kuberuntime/kuberuntime_container.go
+        startContainer returns (msg, err); kubelet_pods.go convertToAPIContainerStatuses puts them there)."""
+        current = self.get("Pod", namespace, pod) or {}
+        container = ((current.get("spec") or {}).get("containers") or [{}])[0]
+        self.patch("Pod", namespace, pod, {"status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()},
+                           {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                            "lastTransitionTime": _now()}],
+            "containerStatuses": [{"name": container.get("name", ""), "ready": False, "restartCount": 0,
+                                   "image": container.get("image", ""), "imageID": "",
+                                   "started": False, "state": {"waiting": {"reason": reason, "message": message}}}]}})
+
     def _container_env(self, state: _JobState, container: Mapping[str, Any]) -> dict[str, str] | None:
-        """The env the kubelet would give the container; ``None`` (and the pod fails) for a missing Secret."""
+        """The env the kubelet would give the container; ``None`` (the pod stays Pending with
+        CreateContainerConfigError) for a missing Secret, ConfigMap or key."""
         env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = item["value"]
-                continue
-            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if ref is None:
-                continue
-            secret = self.get("Secret", state.namespace, ref["name"])
-            data = (secret or {}).get("data") or {}
-            if ref["key"] not in data:
-                if ref.get("optional"):
-                    continue
-                assert state.launcher_pod is not None
-                self.patch("Pod", state.namespace, state.launcher_pod, {"status": {
-                    "phase": "Pending", "reason": "CreateContainerConfigError",
-                    "message": f'secret "{ref["name"]}" not found'}})
-                return None
-            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        resolved, error = self._resolve_env(state.namespace, container)
+        if error is not None:
+            assert state.launcher_pod is not None
+            self._waiting(state.namespace, state.launcher_pod, "CreateContainerConfigError", error)
+            return None
+        env.update(resolved)
         # the hostfile the container sees at /etc/mpi/hostfile, with hosts this machine can reach
         job = self._job(state)
         assert job is not None
