@@ -727,6 +727,12 @@ class MPIOperatorSim(Controller):
     def _collect_garbage(self, state: _JobState) -> None:
         """Delete what the job owned (directly or through the launcher Job), like the garbage collector."""
         assert self.api is not None
+        if state.thread is not None and state.thread.is_alive():
+            # a deleted pod stays (with a deletionTimestamp) until the kubelet has stopped its containers
+            # (kubernetes/kubernetes pkg/kubelet/status/status_manager.go canBeDeleted); with foreground deletion
+            # the MPIJob stays until then too: the launcher's exit is over before its objects are gone
+            self.later(0.02, self._collect_garbage, state)
+            return
         owners = {state.uid}
         launcher = self.get("Job", state.namespace, f"{state.name}-launcher")
         if launcher is not None:
