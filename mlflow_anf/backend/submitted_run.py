@@ -129,6 +129,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         self.wait_timeout = wait_timeout
         self.unschedulable_grace = unschedulable_grace
         self._problem_since: dict[tuple[str, str], float] = {}  # (pod, reason) -> first seen (clock)
+        self._last_job: Mapping[str, Any] | None = None
         self._retry = retry or RetryPolicy()
         self._out = out
         self._clock = clock
@@ -170,11 +171,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         except _Stop as stop:
             status, cond = "FAILED", stop.cond
             self._status = status
-            self._say(f"MPIJob {self.namespace}/{self.name}: {describe_condition(cond)}; removing the job")
-            self._finish_run(status, cond)
-            self._delete_and_wait()
-            # a launcher stopped by the delete closes the run KILLED on its way out; this outcome is the wait's
-            self._finish_run(status, None, force=True)
+            self._remove_failed_job(cond, "")
         finally:
             if streamer is not None:
                 streamer.join(timeout=max(self.poll_interval * 4, 2.0))
@@ -182,8 +179,21 @@ class MPIJobSubmittedRun(SubmittedRun):
             # the job has ended, so its launcher log is complete: let the stream finish printing it (a loaded
             # client can take longer than the short join above; the thread ends when the log does)
             streamer.join(timeout=_LOG_DRAIN_S)
+        if status == "FAILED" and not ((self._last_job or {}).get("status") or {}).get("completionTime"):
+            # Failed without completionTime: the operator failed the job (an evicted worker) while its launcher
+            # Job still runs, and it will not stop it (kubeflow/mpi-operator mpi_job_controller.go:622-633,
+            # :1159-1163): remove the job so nothing keeps the GPUs or closes the run later
+            self._remove_failed_job(cond, " while its launcher still runs")
         self._finish_run(status, cond)
         return status == "FINISHED"
+
+    def _remove_failed_job(self, cond: dict[str, Any] | None, why: str) -> None:
+        """End the run FAILED with *cond*, delete the job and wait until nothing of it is left."""
+        self._say(f"MPIJob {self.namespace}/{self.name}: {describe_condition(cond)}{why}; removing the job")
+        self._finish_run("FAILED", cond)
+        self._delete_and_wait()
+        # a launcher stopped by the delete closes the run KILLED on its way out; the outcome is this one
+        self._finish_run("FAILED", None, force=True)
 
     def cancel(self) -> None:
         """Delete the MPIJob (foreground propagation) and wait until none of its objects is left."""
@@ -319,6 +329,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         def ended(job: Mapping[str, Any] | None) -> bool:
             if job is None:
                 return True
+            self._last_job = job
             conditions = (job.get("status") or {}).get("conditions") or []
             status, cond = status_from_conditions(conditions)
             self._status, outcome["cond"], outcome["acknowledged"] = status, cond, bool(conditions)

@@ -15,8 +15,10 @@ references, conditions, reasons and events:
   the entry point on every process; its output becomes the pod's log, served at ``pods/<pod>/log`` (follow too);
 * launcher exit → pod Succeeded/Failed, Job Complete/Failed, MPIJob ``Succeeded``/``Failed`` (+ events),
   ``cleanPodPolicy`` applied to workers;
-* worker eviction: real v2 behaviour (``Failed``/``MPIJobEvicted``) or, with ``restart_on_evict``, a
-  ``Restarting`` condition, a new worker pod, ``Running`` again;
+* worker eviction as v2 does it: the worker stays ``Failed``/``Evicted`` (never replaced), the job gets
+  ``Failed``/``MPIJobEvicted`` without ``completionTime``, and nothing stops the launcher (it runs on);
+* a worker that never becomes ready (crash at start, missing Secret/ConfigMap/key, image not found, unschedulable)
+  is never replaced either, and with ``WaitForWorkersReady`` no launcher is created: the job stays ``Created``;
 * deleting the MPIJob garbage-collects its objects (owner references), a little later, and stops the launcher.
 """
 
@@ -88,7 +90,6 @@ class JobBehaviour:
     launcher_start_after: float = 0.02
     evict_worker: int | None = None  # evict this worker once the job runs
     evict_after: float = 0.05
-    restart_on_evict: bool = False  # True: Restarting + new worker pod; False: Failed/MPIJobEvicted (v2)
     gc_delay: float = 0.05  # garbage collection of a deleted job's objects starts this much later
     # a worker that never becomes ready: "crash" (exits 1 at start), "image-not-found", "unschedulable" (no node
     # has the GPUs); a missing Secret/ConfigMap needs no knob (the worker's env is resolved against the store)
@@ -108,7 +109,6 @@ class LauncherRun:
     cwd: str | None
     stdout: Any  # file-like: write()/flush(); becomes the pod log
     killed: threading.Event
-    restarted: threading.Event
 
 
 Runner = Callable[[LauncherRun], int]
@@ -188,7 +188,7 @@ class _JobState:
     uid: str
     behaviour: JobBehaviour
     killed: threading.Event = field(default_factory=threading.Event)
-    restarted: threading.Event = field(default_factory=threading.Event)
+    evicted: bool = False
     launcher_pod: str | None = None
     launcher_started: bool = False
     finished: bool = False
@@ -545,7 +545,7 @@ class MPIOperatorSim(Controller):
         command = [*container.get("command", []), *container.get("args", [])]
         cwd = container.get("workingDir")
         run = LauncherRun(state.namespace, state.name, state.launcher_pod, command, env,
-                          self.cwd_map.get(cwd or "", cwd), log, state.killed, state.restarted)
+                          self.cwd_map.get(cwd or "", cwd), log, state.killed)
         loop = self.loop
         assert loop is not None
 
@@ -651,37 +651,24 @@ class MPIOperatorSim(Controller):
                 self._event(state, "Normal", "MPIJobRunning", msg)
 
     def _evict(self, state: _JobState, index: int) -> None:
+        """kubeflow/mpi-operator pkg/controller/mpi_job_controller.go updateMPIJobStatus :1144-1163: an evicted
+        worker (phase Failed, reason Evicted) makes the job Failed/MPIJobEvicted - and that is all: no
+        completionTime (only the launcher Job's end sets one, :1125-1127 and :1227-1230), so syncHandler neither
+        cleans pods nor stops anything (:622-633), the launcher runs on, and getOrCreateWorker never replaces the
+        evicted pod (:1013-1018). v2 has no Restarting condition."""
         job = self._job(state)
         if job is None or state.finished:
             return
         name = f"{state.name}-worker-{index}"
         self._set_pod_phase(state.namespace, name, "Failed", reason="Evicted")
         workers = job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
-        if state.behaviour.restart_on_evict:
-            self._set_condition(state, "Restarting", "True", "MPIJobRestarting",
-                                f"worker {name} was evicted; restarting it")
-            self._event(state, "Warning", "MPIJobRestarting", f"worker {name} was evicted; restarting it")
-            self.later(0.02, self._replace_worker, state, index)
-            return
-        msg = f"1/{workers} workers are evicted"
-        self._set_condition(state, "Failed", "True", "MPIJobEvicted", msg, {"completionTime": _now()})
-        self._event(state, "Warning", "MPIJobEvicted", msg)
-        state.finished = True
-        state.killed.set()  # mpirun loses a rank: the launcher dies
-        self._clean_pods(state, job)
+        state.evicted = True
+        self._evicted_condition(state, workers)
 
-    def _replace_worker(self, state: _JobState, index: int) -> None:
-        job = self._job(state)
-        if job is None:
-            return
-        assert self.api is not None
-        name = f"{state.name}-worker-{index}"
-        if self.get("Pod", state.namespace, name) is not None:
-            self.api.delete_object(self.api.type_for("Pod"), state.namespace, name)
-        self._create_worker(state, job, index)
-        self._set_pod_phase(state.namespace, name, "Running")
-        self._maybe_running(state)
-        state.restarted.set()
+    def _evicted_condition(self, state: _JobState, workers: int) -> None:
+        msg = f"1/{workers} workers are evicted"
+        self._set_condition(state, "Failed", "True", "MPIJobEvicted", msg)
+        self._event(state, "Warning", "MPIJobEvicted", msg)
 
     def _launcher_done(self, state: _JobState, rc: int) -> None:
         if state.hostfile_dir:
@@ -704,6 +691,8 @@ class MPIOperatorSim(Controller):
         if job is None or state.finished:
             return
         state.finished = True
+        if state.evicted:  # the launcher's end is recorded below, and every sync sets the eviction again (:1159)
+            self.later(0.0, self._evicted_condition, state, job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1))
         if rc == 0:
             msg = f"MPIJob {state.namespace}/{state.name} successfully completed."
             self._set_condition(state, "Succeeded", "True", "MPIJobSucceeded", msg, {"completionTime": now})
