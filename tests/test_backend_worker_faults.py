@@ -2,7 +2,7 @@
 
 With ``launcherCreationPolicy: WaitForWorkersReady`` (the backend's default) the operator creates the launcher only
 once every worker is Ready, never recreates a worker that failed or waits, and leaves the MPIJob ``Created``
-(kubeflow/mpi-operator pkg/controller/mpi_job_controller.go:676-684, :1013-1018, :1144-1158). Without help the
+(kubeflow/mpi-operator pkg/controller/mpi_job_controller.go:676-684, :1016-1023, :1144-1158). Without help the
 submitter would wait for ever; these tests show it ends the run FAILED with the pod's reason, cancels the job and
 leaves nothing behind, and that ``wait()`` has an overall deadline.
 """

@@ -2,7 +2,7 @@
 
 With ``launcherCreationPolicy: WaitForWorkersReady`` the MPI operator creates the launcher only once every worker is
 Ready, never recreates a worker that failed or waits, and leaves the MPIJob ``Created`` (kubeflow/mpi-operator
-pkg/controller/mpi_job_controller.go: launcher creation :676-684, getOrCreateWorker :1013-1018, updateMPIJobStatus
+pkg/controller/mpi_job_controller.go: launcher creation :676-684, getOrCreateWorker :1016-1023, updateMPIJobStatus
 :1144-1158). So the submitter reads the workers itself while the job is ``Created``; :func:`worker_problem` says
 whether a pod is stuck, and whether for good (the run fails at once) or possibly for a while (``grace``: the run
 fails when it lasts longer than the backend's ``unschedulable_grace_seconds``):

@@ -453,7 +453,7 @@ class MPIOperatorSim(Controller):
                 self._set_pod_phase(state.namespace, name, "Running")
         # the launcher only once every worker is Ready (mpi_job_controller.go:676-684, countReadyWorkerPods
         # :860-872); a worker that failed or waits is never recreated - getOrCreateWorker creates only a missing
-        # pod (:1013-1018) - and does not change the MPIJob's conditions: updateMPIJobStatus counts it in
+        # pod (:1016-1023) - and does not change the MPIJob's conditions: updateMPIJobStatus counts it in
         # replicaStatuses only (:1144-1158), so the job stays Created
         if job["spec"].get("launcherCreationPolicy", "AtStartup") == "WaitForWorkersReady":
             if all(self._ready(p) for p in self._workers(state)):
@@ -655,7 +655,7 @@ class MPIOperatorSim(Controller):
         worker (phase Failed, reason Evicted) makes the job Failed/MPIJobEvicted - and that is all: no
         completionTime (only the launcher Job's end sets one, :1125-1127 and :1227-1230), so syncHandler neither
         cleans pods nor stops anything (:622-633), the launcher runs on, and getOrCreateWorker never replaces the
-        evicted pod (:1013-1018). v2 has no Restarting condition."""
+        evicted pod (:1016-1023). v2 has no Restarting condition."""
         job = self._job(state)
         if job is None or state.finished:
             return
