@@ -189,6 +189,7 @@ class _JobState:
     behaviour: JobBehaviour
     killed: threading.Event = field(default_factory=threading.Event)
     evicted: bool = False
+    launcher_failures: int = 0  # failed launcher pods so far (the launcher Job's status.failed)
     launcher_pod: str | None = None
     launcher_started: bool = False
     finished: bool = False
@@ -516,6 +517,11 @@ class MPIOperatorSim(Controller):
                          "labels": {"app": state.name}, "ownerReferences": [self._owner(state)]},
             "spec": job_spec,
         }, validate=True)
+        self._launcher_pod(state, template, launcher_job)
+
+    def _launcher_pod(self, state: _JobState, template: dict[str, Any], launcher_job: Mapping[str, Any]) -> None:
+        """One pod of the launcher Job (a new one for each retry, as the Job controller makes them)."""
+        assert self.api is not None
         pod_name = f"{state.name}-launcher-{secrets.token_hex(3)[:5]}"
         state.launcher_pod = pod_name
         labels = {**template["metadata"]["labels"], "job-name": f"{state.name}-launcher",
@@ -682,10 +688,14 @@ class MPIOperatorSim(Controller):
         now = _now()
         job_status = ({"succeeded": 1, "completionTime": now, "conditions": [
             {"type": "Complete", "status": "True", "lastTransitionTime": now}]} if rc == 0 else
-            {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            {"failed": state.launcher_failures, "conditions": [{
+                "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                           "message": "Job has reached the specified backoff limit",
                                           "lastTransitionTime": now}]})
-        if self.get("Job", state.namespace, f"{state.name}-launcher") is not None:
+        launcher_job = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if rc != 0 and launcher_job is not None and self._retry_launcher(state, launcher_job):
+            return
+        if launcher_job is not None:
             self.patch("Job", state.namespace, f"{state.name}-launcher", {"status": job_status})
         job = self._job(state)
         if job is None or state.finished:
@@ -698,10 +708,31 @@ class MPIOperatorSim(Controller):
             self._set_condition(state, "Succeeded", "True", "MPIJobSucceeded", msg, {"completionTime": now})
             self._event(state, "Normal", "MPIJobSucceeded", msg)
         else:
-            msg = (f"Job has reached the specified backoff limit: launcher exited with code {rc}")
-            self._set_condition(state, "Failed", "True", "BackoffLimitExceeded/Error", msg, {"completionTime": now})
-            self._event(state, "Warning", "BackoffLimitExceeded/Error", msg)
+            # updateMPIJobFailedStatus (:1202-1231): the Job's reason and message, plus the last failed launcher
+            # pod's status.reason/message - both empty for a container that just exited non-zero (the kubelet sets
+            # a pod-level reason only for evictions, deadlines and the like)
+            pod = self.get("Pod", state.namespace, state.launcher_pod) or {}
+            reason = "BackoffLimitExceeded/" + str((pod.get("status") or {}).get("reason") or "")
+            msg = "Job has reached the specified backoff limit: " + str((pod.get("status") or {}).get("message") or "")
+            self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
+            self._event(state, "Warning", reason, msg)
         self._clean_pods(state, job)
+
+    def _retry_launcher(self, state: _JobState, launcher_job: Mapping[str, Any]) -> bool:
+        """The Job controller, not the operator, retries the launcher: a new pod while the failed ones do not
+        exceed ``backoffLimit`` (kubernetes/kubernetes pkg/controller/job/job_controller.go, ``exceedsBackoffLimit``;
+        default 6 in pkg/apis/batch/v1/defaults.go). The operator only copies ``backoffLimit``,
+        ``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished`` onto the launcher Job (mpi_job_controller.go
+        newLauncherJob :1554-1577); the workers keep running meanwhile."""
+        state.launcher_failures += 1
+        limit = (launcher_job.get("spec") or {}).get("backoffLimit", 6)
+        if state.deleted or state.killed.is_set() or state.launcher_failures > limit:
+            return False
+        self.patch("Job", state.namespace, launcher_job["metadata"]["name"],
+                   {"status": {"failed": state.launcher_failures}})
+        template = copy.deepcopy(launcher_job["spec"]["template"])
+        self._launcher_pod(state, template, launcher_job)
+        return True
 
     def _clean_pods(self, state: _JobState, job: Mapping[str, Any]) -> None:
         policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "Running")
