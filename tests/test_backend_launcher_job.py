@@ -70,3 +70,23 @@ def test_launcher_failing_past_backoff_limit_fails_job_with_operator_reason(k8s_
     assert failed["message"] == "Job has reached the specified backoff limit: "
     info = mlflow_store.client().get_run(run.run_id)
     assert info.info.status == "FAILED"
+
+
+def test_active_deadline_fails_the_launcher_job_and_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,
+                                                            mlflow_store, sim_project, mpi_operator):
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, active_deadline_seconds=1)
+    run = submit(cfg, mlflow_store, sim_project, sleep=60)
+    assert run.wait() is False
+    mpi_operator.wait_idle()
+    job = k8s_objects.get("MPIJob", NS, run.name)
+    failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
+    assert (failed["reason"], failed["message"]) == ("DeadlineExceeded", "Job was active longer than specified deadline")
+    assert job["status"].get("completionTime")
+    assert k8s_objects.list("Pod", NS, LAUNCHER_ROLE) == []  # the Job controller deleted its active pod
+    [launcher_job] = k8s_objects.list("Job", NS)
+    assert launcher_job["status"]["conditions"][0]["reason"] == "DeadlineExceeded"
+    info = mlflow_store.client().get_run(run.run_id)
+    # the launcher, stopped by SIGTERM, closes the run KILLED; the job failed, so the run is FAILED
+    assert info.info.status == "FAILED"
+    assert info.data.tags["mlflow_anf.backend.condition"] == (
+        "Failed (DeadlineExceeded): Job was active longer than specified deadline")

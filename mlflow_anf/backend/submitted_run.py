@@ -184,8 +184,34 @@ class MPIJobSubmittedRun(SubmittedRun):
             # Job still runs, and it will not stop it (kubeflow/mpi-operator mpi_job_controller.go:622-633,
             # :1159-1163): remove the job so nothing keeps the GPUs or closes the run later
             self._remove_failed_job(cond, " while its launcher still runs")
+        elif status == "FAILED" and not self._cancelled:
+            # a launcher stopped by the Job controller (activeDeadlineSeconds) closes the run KILLED on its way out:
+            # once it has ended, the job's failure is the run's outcome
+            self._wait_launcher_ended()
+            self._finish_run(status, cond, force=self._run_status() == "KILLED")
         self._finish_run(status, cond)
         return status == "FINISHED"
+
+    def _run_status(self) -> str | None:
+        try:
+            return self._tracking.get_run(self._run_id).info.status if self._tracking is not None else None
+        except Exception:  # noqa: BLE001 - only a hint; _finish_run reports tracking trouble
+            return None
+
+    def _wait_launcher_ended(self) -> None:
+        """Wait (up to ``cancel_timeout``) until no launcher pod of the job is Pending or Running."""
+        deadline = self._clock() + self.cancel_timeout
+        selector = f"{OPERATOR_JOB_NAME_LABEL}={self.name},{OPERATOR_JOB_ROLE_LABEL}=launcher"
+        while self._clock() < deadline:
+            try:
+                pods = _json(self._call(self._core().list_namespaced_pod, self.namespace, label_selector=selector,
+                                        op=f"list launcher pods of {self.namespace}/{self.name}",
+                                        _preload_content=False)).get("items") or []
+            except KubeApiError:
+                return
+            if all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods):
+                return
+            self._sleep(self.poll_interval)
 
     def _remove_failed_job(self, cond: dict[str, Any] | None, why: str) -> None:
         """End the run FAILED with *cond*, delete the job and wait until nothing of it is left."""

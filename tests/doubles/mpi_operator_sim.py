@@ -190,6 +190,7 @@ class _JobState:
     killed: threading.Event = field(default_factory=threading.Event)
     evicted: bool = False
     launcher_failures: int = 0  # failed launcher pods so far (the launcher Job's status.failed)
+    deadline_exceeded: bool = False  # the launcher Job ran past activeDeadlineSeconds
     launcher_pod: str | None = None
     launcher_started: bool = False
     finished: bool = False
@@ -518,7 +519,18 @@ class MPIOperatorSim(Controller):
             "spec": job_spec,
         }, validate=True)
         self._launcher_pod(state, template, launcher_job)
+        if "activeDeadlineSeconds" in job_spec:
+            self.later(float(job_spec["activeDeadlineSeconds"]), self._launcher_deadline, state)
 
+    def _launcher_deadline(self, state: _JobState) -> None:
+        """The Job controller's activeDeadlineSeconds (kubernetes/kubernetes pkg/controller/job/job_controller.go,
+        ``pastActiveDeadline``): the Job fails with reason DeadlineExceeded and its active pods are deleted (the
+        container gets SIGTERM); no retry. It acts on the launcher Job only: the workers run on until the
+        operator's cleanPodPolicy."""
+        if state.finished or state.deleted or self._job(state) is None:
+            return
+        state.deadline_exceeded = True
+        state.killed.set()
     def _launcher_pod(self, state: _JobState, template: dict[str, Any], launcher_job: Mapping[str, Any]) -> None:
         """One pod of the launcher Job (a new one for each retry, as the Job controller makes them)."""
         assert self.api is not None
@@ -693,6 +705,9 @@ class MPIOperatorSim(Controller):
                                           "message": "Job has reached the specified backoff limit",
                                           "lastTransitionTime": now}]})
         launcher_job = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if state.deadline_exceeded and not state.deleted:
+            self._launcher_past_deadline(state, launcher_job)
+            return
         if rc != 0 and launcher_job is not None and self._retry_launcher(state, launcher_job):
             return
         if launcher_job is not None:
@@ -716,6 +731,27 @@ class MPIOperatorSim(Controller):
             msg = "Job has reached the specified backoff limit: " + str((pod.get("status") or {}).get("message") or "")
             self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
             self._event(state, "Warning", reason, msg)
+        self._clean_pods(state, job)
+
+    def _launcher_past_deadline(self, state: _JobState, launcher_job: Mapping[str, Any] | None) -> None:
+        assert self.api is not None and state.launcher_pod is not None
+        now = _now()
+        if launcher_job is not None:
+            self.patch("Job", state.namespace, launcher_job["metadata"]["name"], {"status": {
+                "failed": state.launcher_failures + 1, "conditions": [{
+                    "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline", "lastTransitionTime": now}]}})
+        if self.get("Pod", state.namespace, state.launcher_pod) is not None:
+            self.api.delete_object(self.api.type_for("Pod"), state.namespace, state.launcher_pod)
+        job = self._job(state)
+        if job is None or state.finished:
+            return
+        state.finished = True
+        # updateMPIJobFailedStatus (:1202-1231): the Job's reason and message as they are (no pod appended: only
+        # for BackoffLimitExceeded), completionTime now
+        reason, msg = "DeadlineExceeded", "Job was active longer than specified deadline"
+        self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
+        self._event(state, "Warning", reason, msg)
         self._clean_pods(state, job)
 
     def _retry_launcher(self, state: _JobState, launcher_job: Mapping[str, Any]) -> bool:
