@@ -90,3 +90,22 @@ def test_active_deadline_fails_the_launcher_job_and_the_run(k8s_server, k8s_obje
     assert info.info.status == "FAILED"
     assert info.data.tags["mlflow_anf.backend.condition"] == (
         "Failed (DeadlineExceeded): Job was active longer than specified deadline")
+
+
+def test_ttl_after_finished_removes_the_launcher_job_only(k8s_server, k8s_objects, kubeconfig_path, namespace,
+                                                          mlflow_store, sim_project, mpi_operator):
+    import time
+
+    cfg = make_config(kubeconfig_path, mlflow_store, sim_project, ttl_seconds_after_finished=0,
+                      clean_pod_policy="None")
+    run = submit(cfg, mlflow_store, sim_project)
+    assert run.wait() is True
+    deadline = time.monotonic() + 10
+    while k8s_objects.list("Job", NS) or k8s_objects.list("Pod", NS, LAUNCHER_ROLE):
+        assert time.monotonic() < deadline, "the TTL controller never removed the launcher Job"
+        time.sleep(0.02)
+    assert k8s_objects.get("MPIJob", NS, run.name) is not None  # the MPIJob stays, Succeeded
+    assert len(k8s_objects.list("Pod", NS, "training.kubeflow.org/job-role=worker")) == 2  # workers stay
+    assert run.get_status() == "FINISHED"
+    assert mlflow_store.client().get_run(run.run_id).info.status == "FINISHED"
+    run.cancel()

@@ -712,6 +712,9 @@ class MPIOperatorSim(Controller):
             return
         if launcher_job is not None:
             self.patch("Job", state.namespace, f"{state.name}-launcher", {"status": job_status})
+            ttl = (launcher_job.get("spec") or {}).get("ttlSecondsAfterFinished")
+            if ttl is not None:
+                self.later(float(ttl), self._launcher_ttl, state, launcher_job["metadata"]["uid"])
         job = self._job(state)
         if job is None or state.finished:
             return
@@ -732,6 +735,18 @@ class MPIOperatorSim(Controller):
             self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
             self._event(state, "Warning", reason, msg)
         self._clean_pods(state, job)
+
+    def _launcher_ttl(self, state: _JobState, uid: str) -> None:
+        """The TTL-after-finished controller deletes the finished launcher Job (foreground), and with it its pods
+        (kubernetes/kubernetes pkg/controller/ttlafterfinished/ttlafterfinished_controller.go); the MPIJob and
+        the workers are not its business."""
+        assert self.api is not None
+        launcher_job = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if launcher_job is None or launcher_job["metadata"]["uid"] != uid:
+            return
+        for pod in self.api.list_objects(self.api.type_for("Pod"), state.namespace, f"job-name={state.name}-launcher"):
+            self.api.delete_object(self.api.type_for("Pod"), state.namespace, pod["metadata"]["name"])
+        self.api.delete_object(self.api.type_for("Job"), state.namespace, launcher_job["metadata"]["name"])
 
     def _launcher_past_deadline(self, state: _JobState, launcher_job: Mapping[str, Any] | None) -> None:
         assert self.api is not None and state.launcher_pod is not None
