@@ -786,7 +786,9 @@ class MPIOperatorSim(Controller):
         return True
 
     def _clean_pods(self, state: _JobState, job: Mapping[str, Any]) -> None:
-        policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "Running")
+        # the operator defaults cleanPodPolicy to None (kubeflow/mpi-operator pkg/apis/kubeflow/v2beta1/default.go
+        # setDefaultsRunPolicy :52-56)
+        policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "None")
         if policy == "None":
             return
         assert self.api is not None
