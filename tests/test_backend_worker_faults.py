@@ -201,3 +201,14 @@ def _waiting(reason: str, message: str) -> dict[str, Any]:
 def test_worker_problem_classification(pod, expected):
     problem = worker_problem(pod)
     assert (None if problem is None else (problem.reason, problem.grace)) == expected
+
+
+def test_back_off_after_a_not_found_pull_is_for_good():
+    """The kubelet alternates ErrImagePull (with the registry's error) and ImagePullBackOff (without it): a poll that
+    saw the first knows the second will not clear."""
+    backoff = _waiting("ImagePullBackOff", 'Back-off pulling image "x"')
+    problem = worker_problem(backoff, 'rpc error: code = NotFound desc = failed to pull and unpack image "x": not found')
+    assert problem is not None and (problem.reason, problem.grace) == ("ErrImagePull", False)
+    assert "not found" in problem.message
+    timeout = worker_problem(backoff, "rpc error: code = Unknown desc = dial tcp: i/o timeout")
+    assert timeout is not None and timeout.grace

@@ -129,6 +129,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         self.wait_timeout = wait_timeout
         self.unschedulable_grace = unschedulable_grace
         self._problem_since: dict[tuple[str, str], float] = {}  # (pod, reason) -> first seen (clock)
+        self._pull_errors: dict[str, str] = {}  # pod -> its last ErrImagePull message
         self._last_job: Mapping[str, Any] | None = None
         self._retry = retry or RetryPolicy()
         self._out = out
@@ -423,9 +424,11 @@ class MPIJobSubmittedRun(SubmittedRun):
             return
         now, seen = self._clock(), set()
         for pod in pods:
-            problem = worker_problem(pod)
+            problem = worker_problem(pod, self._pull_errors.get(str((pod.get("metadata") or {}).get("name"))))
             if problem is None:
                 continue
+            if problem.reason == "ErrImagePull":
+                self._pull_errors[problem.pod] = problem.message
             key = (problem.pod, problem.reason if problem.grace else "")
             seen.add(key)
             since = self._problem_since.setdefault(key, now)

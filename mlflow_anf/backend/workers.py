@@ -13,7 +13,8 @@ fails when it lasts longer than the backend's ``unschedulable_grace_seconds``):
   ``ErrImageNeverPull`` or ``CrashLoopBackOff``: for good;
 * ``ErrImagePull`` whose message says the image does not exist (the registry's NotFound / manifest unknown): for
   good; any other pull error, and ``ImagePullBackOff`` (whose message is only ``Back-off pulling image "..."``,
-  kubernetes/kubernetes pkg/kubelet/images/image_manager.go EnsureImageExists): with grace;
+  kubernetes/kubernetes pkg/kubelet/images/image_manager.go EnsureImageExists): with grace - unless the caller saw
+  that pod's ``ErrImagePull`` say not found before (``pull_error``);
 * ``PodScheduled=False`` with reason ``Unschedulable`` (e.g. not enough GPUs; pkg/scheduler/schedule_one.go
   handleSchedulingFailure): with grace (the cluster autoscaler may add a node).
 """
@@ -62,8 +63,9 @@ def _failed(name: str, status: Mapping[str, Any]) -> WorkerProblem:
     return WorkerProblem(name, "Failed", str(status.get("message") or "pod failed"), False)
 
 
-def worker_problem(pod: Mapping[str, Any]) -> WorkerProblem | None:
-    """What keeps worker *pod* from becoming ready, or ``None`` (it is starting, running or ready)."""
+def worker_problem(pod: Mapping[str, Any], pull_error: str | None = None) -> WorkerProblem | None:
+    """What keeps worker *pod* from becoming ready, or ``None`` (it is starting, running or ready). *pull_error*: the
+    last ``ErrImagePull`` message seen for this pod (the kubelet alternates it with ``ImagePullBackOff``)."""
     name = str((pod.get("metadata") or {}).get("name") or "?")
     status = pod.get("status") or {}
     if status.get("phase") == "Failed":
@@ -77,6 +79,8 @@ def worker_problem(pod: Mapping[str, Any]) -> WorkerProblem | None:
                 message = f"{message} (last run: {_terminated_text(last)})".strip()
             return WorkerProblem(name, reason, message, False)
         if reason in PULL_WAITING:
+            if reason == "ImagePullBackOff" and pull_error and _IMAGE_MISSING.search(pull_error):
+                return WorkerProblem(name, "ErrImagePull", pull_error, False)
             missing = reason == "ErrImagePull" and bool(_IMAGE_MISSING.search(message))
             return WorkerProblem(name, reason, message, not missing)
     for cond in status.get("conditions") or []:
