@@ -308,6 +308,10 @@ class MPIJobBackendConfig(_Strict):
         default=300, gt=0, description="fail when no Created condition appears in time")
     poll_interval_seconds: float = Field(default=5, gt=0, le=300)
     cancel_timeout_seconds: float = Field(default=300, gt=0)
+    wait_timeout_seconds: float | None = Field(default=604800, gt=0, description="wait() gives up (run FAILED, job "
+                                               "cancelled) this long after submission; null: no bound")
+    unschedulable_grace_seconds: float = Field(default=600, ge=0, description="a worker may stay Unschedulable or "
+                                               "in image pull back-off this long before the run fails")
     api_max_attempts: int = Field(
         default=5, ge=1, le=20, description="attempts per Kubernetes API call (429/5xx/reset)")
     api_backoff_seconds: float = Field(default=0.5, ge=0, le=60, description="first retry delay; doubles after")

@@ -220,6 +220,7 @@ class MPIJobBackend(AbstractBackend):
             run_id, config.namespace, name, api, tracking_client=client,
             poll_interval=config.poll_interval_seconds, submit_timeout=config.submit_timeout_seconds,
             cancel_timeout=config.cancel_timeout_seconds, retry=kube.retry, out=self._out,
+            wait_timeout=config.wait_timeout_seconds, unschedulable_grace=config.unschedulable_grace_seconds,
         )
         if config.wait or config.follow_logs:
             try:

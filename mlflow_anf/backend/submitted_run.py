@@ -5,8 +5,13 @@ Status comes from the MPIJob's conditions (Created, Running, Restarting, Succeed
 csi provider's waits use: a watch from the listed resourceVersion, re-listed after 410 Gone, polling when watching
 keeps failing), fails with the job's events when the operator never sets a Created condition (it only emits a
 Warning event when it rejects a job), and, when the launcher could not close the MLflow run itself (pod never
-started, evicted, deadline), sets the run's final status from the job. ``cancel()`` deletes the job with
-foreground propagation and waits until no launcher/worker pod, Job, ConfigMap, Secret or Service of it is left.
+started, evicted, deadline), sets the run's final status from the job. While the job is ``Created`` (no Running
+yet) it also reads the worker pods every poll: the MPI operator never recreates a worker that failed or cannot start
+and leaves the job ``Created`` for ever (:mod:`mlflow_anf.backend.workers`), so a worker that failed, or waits on a
+reason that will not clear (missing Secret/ConfigMap, image not found; Unschedulable or image pull back-off past
+``unschedulable_grace``), ends the run FAILED with the pod's reason and message and removes the job. ``wait_timeout``
+(from the submission) bounds the whole wait the same way. ``cancel()`` deletes the job with foreground propagation
+and waits until no launcher/worker pod, Job, ConfigMap, Secret or Service of it is left.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mlflow_anf.vocabulary import (  # noqa: F401  (the names stay importable fr
     clip,
 )
 from mlflow_anf.backend.render import GROUP, KIND, OPERATOR_JOB_NAME_LABEL, OPERATOR_JOB_ROLE_LABEL, PLURAL, VERSION
+from mlflow_anf.backend.workers import WorkerProblem, worker_problem
 from mlflow_anf.k8s import KubeApiError, RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,15 @@ class MPIJobCancelTimeout(ExecutionException):
 
 class MPIJobGone(ExecutionException):
     """The MPIJob disappeared while it was being followed (deleted by someone else, or TTL after finishing)."""
+
+
+class _Stop(Exception):
+    """The wait ends the run FAILED with *cond* (a worker that will not start, the wait deadline) and removes the
+    job."""
+
+    def __init__(self, cond: dict[str, Any]) -> None:
+        super().__init__(describe_condition(cond))
+        self.cond = cond
 
 
 _LOG_DRAIN_S = 60.0  # upper bound on printing the rest of a finished launcher's log
@@ -95,6 +110,8 @@ class MPIJobSubmittedRun(SubmittedRun):
         poll_interval: float = 5.0,
         submit_timeout: float = 300.0,
         cancel_timeout: float = 300.0,
+        wait_timeout: float | None = None,
+        unschedulable_grace: float = 600.0,
         retry: RetryPolicy | None = None,
         out: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -109,6 +126,11 @@ class MPIJobSubmittedRun(SubmittedRun):
         self.poll_interval = poll_interval
         self.submit_timeout = submit_timeout
         self.cancel_timeout = cancel_timeout
+        self.wait_timeout = wait_timeout
+        self.unschedulable_grace = unschedulable_grace
+        self._problem_since: dict[tuple[str, str], float] = {}  # (pod, reason) -> first seen (clock)
+        self._pull_errors: dict[str, str] = {}  # pod -> its last ErrImagePull message
+        self._last_job: Mapping[str, Any] | None = None
         self._retry = retry or RetryPolicy()
         self._out = out
         self._clock = clock
@@ -147,6 +169,10 @@ class MPIJobSubmittedRun(SubmittedRun):
         except MPIJobSubmitTimeout as exc:
             self._finish_run("FAILED", {"type": "SubmitTimeout", "status": "True", "message": str(exc)})
             raise
+        except _Stop as stop:
+            status, cond = "FAILED", stop.cond
+            self._status = status
+            self._remove_failed_job(cond, "")
         finally:
             if streamer is not None:
                 streamer.join(timeout=max(self.poll_interval * 4, 2.0))
@@ -154,12 +180,58 @@ class MPIJobSubmittedRun(SubmittedRun):
             # the job has ended, so its launcher log is complete: let the stream finish printing it (a loaded
             # client can take longer than the short join above; the thread ends when the log does)
             streamer.join(timeout=_LOG_DRAIN_S)
+        if status == "FAILED" and not ((self._last_job or {}).get("status") or {}).get("completionTime"):
+            # Failed without completionTime: the operator failed the job (an evicted worker) while its launcher
+            # Job still runs, and it will not stop it (kubeflow/mpi-operator mpi_job_controller.go:622-633,
+            # :1159-1163): remove the job so nothing keeps the GPUs or closes the run later
+            self._remove_failed_job(cond, " while its launcher still runs")
+        elif status == "FAILED" and not self._cancelled:
+            # a launcher stopped by the Job controller (activeDeadlineSeconds) closes the run KILLED on its way out:
+            # once it has ended, the job's failure is the run's outcome
+            self._wait_launcher_ended()
+            self._finish_run(status, cond, force=self._run_status() == "KILLED")
         self._finish_run(status, cond)
         return status == "FINISHED"
+
+    def _run_status(self) -> str | None:
+        try:
+            return self._tracking.get_run(self._run_id).info.status if self._tracking is not None else None
+        except Exception:  # noqa: BLE001 - only a hint; _finish_run reports tracking trouble
+            return None
+
+    def _wait_launcher_ended(self) -> None:
+        """Wait (up to ``cancel_timeout``) until no launcher pod of the job is Pending or Running."""
+        deadline = self._clock() + self.cancel_timeout
+        selector = f"{OPERATOR_JOB_NAME_LABEL}={self.name},{OPERATOR_JOB_ROLE_LABEL}=launcher"
+        while self._clock() < deadline:
+            try:
+                pods = _json(self._call(self._core().list_namespaced_pod, self.namespace, label_selector=selector,
+                                        op=f"list launcher pods of {self.namespace}/{self.name}",
+                                        _preload_content=False)).get("items") or []
+            except KubeApiError:
+                return
+            if all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods):
+                return
+            self._sleep(self.poll_interval)
+
+    def _remove_failed_job(self, cond: dict[str, Any] | None, why: str) -> None:
+        """End the run FAILED with *cond*, delete the job and wait until nothing of it is left."""
+        self._say(f"MPIJob {self.namespace}/{self.name}: {describe_condition(cond)}{why}; removing the job")
+        self._finish_run("FAILED", cond)
+        self._delete_and_wait()
+        # a launcher stopped by the delete closes the run KILLED on its way out; the outcome is this one
+        self._finish_run("FAILED", None, force=True)
 
     def cancel(self) -> None:
         """Delete the MPIJob (foreground propagation) and wait until none of its objects is left."""
         self._cancelled = True
+        self._delete_and_wait()
+        self._status = "KILLED"
+        self._finish_run("KILLED", None)
+        self._say(f"MPIJob {self.namespace}/{self.name} cancelled; no pod, job, configmap, secret or service left")
+
+    def _delete_and_wait(self) -> None:
+        """Delete the MPIJob (foreground propagation) and wait until none of its objects is left."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"}
         try:
             self._call(self._custom().delete_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
@@ -178,9 +250,6 @@ class MPIJobSubmittedRun(SubmittedRun):
                     f"are still there: {', '.join(left)}"
                 )
             self._sleep(self.poll_interval)
-        self._status = "KILLED"
-        self._finish_run("KILLED", None)
-        self._say(f"MPIJob {self.namespace}/{self.name} cancelled; no pod, job, configmap, secret or service left")
 
     # --- logs -----------------------------------------------------------------------------------------------
     def launcher_pod(self) -> dict[str, Any] | None:
@@ -287,6 +356,7 @@ class MPIJobSubmittedRun(SubmittedRun):
         def ended(job: Mapping[str, Any] | None) -> bool:
             if job is None:
                 return True
+            self._last_job = job
             conditions = (job.get("status") or {}).get("conditions") or []
             status, cond = status_from_conditions(conditions)
             self._status, outcome["cond"], outcome["acknowledged"] = status, cond, bool(conditions)
@@ -310,12 +380,62 @@ class MPIJobSubmittedRun(SubmittedRun):
         if not followed.done:
             raise MPIJobSubmitTimeout(self._timeout_message())
         if followed.state is not None and not RunStatus.is_terminated(RunStatus.from_string(self._status)):
-            followed = follow_until(ended, None, followed.state)
+            followed = self._follow_started(follow_until, ended, followed.state)
         if followed.state is None:
             if self._cancelled:
                 return "KILLED", None
             raise MPIJobGone(f"MPIJob {self.namespace}/{self.name} no longer exists (deleted outside MLflow?)")
         return self._status, outcome.get("cond")
+
+    def _follow_started(self, follow_until: Callable[..., Any], ended: Callable[[Any], bool],
+                        state: Mapping[str, Any]) -> Any:
+        """Follow an acknowledged job until it ends, within ``wait_timeout`` of the submission. While it is only
+        ``Created`` (SCHEDULED), follow it one poll interval at a time and read its workers in between."""
+        deadline = None if self.wait_timeout is None else self._started + self.wait_timeout
+        while True:
+            left = None if deadline is None else deadline - self._clock()
+            if left is not None and left <= 0:
+                raise _Stop({"type": "WaitTimeout", "status": "True", "reason": "WaitTimeout",
+                             "message": f"MPIJob {self.namespace}/{self.name} did not end within "
+                                        f"{self.wait_timeout:g}s of its submission (wait_timeout_seconds)"})
+            if self._status == "SCHEDULED":
+                self._check_workers()
+                window = self.poll_interval if left is None else min(self.poll_interval, left)
+                followed = follow_until(lambda job: ended(job) or self._status != "SCHEDULED", window, state)
+            else:
+                followed = follow_until(ended, left, state)
+            if followed.state is None or RunStatus.is_terminated(RunStatus.from_string(self._status)):
+                return followed
+            state = followed.state
+
+    def worker_pods(self) -> list[dict[str, Any]]:
+        """The job's worker pods (one list request)."""
+        selector = f"{OPERATOR_JOB_NAME_LABEL}={self.name},{OPERATOR_JOB_ROLE_LABEL}=worker"
+        pods = self._call(self._core().list_namespaced_pod, self.namespace, label_selector=selector,
+                          op=f"list worker pods of {self.namespace}/{self.name}", _preload_content=False)
+        return list(_json(pods).get("items") or [])
+
+    def _check_workers(self) -> None:
+        """Raise :class:`_Stop` for a worker that will not become ready (at once, or past the grace)."""
+        try:
+            pods = self.worker_pods()
+        except KubeApiError as exc:  # not allowed or not reachable: the job's own conditions still decide
+            log.debug("cannot read the workers of %s/%s: %s", self.namespace, self.name, exc)
+            return
+        now, seen = self._clock(), set()
+        for pod in pods:
+            problem = worker_problem(pod, self._pull_errors.get(str((pod.get("metadata") or {}).get("name"))))
+            if problem is None:
+                continue
+            if problem.reason == "ErrImagePull":
+                self._pull_errors[problem.pod] = problem.message
+            key = (problem.pod, problem.reason if problem.grace else "")
+            seen.add(key)
+            since = self._problem_since.setdefault(key, now)
+            if not problem.grace or now - since >= self.unschedulable_grace:
+                raise _Stop(_worker_condition(problem, None if not problem.grace else now - since))
+        for key in set(self._problem_since) - seen:  # cleared (scheduled after all, pulled at last)
+            del self._problem_since[key]
 
     def _events(self) -> list[str]:
         selector = f"involvedObject.name={self.name},involvedObject.kind={KIND}"
@@ -346,7 +466,7 @@ class MPIJobSubmittedRun(SubmittedRun):
                 f"the MPI operator did not accept it. Events:\n{lines}\n"
                 f"Inspect with: kubectl -n {self.namespace} describe mpijob {self.name}")
 
-    def _finish_run(self, status: str, cond: dict[str, Any] | None) -> None:
+    def _finish_run(self, status: str, cond: dict[str, Any] | None, force: bool = False) -> None:
         """Set the MLflow run's final status when the launcher could not (it normally does it itself)."""
         client = self._tracking
         if client is None:
@@ -357,7 +477,7 @@ class MPIJobSubmittedRun(SubmittedRun):
             current = client.get_run(self._run_id).info.status
             if cond is not None:
                 client.set_tag(self._run_id, TAG_CONDITION, clip(describe_condition(cond)))
-            if not RunStatus.is_terminated(RunStatus.from_string(current)):
+            if force and current != status or not RunStatus.is_terminated(RunStatus.from_string(current)):
                 client.set_terminated(self._run_id, status)
         except Exception as exc:  # noqa: BLE001 - never hide the job's outcome behind a tracking hiccup
             log.warning("could not update MLflow run %s: %s", self._run_id, exc)
@@ -410,6 +530,14 @@ class MPIJobSubmittedRun(SubmittedRun):
                 raise ExecutionException(str(exc)) from None
             found += [f"{kind}/{i['metadata']['name']}" for i in _json(resp).get("items") or []]
         return found
+
+
+def _worker_condition(problem: WorkerProblem, waited: float | None) -> dict[str, Any]:
+    """The condition recorded on the run (``TAG_BACKEND_CONDITION``) for a worker that will not become ready."""
+    from mlflow_anf.secrets import redact_text
+
+    message = problem.describe() + (f" (for {waited:.0f}s)" if waited is not None else "")
+    return {"type": "WorkerNotReady", "status": "True", "reason": problem.reason, "message": redact_text(message)}
 
 
 def _json(resp: Any) -> dict[str, Any]:

@@ -15,8 +15,10 @@ references, conditions, reasons and events:
   the entry point on every process; its output becomes the pod's log, served at ``pods/<pod>/log`` (follow too);
 * launcher exit → pod Succeeded/Failed, Job Complete/Failed, MPIJob ``Succeeded``/``Failed`` (+ events),
   ``cleanPodPolicy`` applied to workers;
-* worker eviction: real v2 behaviour (``Failed``/``MPIJobEvicted``) or, with ``restart_on_evict``, a
-  ``Restarting`` condition, a new worker pod, ``Running`` again;
+* worker eviction as v2 does it: the worker stays ``Failed``/``Evicted`` (never replaced), the job gets
+  ``Failed``/``MPIJobEvicted`` without ``completionTime``, and nothing stops the launcher (it runs on);
+* a worker that never becomes ready (crash at start, missing Secret/ConfigMap/key, image not found, unschedulable)
+  is never replaced either, and with ``WaitForWorkersReady`` no launcher is created: the job stays ``Created``;
 * deleting the MPIJob garbage-collects its objects (owner references), a little later, and stops the launcher.
 """
 
@@ -54,6 +56,26 @@ HOSTFILE_ENV = {"OpenMPI": "OMPI_MCA_orte_default_hostfile", "Intel": "I_MPI_HYD
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
+def launcher_env(spec: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The env the operator appends to the launcher container (kubeflow/mpi-operator
+    pkg/controller/mpi_job_controller.go newLauncherPodTemplate :1585-1640, with ompiEnvVars/intelEnvVars/
+    mpichEnvVars/nvidiaDisableEnvVars :178-219; the slots variables :117-118)."""
+    impl = spec.get("mpiImplementation", "OpenMPI")
+    slots = str(spec.get("slotsPerWorker", 1))
+    hostfile = "/etc/mpi/hostfile"
+    env = {
+        "OpenMPI": [("OMPI_MCA_orte_keep_fqdn_hostnames", "true"), ("OMPI_MCA_orte_default_hostfile", hostfile),
+                    ("OMPI_MCA_plm_rsh_args", "-o ConnectionAttempts=10"), ("OMPI_MCA_orte_set_default_slots", slots)],
+        "Intel": [("I_MPI_HYDRA_HOST_FILE", hostfile), ("I_MPI_HYDRA_BOOTSTRAP_EXEC_EXTRA_ARGS",
+                                                        "-o ConnectionAttempts=10"), ("I_MPI_PERHOST", slots)],
+        "MPICH": [("HYDRA_HOST_FILE", hostfile), ("HYDRA_LAUNCH_EXTRA_ARGS", "-o ConnectionAttempts=10")],
+    }[impl]
+    out = [{"name": k, "value": v} for k, v in env]
+    if not spec.get("runLauncherAsWorker"):  # the launcher must not grab GPUs: both set to "" (:1630-1636)
+        out += [{"name": "NVIDIA_VISIBLE_DEVICES"}, {"name": "NVIDIA_DRIVER_CAPABILITIES"}]
+    return out
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -68,8 +90,11 @@ class JobBehaviour:
     launcher_start_after: float = 0.02
     evict_worker: int | None = None  # evict this worker once the job runs
     evict_after: float = 0.05
-    restart_on_evict: bool = False  # True: Restarting + new worker pod; False: Failed/MPIJobEvicted (v2)
     gc_delay: float = 0.05  # garbage collection of a deleted job's objects starts this much later
+    # a worker that never becomes ready: "crash" (exits 1 at start), "image-not-found", "unschedulable" (no node
+    # has the GPUs); a missing Secret/ConfigMap needs no knob (the worker's env is resolved against the store)
+    worker_fault: str | None = None
+    fault_worker: int = -1  # which worker (index; -1: the last)
 
 
 @dataclass
@@ -84,7 +109,6 @@ class LauncherRun:
     cwd: str | None
     stdout: Any  # file-like: write()/flush(); becomes the pod log
     killed: threading.Event
-    restarted: threading.Event
 
 
 Runner = Callable[[LauncherRun], int]
@@ -164,7 +188,9 @@ class _JobState:
     uid: str
     behaviour: JobBehaviour
     killed: threading.Event = field(default_factory=threading.Event)
-    restarted: threading.Event = field(default_factory=threading.Event)
+    evicted: bool = False
+    launcher_failures: int = 0  # failed launcher pods so far (the launcher Job's status.failed)
+    deadline_exceeded: bool = False  # the launcher Job ran past activeDeadlineSeconds
     launcher_pod: str | None = None
     launcher_started: bool = False
     finished: bool = False
@@ -331,7 +357,8 @@ class MPIOperatorSim(Controller):
         for obj in (
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": state.name, "labels": labels},
              "spec": {"clusterIP": "None", "selector": {OPERATOR_LABEL: "mpi-operator", JOB_NAME_LABEL: state.name},
-                      "publishNotReadyAddresses": True}},
+                      # only with runLauncherAsWorker (mpi_job_controller.go:1410-1435 newJobService/newService)
+                      "publishNotReadyAddresses": bool(spec.get("runLauncherAsWorker", False))}},
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{state.name}-config", "labels": labels},
              "data": {"hostfile": hostfile, "discover_hosts.sh": "#!/bin/sh\n"}},
             {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
@@ -359,13 +386,19 @@ class MPIOperatorSim(Controller):
         pod["restartPolicy"] = rspec.get("restartPolicy", "Never")
         container = pod["containers"][0]
         env = container.setdefault("env", [])
-        env.append({"name": "K_MPI_JOB_ROLE", "value": role})
+        env.append({"name": "K_MPI_JOB_ROLE", "value": role})  # launcherEnvVars/workerEnvVars (:168-177)
+        if role == "worker":
+            # newWorker (:1499-1552): sshd when no command, the Service's domain in the DNS search list
+            if not container.get("command") and not container.get("args"):
+                container["command"] = ["/usr/sbin/sshd", "-De"]
+            dns = pod.setdefault("dnsConfig", {})
+            dns.setdefault("searches", []).append(f"{state.name}.{state.namespace}.svc.cluster.local")
+        else:
+            env.extend(launcher_env(job["spec"]))
         pod.setdefault("volumes", []).append(
             {"name": "ssh-auth", "secret": {"secretName": f"{state.name}-ssh", "defaultMode": 0o600}})
         container.setdefault("volumeMounts", []).append({"name": "ssh-auth", "mountPath": "/root/.ssh"})
         if role == "launcher":
-            impl = job["spec"].get("mpiImplementation", "OpenMPI")
-            env.append({"name": HOSTFILE_ENV[impl], "value": "/etc/mpi/hostfile"})
             pod["volumes"].append({"name": "mpi-job-config", "configMap": {"name": f"{state.name}-config"}})
             container["volumeMounts"].append({"name": "mpi-job-config", "mountPath": "/etc/mpi"})
         return template
@@ -407,12 +440,65 @@ class MPIOperatorSim(Controller):
         job = self._job(state)
         if job is None or state.finished:
             return
-        for pod in self._workers(state):
-            if (pod.get("status") or {}).get("phase") == "Pending":
-                self._set_pod_phase(state.namespace, pod["metadata"]["name"], "Running")
+        workers = self._workers(state)
+        faulty = state.behaviour.fault_worker % max(len(workers), 1)
+        for pod in workers:
+            if (pod.get("status") or {}).get("phase") != "Pending":
+                continue
+            name = pod["metadata"]["name"]
+            _, error = self._resolve_env(state.namespace, pod["spec"]["containers"][0])
+            if error is not None:
+                self._waiting(state.namespace, name, "CreateContainerConfigError", error)
+            elif state.behaviour.worker_fault and pod["metadata"]["labels"].get(REPLICA_INDEX_LABEL) == str(faulty):
+                self._worker_fault(state, pod, state.behaviour.worker_fault)
+            else:
+                self._set_pod_phase(state.namespace, name, "Running")
+        # the launcher only once every worker is Ready (mpi_job_controller.go:676-684, countReadyWorkerPods
+        # :860-872); a worker that failed or waits is never recreated - getOrCreateWorker creates only a missing
+        # pod (:1016-1023) - and does not change the MPIJob's conditions: updateMPIJobStatus counts it in
+        # replicaStatuses only (:1144-1158), so the job stays Created
         if job["spec"].get("launcherCreationPolicy", "AtStartup") == "WaitForWorkersReady":
-            self._create_launcher(state)
+            if all(self._ready(p) for p in self._workers(state)):
+                self._create_launcher(state)
         self._maybe_running(state)
+
+    @staticmethod
+    def _ready(pod: Mapping[str, Any]) -> bool:
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (pod.get("status") or {}).get("conditions") or [])
+
+    def _worker_fault(self, state: _JobState, pod: Mapping[str, Any], fault: str) -> None:
+        name, image = pod["metadata"]["name"], pod["spec"]["containers"][0].get("image", "")
+        if fault == "crash":
+            # restartPolicy Never: the pod is Failed, the container terminated (kubernetes/kubernetes
+            # pkg/kubelet/kubelet_pods.go getPhase); the pod itself has no reason
+            self.patch("Pod", state.namespace, name, {"status": {
+                "phase": "Failed",
+                "conditions": [{"type": "Ready", "status": "False", "reason": "PodFailed",
+                                "lastTransitionTime": _now()}],
+                "containerStatuses": [{"name": pod["spec"]["containers"][0]["name"], "ready": False, "restartCount": 0, "image": image,
+                                       "imageID": "", "started": False, "state": {"terminated": {
+                                           "exitCode": 1, "reason": "Error",
+                                           "message": "sshd: no hostkeys available -- exiting."}}}]}})
+        elif fault == "image-not-found":
+            # the first pull fails with ErrImagePull and the registry's error; the kubelet then backs off and the
+            # waiting reason becomes ImagePullBackOff, message only 'Back-off pulling image "..."'
+            # (kubernetes/kubernetes pkg/kubelet/images/image_manager.go EnsureImageExists)
+            self._waiting(state.namespace, name, "ErrImagePull",
+                          f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": failed to '
+                          f'resolve reference "{image}": {image}: not found')
+            self.later(0.1, lambda: self.get("Pod", state.namespace, name) is not None and self._waiting(
+                state.namespace, name, "ImagePullBackOff", f'Back-off pulling image "{image}"'))
+        elif fault == "unschedulable":
+            # the scheduler's failure: PodScheduled False/Unschedulable, no node, no container statuses
+            # (kubernetes/kubernetes pkg/scheduler/schedule_one.go handleSchedulingFailure)
+            self.patch("Pod", state.namespace, name, {"status": {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "lastTransitionTime": _now(),
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are "
+                           "available: 3 No preemption victims found for incoming pod."}]}})
+        else:
+            raise ValueError(f"worker_fault: unknown fault {fault!r}")
 
     def _create_launcher(self, state: _JobState) -> None:
         job = self._job(state)
@@ -432,6 +518,22 @@ class MPIOperatorSim(Controller):
                          "labels": {"app": state.name}, "ownerReferences": [self._owner(state)]},
             "spec": job_spec,
         }, validate=True)
+        self._launcher_pod(state, template, launcher_job)
+        if "activeDeadlineSeconds" in job_spec:
+            self.later(float(job_spec["activeDeadlineSeconds"]), self._launcher_deadline, state)
+
+    def _launcher_deadline(self, state: _JobState) -> None:
+        """The Job controller's activeDeadlineSeconds (kubernetes/kubernetes pkg/controller/job/job_controller.go,
+        ``pastActiveDeadline``): the Job fails with reason DeadlineExceeded and its active pods are deleted (the
+        container gets SIGTERM); no retry. It acts on the launcher Job only: the workers run on until the
+        operator's cleanPodPolicy."""
+        if state.finished or state.deleted or self._job(state) is None:
+            return
+        state.deadline_exceeded = True
+        state.killed.set()
+    def _launcher_pod(self, state: _JobState, template: dict[str, Any], launcher_job: Mapping[str, Any]) -> None:
+        """One pod of the launcher Job (a new one for each retry, as the Job controller makes them)."""
+        assert self.api is not None
         pod_name = f"{state.name}-launcher-{secrets.token_hex(3)[:5]}"
         state.launcher_pod = pod_name
         labels = {**template["metadata"]["labels"], "job-name": f"{state.name}-launcher",
@@ -461,7 +563,7 @@ class MPIOperatorSim(Controller):
         command = [*container.get("command", []), *container.get("args", [])]
         cwd = container.get("workingDir")
         run = LauncherRun(state.namespace, state.name, state.launcher_pod, command, env,
-                          self.cwd_map.get(cwd or "", cwd), log, state.killed, state.restarted)
+                          self.cwd_map.get(cwd or "", cwd), log, state.killed)
         loop = self.loop
         assert loop is not None
 
@@ -482,30 +584,63 @@ class MPIOperatorSim(Controller):
         if state.behaviour.evict_worker is not None:
             self.later(state.behaviour.evict_after, self._evict, state, state.behaviour.evict_worker)
 
+    def _resolve_env(self, namespace: str, container: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
+        """The container's env as the kubelet resolves it (kubernetes/kubernetes pkg/kubelet/kubelet_pods.go
+        makeEnvironmentVariables): a missing Secret/ConfigMap is the API's 404 text (``secret "x" not found``), a
+        missing key ``couldn't find key K in Secret ns/name``; optional refs are skipped. Returns (env, error)."""
+        env: dict[str, str] = {}
+        for item in container.get("env") or []:
+            source = item.get("valueFrom") or {}
+            if not source:
+                env[item["name"]] = item.get("value", "")  # an env var without value is "" (NVIDIA_* above)
+                continue
+            for ref_key, kind, word in (("secretKeyRef", "Secret", "secret"), ("configMapKeyRef", "ConfigMap",
+                                                                                 "configmap")):
+                ref = source.get(ref_key)
+                if ref is None:
+                    continue
+                obj = self.get(kind, namespace, ref["name"])
+                if obj is None:
+                    if ref.get("optional"):
+                        continue
+                    return env, f'{word} "{ref["name"]}" not found'
+                data = obj.get("data") or {}
+                if ref["key"] not in data:
+                    if ref.get("optional"):
+                        continue
+                    return env, f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+                value = data[ref["key"]]
+                env[item["name"]] = base64.b64decode(value).decode() if kind == "Secret" else value
+        return env, None
+
+    def _waiting(self, namespace: str, pod: str, reason: str, message: str) -> None:
+        """A container the kubelet cannot start: the pod stays Pending, not Ready, and the reason is the
+        container's ``state.waiting`` (kubernetes/kubernetes pkg/kubelet/kuberuntime/kuberuntime_container.go
+        startContainer returns (msg, err); kubelet_pods.go convertToAPIContainerStatuses puts them there)."""
+        current = self.get("Pod", namespace, pod) or {}
+        container = ((current.get("spec") or {}).get("containers") or [{}])[0]
+        self.patch("Pod", namespace, pod, {"status": {
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()},
+                           {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+                            "lastTransitionTime": _now()}],
+            "containerStatuses": [{"name": container.get("name", ""), "ready": False, "restartCount": 0,
+                                   "image": container.get("image", ""), "imageID": "",
+                                   "started": False, "state": {"waiting": {"reason": reason, "message": message}}}]}})
+
     def _container_env(self, state: _JobState, container: Mapping[str, Any]) -> dict[str, str] | None:
-        """The env the kubelet would give the container; ``None`` (and the pod fails) for a missing Secret."""
+        """The env the kubelet would give the container; ``None`` (the pod stays Pending with
+        CreateContainerConfigError) for a missing Secret, ConfigMap or key."""
         env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
-        for item in container.get("env") or []:
-            if "value" in item:
-                env[item["name"]] = item["value"]
-                continue
-            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
-            if ref is None:
-                continue
-            secret = self.get("Secret", state.namespace, ref["name"])
-            data = (secret or {}).get("data") or {}
-            if ref["key"] not in data:
-                if ref.get("optional"):
-                    continue
-                assert state.launcher_pod is not None
-                self.patch("Pod", state.namespace, state.launcher_pod, {"status": {
-                    "phase": "Pending", "reason": "CreateContainerConfigError",
-                    "message": f'secret "{ref["name"]}" not found'}})
-                return None
-            env[item["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        resolved, error = self._resolve_env(state.namespace, container)
+        if error is not None:
+            assert state.launcher_pod is not None
+            self._waiting(state.namespace, state.launcher_pod, "CreateContainerConfigError", error)
+            return None
+        env.update(resolved)
         # the hostfile the container sees at /etc/mpi/hostfile, with hosts this machine can reach
         job = self._job(state)
         assert job is not None
@@ -534,37 +669,24 @@ class MPIOperatorSim(Controller):
                 self._event(state, "Normal", "MPIJobRunning", msg)
 
     def _evict(self, state: _JobState, index: int) -> None:
+        """kubeflow/mpi-operator pkg/controller/mpi_job_controller.go updateMPIJobStatus :1144-1163: an evicted
+        worker (phase Failed, reason Evicted) makes the job Failed/MPIJobEvicted - and that is all: no
+        completionTime (only the launcher Job's end sets one, :1125-1127 and :1227-1230), so syncHandler neither
+        cleans pods nor stops anything (:622-633), the launcher runs on, and getOrCreateWorker never replaces the
+        evicted pod (:1016-1023). v2 has no Restarting condition."""
         job = self._job(state)
         if job is None or state.finished:
             return
         name = f"{state.name}-worker-{index}"
         self._set_pod_phase(state.namespace, name, "Failed", reason="Evicted")
         workers = job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1)
-        if state.behaviour.restart_on_evict:
-            self._set_condition(state, "Restarting", "True", "MPIJobRestarting",
-                                f"worker {name} was evicted; restarting it")
-            self._event(state, "Warning", "MPIJobRestarting", f"worker {name} was evicted; restarting it")
-            self.later(0.02, self._replace_worker, state, index)
-            return
-        msg = f"1/{workers} workers are evicted"
-        self._set_condition(state, "Failed", "True", "MPIJobEvicted", msg, {"completionTime": _now()})
-        self._event(state, "Warning", "MPIJobEvicted", msg)
-        state.finished = True
-        state.killed.set()  # mpirun loses a rank: the launcher dies
-        self._clean_pods(state, job)
+        state.evicted = True
+        self._evicted_condition(state, workers)
 
-    def _replace_worker(self, state: _JobState, index: int) -> None:
-        job = self._job(state)
-        if job is None:
-            return
-        assert self.api is not None
-        name = f"{state.name}-worker-{index}"
-        if self.get("Pod", state.namespace, name) is not None:
-            self.api.delete_object(self.api.type_for("Pod"), state.namespace, name)
-        self._create_worker(state, job, index)
-        self._set_pod_phase(state.namespace, name, "Running")
-        self._maybe_running(state)
-        state.restarted.set()
+    def _evicted_condition(self, state: _JobState, workers: int) -> None:
+        msg = f"1/{workers} workers are evicted"
+        self._set_condition(state, "Failed", "True", "MPIJobEvicted", msg)
+        self._event(state, "Warning", "MPIJobEvicted", msg)
 
     def _launcher_done(self, state: _JobState, rc: int) -> None:
         if state.hostfile_dir:
@@ -578,27 +700,95 @@ class MPIOperatorSim(Controller):
         now = _now()
         job_status = ({"succeeded": 1, "completionTime": now, "conditions": [
             {"type": "Complete", "status": "True", "lastTransitionTime": now}]} if rc == 0 else
-            {"failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+            {"failed": state.launcher_failures, "conditions": [{
+                "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                           "message": "Job has reached the specified backoff limit",
                                           "lastTransitionTime": now}]})
-        if self.get("Job", state.namespace, f"{state.name}-launcher") is not None:
+        launcher_job = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if state.deadline_exceeded and not state.deleted:
+            self._launcher_past_deadline(state, launcher_job)
+            return
+        if rc != 0 and launcher_job is not None and self._retry_launcher(state, launcher_job):
+            return
+        if launcher_job is not None:
             self.patch("Job", state.namespace, f"{state.name}-launcher", {"status": job_status})
+            ttl = (launcher_job.get("spec") or {}).get("ttlSecondsAfterFinished")
+            if ttl is not None:
+                self.later(float(ttl), self._launcher_ttl, state, launcher_job["metadata"]["uid"])
         job = self._job(state)
         if job is None or state.finished:
             return
         state.finished = True
+        if state.evicted:  # the launcher's end is recorded below, and every sync sets the eviction again (:1159)
+            self.later(0.0, self._evicted_condition, state, job["spec"]["mpiReplicaSpecs"]["Worker"].get("replicas", 1))
         if rc == 0:
             msg = f"MPIJob {state.namespace}/{state.name} successfully completed."
             self._set_condition(state, "Succeeded", "True", "MPIJobSucceeded", msg, {"completionTime": now})
             self._event(state, "Normal", "MPIJobSucceeded", msg)
         else:
-            msg = (f"Job has reached the specified backoff limit: launcher exited with code {rc}")
-            self._set_condition(state, "Failed", "True", "BackoffLimitExceeded/Error", msg, {"completionTime": now})
-            self._event(state, "Warning", "BackoffLimitExceeded/Error", msg)
+            # updateMPIJobFailedStatus (:1202-1231): the Job's reason and message, plus the last failed launcher
+            # pod's status.reason/message - both empty for a container that just exited non-zero (the kubelet sets
+            # a pod-level reason only for evictions, deadlines and the like)
+            pod = self.get("Pod", state.namespace, state.launcher_pod) or {}
+            reason = "BackoffLimitExceeded/" + str((pod.get("status") or {}).get("reason") or "")
+            msg = "Job has reached the specified backoff limit: " + str((pod.get("status") or {}).get("message") or "")
+            self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
+            self._event(state, "Warning", reason, msg)
         self._clean_pods(state, job)
 
+    def _launcher_ttl(self, state: _JobState, uid: str) -> None:
+        """The TTL-after-finished controller deletes the finished launcher Job (foreground), and with it its pods
+        (kubernetes/kubernetes pkg/controller/ttlafterfinished/ttlafterfinished_controller.go); the MPIJob and
+        the workers are not its business."""
+        assert self.api is not None
+        launcher_job = self.get("Job", state.namespace, f"{state.name}-launcher")
+        if launcher_job is None or launcher_job["metadata"]["uid"] != uid:
+            return
+        for pod in self.api.list_objects(self.api.type_for("Pod"), state.namespace, f"job-name={state.name}-launcher"):
+            self.api.delete_object(self.api.type_for("Pod"), state.namespace, pod["metadata"]["name"])
+        self.api.delete_object(self.api.type_for("Job"), state.namespace, launcher_job["metadata"]["name"])
+
+    def _launcher_past_deadline(self, state: _JobState, launcher_job: Mapping[str, Any] | None) -> None:
+        assert self.api is not None and state.launcher_pod is not None
+        now = _now()
+        if launcher_job is not None:
+            self.patch("Job", state.namespace, launcher_job["metadata"]["name"], {"status": {
+                "failed": state.launcher_failures + 1, "conditions": [{
+                    "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline", "lastTransitionTime": now}]}})
+        if self.get("Pod", state.namespace, state.launcher_pod) is not None:
+            self.api.delete_object(self.api.type_for("Pod"), state.namespace, state.launcher_pod)
+        job = self._job(state)
+        if job is None or state.finished:
+            return
+        state.finished = True
+        # updateMPIJobFailedStatus (:1202-1231): the Job's reason and message as they are (no pod appended: only
+        # for BackoffLimitExceeded), completionTime now
+        reason, msg = "DeadlineExceeded", "Job was active longer than specified deadline"
+        self._set_condition(state, "Failed", "True", reason, msg, {"completionTime": now})
+        self._event(state, "Warning", reason, msg)
+        self._clean_pods(state, job)
+
+    def _retry_launcher(self, state: _JobState, launcher_job: Mapping[str, Any]) -> bool:
+        """The Job controller, not the operator, retries the launcher: a new pod while the failed ones do not
+        exceed ``backoffLimit`` (kubernetes/kubernetes pkg/controller/job/job_controller.go, ``exceedsBackoffLimit``;
+        default 6 in pkg/apis/batch/v1/defaults.go). The operator only copies ``backoffLimit``,
+        ``activeDeadlineSeconds`` and ``ttlSecondsAfterFinished`` onto the launcher Job (mpi_job_controller.go
+        newLauncherJob :1554-1577); the workers keep running meanwhile."""
+        state.launcher_failures += 1
+        limit = (launcher_job.get("spec") or {}).get("backoffLimit", 6)
+        if state.deleted or state.killed.is_set() or state.launcher_failures > limit:
+            return False
+        self.patch("Job", state.namespace, launcher_job["metadata"]["name"],
+                   {"status": {"failed": state.launcher_failures}})
+        template = copy.deepcopy(launcher_job["spec"]["template"])
+        self._launcher_pod(state, template, launcher_job)
+        return True
+
     def _clean_pods(self, state: _JobState, job: Mapping[str, Any]) -> None:
-        policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "Running")
+        # the operator defaults cleanPodPolicy to None (kubeflow/mpi-operator pkg/apis/kubeflow/v2beta1/default.go
+        # setDefaultsRunPolicy :52-56)
+        policy = (job["spec"].get("runPolicy") or {}).get("cleanPodPolicy", "None")
         if policy == "None":
             return
         assert self.api is not None
@@ -610,6 +800,12 @@ class MPIOperatorSim(Controller):
     def _collect_garbage(self, state: _JobState) -> None:
         """Delete what the job owned (directly or through the launcher Job), like the garbage collector."""
         assert self.api is not None
+        if state.thread is not None and state.thread.is_alive():
+            # a deleted pod stays (with a deletionTimestamp) until the kubelet has stopped its containers
+            # (kubernetes/kubernetes pkg/kubelet/status/status_manager.go canBeDeleted); with foreground deletion
+            # the MPIJob stays until then too: the launcher's exit is over before its objects are gone
+            self.later(0.02, self._collect_garbage, state)
+            return
         owners = {state.uid}
         launcher = self.get("Job", state.namespace, f"{state.name}-launcher")
         if launcher is not None:
