@@ -50,7 +50,7 @@ def test_keep_last_must_be_a_positive_number_and_reaches_the_launcher() -> None:
         _cfg(data=True, keep_last=0)
     cfg = _cfg(data=True, model=True, model_pvc="models", keep_last=3)
     req = JobRequest(run_id="a" * 32, experiment_id="1", tracking_uri="http://mlflow:5000", command="python t.py",
-                     entry_point="train", project_name="p")
+                     entry_point="train", project_name="p", model_path="run-1/model")
     spec = plan_job(cfg, req).mpijob["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
     argv = [*spec.get("command", []), *spec.get("args", [])]
     opts = parse_args(argv[argv.index("mlflow_anf.backend.launcher") + 1:])
