@@ -104,7 +104,8 @@ def test_doctor_all_ok(k8s_server, k8s_objects, kubeconfig_path) -> None:
                         "spec": {"ports": [{"port": 5000}]}})
     cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
            "kubeconfig": str(kubeconfig_path), "data_pvc": "tusimple-data",
-           "tracking_uri": f"http://mlflow.{NS}.svc.cluster.local:5000", "snapshot": {"data": True, "model": True}}
+           "tracking_uri": f"http://mlflow.{NS}.svc.cluster.local:5000", "snapshot": {"data": True, "model": True},
+           "service_account": "mlflow-anf-launcher"}  # the launcher takes the model snapshot (k8s/base/rbac.yaml)
     mark = k8s_server.mark()
     result = _doctor(cfg)
     assert result.exit_code == 0, result.output

@@ -45,18 +45,47 @@ class Check(BaseModel):
         return text
 
 
-# (verb, API group, resource, subresource, why) - what the submitter needs (k8s/base/rbac.yaml)
-def required_access(config: MPIJobBackendConfig) -> list[tuple[str, str, str, str, str]]:
+Need = tuple[str, str, str, str, str]  # (verb, API group, resource, subresource, why)
+_SNAP = "snapshot.storage.k8s.io"
+
+
+# what the submitter needs (k8s/base/rbac.yaml, Role mlflow-anf-submitter)
+def required_access(config: MPIJobBackendConfig) -> list[Need]:
     needs = [(verb, "kubeflow.org", "mpijobs", "", "submit, follow and cancel jobs")
              for verb in ("create", "get", "list", "watch", "delete")]
     needs += [("list", "", "pods", "", "find the launcher pod"), ("get", "", "pods", "log", "stream its log"),
               ("list", "", "events", "", "explain a job the operator rejected"),
               ("list", "batch", "jobs", "", "check a cancel left nothing")]
+    if config.snapshot.data or config.snapshot.model:  # plugin.py _check_snapshot_budget -> budget.py
+        needs += [("list", _SNAP, "volumesnapshots", "", "check the snapshot budget before submitting")]
     if config.snapshot.data:
-        needs += [(verb, "snapshot.storage.k8s.io", "volumesnapshots", "", "snapshot the data volume")
-                  for verb in ("create", "get", "list", "watch")]
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot the data volume") for verb in ("create", "get",
+                                                                                                "watch")]
         needs += [("get", "", "persistentvolumeclaims", "", "check the data volume before snapshotting it")]
     return needs
+
+
+# what the launcher's service account needs (k8s/base/rbac.yaml, Role mlflow-anf-launcher): the model snapshot
+# after training, snapshot.keep_last after a success (mlflow_anf/backend/launcher.py, budget.py)
+def launcher_access(config: MPIJobBackendConfig) -> list[Need]:
+    needs: list[Need] = []
+    if config.snapshot.model:
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot the model") for verb in ("create", "get", "list",
+                                                                                          "watch")]
+        needs += [("get", "", "persistentvolumeclaims", "", "snapshot the model")]
+    if config.snapshot.keep_last:
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot.keep_last") for verb in ("list", "delete")]
+    return needs
+
+
+def _describe(needs: list[Need]) -> str:
+    """``create, get volumesnapshots (why), get persistentvolumeclaims (why)``: verbs grouped by resource."""
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for verb, _group, resource, sub, why in needs:
+        verbs, whys = groups.setdefault(resource + ("/" + sub if sub else ""), ([], []))
+        verbs.extend(v for v in (verb,) if v not in verbs)
+        whys.extend(w for w in (why,) if w not in whys)
+    return ", ".join(f"{', '.join(verbs)} {res} ({'; '.join(whys)})" for res, (verbs, whys) in groups.items())
 
 
 class Doctor:
@@ -253,8 +282,21 @@ class Doctor:
         if denied:
             return Check(name="RBAC", status="fail", detail=f"in {self.config.namespace}: denied " + ", ".join(denied),
                          fix="bind the mlflow-anf-submitter Role of k8s/base/rbac.yaml to your user or group")
-        return Check(name="RBAC", status="ok", detail=f"every verb the backend needs is allowed in "
-                                                      f"{self.config.namespace}")
+        return self._launcher_access(f"every verb the backend needs is allowed in {self.config.namespace}")
+
+    def _launcher_access(self, detail: str) -> Check:
+        """What the launcher's service account needs, shown, not reviewed: a SelfSubjectAccessReview answers for
+        the caller only, and reviewing another account (LocalSubjectAccessReview) is a right submitters lack."""
+        needs = launcher_access(self.config)
+        if not needs:
+            return Check(name="RBAC", status="ok", detail=detail)
+        account = self.config.service_account
+        if not account:
+            return Check(name="RBAC", status="warn", detail=f"{detail}; but the launcher runs as the namespace's "
+                         f"default service account, which needs {_describe(needs)}",
+                         fix="set service_account to mlflow-anf-launcher (k8s/base/rbac.yaml)")
+        return Check(name="RBAC", status="ok", detail=f"{detail}; the launcher (service account {account}) needs "
+                     f"{_describe(needs)}: Role mlflow-anf-launcher of k8s/base/rbac.yaml grants it")
 
     def tracking(self) -> Check:
         from mlflow_anf.backend.plugin import pod_tracking_uri
