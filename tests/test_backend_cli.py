@@ -104,7 +104,8 @@ def test_doctor_all_ok(k8s_server, k8s_objects, kubeconfig_path) -> None:
                         "spec": {"ports": [{"port": 5000}]}})
     cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
            "kubeconfig": str(kubeconfig_path), "data_pvc": "tusimple-data",
-           "tracking_uri": f"http://mlflow.{NS}.svc.cluster.local:5000", "snapshot": {"data": True, "model": True}}
+           "tracking_uri": f"http://mlflow.{NS}.svc.cluster.local:5000", "snapshot": {"data": True, "model": True},
+           "service_account": "mlflow-anf-launcher"}  # the launcher takes the model snapshot (k8s/base/rbac.yaml)
     mark = k8s_server.mark()
     result = _doctor(cfg)
     assert result.exit_code == 0, result.output
@@ -141,6 +142,35 @@ def test_doctor_reports_each_problem_with_its_fix(k8s_server, k8s_objects, kubec
     assert "[warn] image: registry.example.com/lanedet:0.1.0 is not pinned by digest" in out
     assert out.count("fix: ") == 5
     assert out.splitlines()[-1] == "3 ok, 2 warning(s), 3 failed"
+
+
+def test_doctor_checks_a_separate_model_pvc_as_it_checks_the_data_pvc(k8s_server, k8s_objects,
+                                                                      kubeconfig_path) -> None:
+    """snapshot.model_pvc differing from data_pvc is mounted in launcher and workers (backend/model_volume.py): it
+    must exist, be Bound and ReadWriteMany, as the data PVC must."""
+    serve_access_reviews(k8s_server)
+    k8s_objects.namespace(NS)
+    k8s_objects.storage_class("azurenetappfiles")
+    k8s_objects.snapshot_class("netapp-csi-snapclass", default=True)
+    k8s_objects.pvc("tusimple-data", NS, storage_class="azurenetappfiles")
+    cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
+           "kubeconfig": str(kubeconfig_path), "data_pvc": "tusimple-data", "service_account": "mlflow-anf-launcher",
+           "snapshot": {"data": True, "model": True, "model_pvc": "lanedet-models"}}
+    out = _doctor(cfg).stdout
+    assert f"[FAIL] model PVC: {NS}/lanedet-models not found" in out, out
+    assert "fix: create snapshot.model_pvc" in out, out
+    k8s_objects.pvc("lanedet-models", NS, storage_class="azurenetappfiles", access_modes=("ReadWriteOnce",),
+                    phase="Pending")
+    out = _doctor(cfg).stdout
+    assert (f"[FAIL] model PVC: {NS}/lanedet-models is Pending, not Bound; access modes ['ReadWriteOnce'] lack "
+            "ReadWriteMany, so the workers cannot all mount it") in out, out
+    assert f"[ ok ] data PVC: {NS}/tusimple-data Bound" in out
+    k8s_objects.delete("PersistentVolumeClaim", NS, "lanedet-models")
+    k8s_objects.pvc("lanedet-models", NS, storage_class="azurenetappfiles")
+    out = _doctor(cfg).stdout
+    assert f"[ ok ] model PVC: {NS}/lanedet-models Bound, ReadWriteMany" in out, out
+    same = _doctor({**cfg, "snapshot": {"data": True, "model": True, "model_pvc": "tusimple-data"}}).stdout
+    assert "model PVC" not in same  # the model is on the data volume: checked once
 
 
 def test_doctor_without_the_mpi_operator(tmp_path: Path, crds_dir: Path, k8s_tls) -> None:

@@ -212,3 +212,78 @@ def test_doctor_as_the_submitter_sees_what_the_manifests_grant(cluster: Any, k8s
     result = CliRunner().invoke(main, ["doctor", "-c", json.dumps({**cfg, "kubeconfig": str(stranger)}),
                                        "--tracking-uri", "sqlite:///local.db"])
     assert result.exit_code != 0 and "denied create mpijobs" in result.output, result.output
+
+
+def _bind_without_snapshot_list(cluster: Any, granted: list[dict[str, Any]], user: str) -> None:
+    """The submitter Role of k8s/base/rbac.yaml less ``list`` on volumesnapshots, bound to *user* alone."""
+    import copy
+
+    role = copy.deepcopy(next(o for o in granted if o["kind"] == "Role"
+                              and o["metadata"]["name"].endswith("mlflow-anf-submitter")))
+    for rule in role["rules"]:
+        if "volumesnapshots" in rule.get("resources", []):
+            rule["verbs"] = [v for v in rule["verbs"] if v != "list"]
+    role["metadata"] = {"name": "no-snapshot-list", "namespace": NS}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "no-snapshot-list", "namespace": NS},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "no-snapshot-list"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+    cluster.apply([role, binding])
+
+
+@pytest.mark.parametrize("snapshot", [{"data": True}, {"data": False, "model": True}])
+def test_doctor_requires_listing_snapshots_for_the_budget_check(cluster: Any, k8s_objects: Any,
+                                                                submitter_kubeconfig: Path,
+                                                                granted: list[dict[str, Any]],
+                                                                snapshot: dict[str, bool]) -> None:
+    """The backend lists VolumeSnapshots as the submitter before submitting (mlflow_anf/backend/budget.py), for a
+    model snapshot alone too: doctor names a missing ``list``; with the shipped Role it is ok."""
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
+           "kubeconfig": str(submitter_kubeconfig), "data_pvc": "tusimple-data", "service_account": LAUNCHER_SA,
+           "snapshot": snapshot}
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps(cfg), "--tracking-uri", "sqlite:///local.db"])
+    assert "[ ok ] RBAC" in result.output, result.output
+    _bind_without_snapshot_list(cluster, granted, "bob@example.com")
+    bob = cluster.write_kubeconfig(submitter_kubeconfig.parent / "bob", namespace=NS,
+                                   token=cluster.add_identity(rbac.user("bob@example.com")))
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps({**cfg, "kubeconfig": str(bob)}),
+                                       "--tracking-uri", "sqlite:///local.db"])
+    assert result.exit_code != 0, result.output
+    assert "[FAIL] RBAC: in lane-detection: denied list volumesnapshots (check the snapshot budget" in result.output
+
+
+def test_doctor_shows_what_the_launcher_needs_for_keep_last(cluster: Any, submitter_kubeconfig: Path) -> None:
+    """snapshot.keep_last deletes VolumeSnapshots from the launcher, as its service account (k8s/base/rbac.yaml,
+    Role mlflow-anf-launcher): doctor says so, and warns when no service_account is configured."""
+    from click.testing import CliRunner
+
+    from mlflow_anf.cli import main
+
+    cfg = {"namespace": NS, "image": "registry.example.com/lanedet@sha256:" + "b" * 64,
+           "kubeconfig": str(submitter_kubeconfig), "data_pvc": "tusimple-data", "service_account": LAUNCHER_SA,
+           "snapshot": {"data": True, "model": True, "keep_last": 3}}
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps(cfg), "--tracking-uri", "sqlite:///local.db"])
+    line = next(x for x in result.output.splitlines() if "RBAC" in x)
+    assert line.startswith("[ ok ] RBAC"), result.output
+    assert f"the launcher (service account {LAUNCHER_SA}) needs create, get, list, watch, delete volumesnapshots" \
+        in line and "snapshot.keep_last" in line, line
+    del cfg["service_account"]
+    result = CliRunner().invoke(main, ["doctor", "-c", json.dumps(cfg), "--tracking-uri", "sqlite:///local.db"])
+    assert "[warn] RBAC" in result.output and "service_account" in result.output, result.output
+
+
+def test_what_doctor_says_the_launcher_needs_the_manifests_grant(granted: list[dict[str, Any]]) -> None:
+    from mlflow_anf.backend.config import load_backend_config
+    from mlflow_anf.backend.doctor import launcher_access
+
+    cfg = load_backend_config({"namespace": NS, "image": "x.io/y:1", "data_pvc": "tusimple-data",
+                               "service_account": LAUNCHER_SA, "snapshot": {"model": True, "keep_last": 2}})
+    needs = launcher_access(cfg)
+    assert ("delete", "snapshot.storage.k8s.io", "volumesnapshots", "", "snapshot.keep_last") in needs
+    account = rbac.service_account(NS, LAUNCHER_SA)
+    for verb, group, resource, sub, _why in needs:
+        assert rbac.allowed(granted, account, rbac.Attributes(verb, group, resource, sub, NS)), (verb, resource)

@@ -403,6 +403,25 @@ def test_keep_last_prunes_only_old_managed_snapshots(kubeconfig_path: Path, clus
     assert make_provider(kubeconfig_path).prune("data", keep_last=1) == ["run-3"]
 
 
+def test_keep_last_spares_the_runs_other_snapshots_and_unready_ones(kubeconfig_path: Path, cluster: ObjectStore,
+                                                                     k8s_server: K8sServer) -> None:
+    """keep_last=1 with the data and the model snapshot of one run on the same PVC: the model snapshot's prune must
+    not delete the run's data snapshot; nor an older managed snapshot that is not ready (another run may be taking
+    it) - the rule of mlflow_anf.backend.budget.prune_candidates."""
+    managed = {LABEL_MANAGED_BY: "mlflow-anf"}
+    cluster.volume_snapshot("old-ready", "data", labels=managed)
+    cluster.volume_snapshot("other-run-pending", "data", labels=managed, ready=False)
+    provider = make_provider(kubeconfig_path, keep_last=1)
+    provider.create("data", "run-data", labels=RUN_LABELS)
+    mark = k8s_server.mark()
+    provider.create("data", "run-model", labels={**RUN_LABELS, LABEL_ROLE: "model"})
+    deletes = [r.name for r in k8s_server.requests(mark) if r.method == "DELETE"]
+    assert "run-data" not in deletes and "other-run-pending" not in deletes
+    remaining = sorted(s["metadata"]["name"] for s in cluster.list("VolumeSnapshot", "default")
+                       if not s["metadata"].get("deletionTimestamp"))
+    assert remaining == ["other-run-pending", "run-data", "run-model"]
+
+
 def test_list_by_pvc_run_label_and_selector(provider: CsiSnapshotProvider, cluster: ObjectStore) -> None:
     cluster.pvc("models")
     provider.create("data", "d1", labels={LABEL_RUN_ID: "run-a", LABEL_ROLE: "data"})

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mlflow_anf.backend.config import MPIJobBackendConfig
-from mlflow_anf.k8s.naming import sanitize_label_value
-from mlflow_anf.vocabulary import LABEL_RUN_ID
+from mlflow_anf.snapshots.csi.retention import prune_candidates
 
 
 class SnapshotBudgetError(RuntimeError):
@@ -72,17 +71,6 @@ def check_snapshot_budget(config: MPIJobBackendConfig, provider: Any) -> None:
     problems = count_budget(existing, planned, provider.config.max_snapshots_per_volume, config.namespace)
     if problems:
         raise SnapshotBudgetError("snapshot budget: " + "; ".join(problems))
-
-
-def prune_candidates(snapshots: Iterable[Mapping[str, Any]], run_id: str) -> list[str]:
-    """Names keep_last must never delete: this run's snapshots and those not ready (or failed) yet."""
-    protect, label = [], sanitize_label_value(run_id)
-    for snap in snapshots:
-        meta = snap.get("metadata") or {}
-        ready = (snap.get("status") or {}).get("readyToUse") is True
-        if (meta.get("labels") or {}).get(LABEL_RUN_ID) == label or not ready:
-            protect.append(meta.get("name", ""))
-    return protect
 
 
 def prune_after_success(provider: Any, volumes: Iterable[str], keep_last: int, run_id: str) -> list[str]:

@@ -2,8 +2,9 @@
 
 Each check gives one line - ok, warn or fail - and, when not ok, the fix. Checks: the API server answers; the
 MPIJob (``kubeflow.org/v2beta1``) and VolumeSnapshot (``snapshot.storage.k8s.io/v1``) APIs are served; the
-VolumeSnapshotClass and the data PVC's StorageClass exist; the data PVC is Bound and ReadWriteMany; the caller may
-do what the backend does (SelfSubjectAccessReview per verb); the tracking URI is one the pods can reach.
+VolumeSnapshotClass and the data PVC's StorageClass exist; the data PVC - and ``snapshot.model_pvc`` when it is a
+volume of its own - is Bound and ReadWriteMany; the caller may do what the backend does (SelfSubjectAccessReview per
+verb), and what the launcher's service account needs is shown; the tracking URI is one the pods can reach.
 Read-only: the only writes are the access reviews, which the API server does not store.
 """
 
@@ -45,18 +46,47 @@ class Check(BaseModel):
         return text
 
 
-# (verb, API group, resource, subresource, why) - what the submitter needs (k8s/base/rbac.yaml)
-def required_access(config: MPIJobBackendConfig) -> list[tuple[str, str, str, str, str]]:
+Need = tuple[str, str, str, str, str]  # (verb, API group, resource, subresource, why)
+_SNAP = "snapshot.storage.k8s.io"
+
+
+# what the submitter needs (k8s/base/rbac.yaml, Role mlflow-anf-submitter)
+def required_access(config: MPIJobBackendConfig) -> list[Need]:
     needs = [(verb, "kubeflow.org", "mpijobs", "", "submit, follow and cancel jobs")
              for verb in ("create", "get", "list", "watch", "delete")]
     needs += [("list", "", "pods", "", "find the launcher pod"), ("get", "", "pods", "log", "stream its log"),
               ("list", "", "events", "", "explain a job the operator rejected"),
               ("list", "batch", "jobs", "", "check a cancel left nothing")]
+    if config.snapshot.data or config.snapshot.model:  # plugin.py _check_snapshot_budget -> budget.py
+        needs += [("list", _SNAP, "volumesnapshots", "", "check the snapshot budget before submitting")]
     if config.snapshot.data:
-        needs += [(verb, "snapshot.storage.k8s.io", "volumesnapshots", "", "snapshot the data volume")
-                  for verb in ("create", "get", "list", "watch")]
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot the data volume") for verb in ("create", "get",
+                                                                                                "watch")]
         needs += [("get", "", "persistentvolumeclaims", "", "check the data volume before snapshotting it")]
     return needs
+
+
+# what the launcher's service account needs (k8s/base/rbac.yaml, Role mlflow-anf-launcher): the model snapshot
+# after training, snapshot.keep_last after a success (mlflow_anf/backend/launcher.py, budget.py)
+def launcher_access(config: MPIJobBackendConfig) -> list[Need]:
+    needs: list[Need] = []
+    if config.snapshot.model:
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot the model") for verb in ("create", "get", "list",
+                                                                                          "watch")]
+        needs += [("get", "", "persistentvolumeclaims", "", "snapshot the model")]
+    if config.snapshot.keep_last:
+        needs += [(verb, _SNAP, "volumesnapshots", "", "snapshot.keep_last") for verb in ("list", "delete")]
+    return needs
+
+
+def _describe(needs: list[Need]) -> str:
+    """``create, get volumesnapshots (why), get persistentvolumeclaims (why)``: verbs grouped by resource."""
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for verb, _group, resource, sub, why in needs:
+        verbs, whys = groups.setdefault(resource + ("/" + sub if sub else ""), ([], []))
+        verbs.extend(v for v in (verb,) if v not in verbs)
+        whys.extend(w for w in (why,) if w not in whys)
+    return ", ".join(f"{', '.join(verbs)} {res} ({'; '.join(whys)})" for res, (verbs, whys) in groups.items())
 
 
 class Doctor:
@@ -83,10 +113,12 @@ class Doctor:
         checks = [self.api_server()]
         if checks[0].status == "fail":
             return checks
-        for check in (self.mpijob_api, self.snapshot_api, self.snapshot_class, self.data_pvc, self.access,
-                      self.tracking, self.image):
+        for check in (self.mpijob_api, self.snapshot_api, self.snapshot_class, self.data_pvc, self.model_pvc,
+                      self.access, self.tracking, self.image):
             try:
-                checks.append(check())
+                result = check()
+                if result is not None:
+                    checks.append(result)
             except KubeApiError as exc:
                 checks.append(Check(name=check.__name__.replace("_", " "), status="fail", detail=str(exc),
                                     fix="see the error; is the API server reachable and are you allowed to read?"))
@@ -195,20 +227,34 @@ class Doctor:
         return pvc_driver(pvc, storage_class), where
 
     def data_pvc(self) -> Check:
-        from kubernetes.client import CoreV1Api, StorageV1Api
-
         cfg = self.config
         if not cfg.data_pvc:
             return Check(name="data PVC", status="warn", detail="no data_pvc configured: the pods mount no data",
                          fix="set data_pvc to the ReadWriteMany claim holding the dataset (k8s/base/data-pvc.yaml)")
-        where = f"{cfg.namespace}/{cfg.data_pvc}"
+        return self._pvc("data PVC", cfg.data_pvc,
+                         "kubectl apply -k k8s/overlays/aks-anf (claim tusimple-data), or fix data_pvc")
+
+    def model_pvc(self) -> Check | None:
+        """``snapshot.model_pvc`` when it is a volume of its own: the backend mounts it in launcher and workers
+        (:mod:`mlflow_anf.backend.model_volume`), so it must be what the data PVC must be."""
+        model = self.config.snapshot.model_pvc
+        if not self.config.snapshot.model or not model or model == self.config.data_pvc:
+            return None
+        return self._pvc("model PVC", model, "create snapshot.model_pvc ReadWriteMany on the ANF StorageClass "
+                                             "(as k8s/base/data-pvc.yaml), or fix snapshot.model_pvc")
+
+    def _pvc(self, label: str, pvc_name: str, missing_fix: str) -> Check:
+        """Exists, Bound, ReadWriteMany, on a StorageClass that exists: every pod of the job mounts it."""
+        from kubernetes.client import CoreV1Api, StorageV1Api
+
+        cfg = self.config
+        where = f"{cfg.namespace}/{pvc_name}"
         try:
-            pvc = self._call(CoreV1Api(self.api).read_namespaced_persistent_volume_claim, cfg.data_pvc,
+            pvc = self._call(CoreV1Api(self.api).read_namespaced_persistent_volume_claim, pvc_name,
                              cfg.namespace, op=f"get PVC {where}")
         except KubeApiError as exc:
             if exc.not_found:
-                return Check(name="data PVC", status="fail", detail=f"{where} not found",
-                             fix="kubectl apply -k k8s/overlays/aks-anf (claim tusimple-data), or fix data_pvc")
+                return Check(name=label, status="fail", detail=f"{where} not found", fix=missing_fix)
             raise
         problems = []
         phase = pvc.status.phase if pvc.status else None
@@ -232,10 +278,10 @@ class Doctor:
                 else:
                     raise
         if problems:
-            return Check(name="data PVC", status="fail", detail=f"{where} " + "; ".join(problems),
+            return Check(name=label, status="fail", detail=f"{where} " + "; ".join(problems),
                          fix="create it ReadWriteMany on the ANF StorageClass (k8s/cluster, k8s/base/data-pvc.yaml); "
                              "an existing RWO claim cannot be changed - restore a snapshot into a new RWX claim")
-        return Check(name="data PVC", status="ok", detail=f"{where} Bound, ReadWriteMany{sc_text}")
+        return Check(name=label, status="ok", detail=f"{where} Bound, ReadWriteMany{sc_text}")
 
     def access(self) -> Check:
         from kubernetes.client import AuthorizationV1Api
@@ -253,8 +299,21 @@ class Doctor:
         if denied:
             return Check(name="RBAC", status="fail", detail=f"in {self.config.namespace}: denied " + ", ".join(denied),
                          fix="bind the mlflow-anf-submitter Role of k8s/base/rbac.yaml to your user or group")
-        return Check(name="RBAC", status="ok", detail=f"every verb the backend needs is allowed in "
-                                                      f"{self.config.namespace}")
+        return self._launcher_access(f"every verb the backend needs is allowed in {self.config.namespace}")
+
+    def _launcher_access(self, detail: str) -> Check:
+        """What the launcher's service account needs, shown, not reviewed: a SelfSubjectAccessReview answers for
+        the caller only, and reviewing another account (LocalSubjectAccessReview) is a right submitters lack."""
+        needs = launcher_access(self.config)
+        if not needs:
+            return Check(name="RBAC", status="ok", detail=detail)
+        account = self.config.service_account
+        if not account:
+            return Check(name="RBAC", status="warn", detail=f"{detail}; but the launcher runs as the namespace's "
+                         f"default service account, which needs {_describe(needs)}",
+                         fix="set service_account to mlflow-anf-launcher (k8s/base/rbac.yaml)")
+        return Check(name="RBAC", status="ok", detail=f"{detail}; the launcher (service account {account}) needs "
+                     f"{_describe(needs)}: Role mlflow-anf-launcher of k8s/base/rbac.yaml grants it")
 
     def tracking(self) -> Check:
         from mlflow_anf.backend.plugin import pod_tracking_uri

@@ -62,6 +62,7 @@ from mlflow_anf.snapshots.csi.manifests import (
     snapshot_record,
     source_pvc,
 )
+from mlflow_anf.snapshots.csi.retention import prune_candidates
 from mlflow_anf.vocabulary import (
     ANNOTATION_RESTORED_FROM,
     ANNOTATION_SOURCE_STORAGE_CLASS,
@@ -312,8 +313,8 @@ class CsiSnapshotProvider(ProviderTraits):
             return self._record(created)
         ready = self._wait_ready(namespace, name, created, started)
         snapshot = self._record(ready, self.api.get_content(bound_content(ready)))
-        if self.config.keep_last:
-            self.prune(volume_id, self.config.keep_last, protect=(name,))
+        if self.config.keep_last:  # the run's other snapshots (data and model of one PVC) are spared too
+            self.prune(volume_id, self.config.keep_last, protect=(name,), run_id=all_labels.get(LABEL_RUN_ID))
         return snapshot
 
     def _adopt(self, obj: Mapping[str, Any], namespace: str, pvc: str, started: float, wait: bool) -> Snapshot:
@@ -386,9 +387,11 @@ class CsiSnapshotProvider(ProviderTraits):
         if self.config.delete_wait if wait is None else wait:
             self._wait_gone(namespace, name, obj)
 
-    def prune(self, volume: str, keep_last: int | None = None, *, protect: Iterable[str] = ()) -> list[str]:
+    def prune(self, volume: str, keep_last: int | None = None, *, protect: Iterable[str] = (),
+              run_id: str | None = None) -> list[str]:
         """Delete the oldest snapshots of *volume* that this tool made (``managed-by=mlflow-anf``) beyond the
-        newest *keep_last* (default ``Config.keep_last``); never those in *protect* nor unmanaged ones.
+        newest *keep_last* (default ``Config.keep_last``); never those in *protect*, of run *run_id*, not ready
+        (:func:`~mlflow_anf.snapshots.csi.retention.prune_candidates`), being deleted, nor unmanaged ones.
         Returns the deleted names, oldest first."""
         keep = keep_last if keep_last is not None else self.config.keep_last
         if keep is None or keep < 1:
@@ -397,7 +400,7 @@ class CsiSnapshotProvider(ProviderTraits):
         managed = [s for s in self.api.list_snapshots(namespace, f"{LABEL_MANAGED_BY}={MANAGED_BY}")
                    if source_pvc(s) == pvc and not meta(s).get("deletionTimestamp")]
         managed.sort(key=age_key)
-        keep_set = set(protect)
+        keep_set = set(protect) | set(prune_candidates(managed, run_id))
         victims = [s for s in managed[:max(0, len(managed) - keep)] if meta(s).get("name") not in keep_set]
         deleted = [meta(v)["name"] for v in victims if self.api.delete_snapshot(namespace, meta(v)["name"],
                                                                                meta(v).get("uid"))]
