@@ -186,12 +186,11 @@ def test_a_ready_snapshot_whose_class_was_deleted_still_restores(kubeconfig_path
 
 def test_a_retried_model_snapshot_is_recorded_and_the_run_finishes(
         kubeconfig_path: Path, cluster: ObjectStore, snapshot_controller: SnapshotController, tracking: Any,
-        mlflow_store: Any, tmp_path: Path) -> None:
+        mlflow_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lanedet run's owner (``_owned_run``) around a Lightning fit with the lineage callback on the csi provider:
     the model snapshot meets a controller error that a retry clears; the fit, the model tags and FINISHED stay."""
     pl = pytest.importorskip("pytorch_lightning")
     pytest.importorskip("torch")
-    import mlflow
 
     from mlflow_anf.lightning import SnapshotLineage, SnapshotLineageConfig
     from mlflow_anf.vocabulary import parse_snapshot_tags
@@ -200,7 +199,7 @@ def test_a_retried_model_snapshot_is_recorded_and_the_run_finishes(
     from tests.test_lineage_callback import Tiny
 
     snapshot_controller.behave("model-*", error=QUOTA, recover_after=0.3)
-    mlflow.set_experiment(experiment_id=mlflow_store.experiment_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", mlflow_store.experiment_id)  # what `mlflow run` passes
     config = SnapshotLineageConfig(
         provider="csi", provider_options={"kubeconfig": str(kubeconfig_path), "ready_timeout_s": 10,
                                           "poll_interval_s": 0.05, "watch_timeout_s": 5, "retry": FAST_RETRY},

@@ -83,3 +83,8 @@ def tracking(mlflow_store: MlflowStore, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield MlflowClient(mlflow_store.uri)
     finally:
         mlflow.set_tracking_uri(previous)  # None unsets it (as mlflow's own _use_tracking_uri does)
+        # mlflow.set_experiment() in a test leaves its experiment as the process's active one (a module global, not
+        # the environment the autouse fixture restores): the next test's fresh store has no such experiment
+        from mlflow.tracking import fluent
+
+        fluent._active_experiment_id = None
