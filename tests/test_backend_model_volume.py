@@ -188,7 +188,7 @@ def test_output_dir_on_a_separate_model_pvc(project: Path) -> None:
 
 @pytest.mark.parametrize(("entry", "params", "over", "fragment"), [
     ("train", {}, {}, "-P output_dir: 'outputs' is /workspace/outputs in the pods"),
-    ("train", {"output_dir": "/tmp/out"}, {}, "-P output_dir: '/tmp/out' is not on"),
+    ("train", {"output_dir": "/scratch/out"}, {}, "-P output_dir: '/scratch/out' is not on"),
     ("train", {"output_dir": "/mnt2/out"}, {}, "-P output_dir: '/mnt2/out' is not on"),
     ("train", {"output_dir": "/mnt/models"}, {"model_pvc": "models"}, "-P output_dir: '/mnt/models' is not on"),
     ("train", {"output_dir": ""}, {}, "-P output_dir: empty"),

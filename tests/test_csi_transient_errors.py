@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from mlflow_anf.snapshots import SnapshotError, SnapshotTimeout, get_provider
-from mlflow_anf.snapshots.csi import CsiSnapshotProvider, SnapshotProgress, render_volume_snapshot
+from mlflow_anf.snapshots import SnapshotError, SnapshotTimeout
+from mlflow_anf.snapshots.csi import SnapshotProgress, render_volume_snapshot
 from tests.doubles.k8s_emulator import ObjectStore, PvcBinder, SnapshotController
+from tests.test_snapshots_csi import FAST_RETRY, make_provider
 
-FAST_RETRY = {"max_attempts": 4, "base_delay_s": 0.01, "max_delay_s": 0.05}
 QUOTA = ("Failed to create snapshot: failed to take snapshot of the volume pvc-1: \"rpc error: code = "
          "ResourceExhausted desc = ANF snapshot quota reached (255)\"")
 BUSY = ("Failed to check and update snapshot content: failed to take snapshot of the volume pvc-1: \"rpc error: "
@@ -33,15 +33,6 @@ def cluster(k8s_objects: ObjectStore, snapshot_controller: SnapshotController, p
     k8s_objects.pvc("data")
     k8s_objects.pvc("model")
     return k8s_objects
-
-
-def make_provider(kubeconfig: Path, **options: Any) -> CsiSnapshotProvider:
-    settings: dict[str, Any] = {"kubeconfig": kubeconfig, "ready_timeout_s": 5, "poll_interval_s": 0.05,
-                                "watch_timeout_s": 5, "retry": FAST_RETRY}
-    settings.update(options)
-    provider = get_provider("csi", **settings)
-    assert isinstance(provider, CsiSnapshotProvider)
-    return provider
 
 
 def wait_for(fn: Any, what: str, timeout: float = 10.0) -> Any:

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
 from tests.support.git import commit_all, git
+from tests.support.http import serve
 
 NS = "lane"
 
@@ -558,13 +558,7 @@ class _Registry(http.server.BaseHTTPRequestHandler):
 def registry() -> Iterator[Any]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
     server.present = {}  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from serve(server)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import json
 import socket
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from mlflow_anf.reproduce import image as image_module
 from mlflow_anf.reproduce.image import INSTALL_HINT, check_image
 from tests.doubles.arm_emulator import make_self_signed_cert
+from tests.support.http import serve
 
 DIGEST = "sha256:" + "a" * 64
 TOKEN = "anonymous-pull-token"
@@ -71,16 +71,6 @@ class _Plain(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _serve(server: http.server.ThreadingHTTPServer) -> Iterator[http.server.ThreadingHTTPServer]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def tls_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[http.server.ThreadingHTTPServer]:
     cert, key = make_self_signed_cert(tmp_path)
@@ -91,14 +81,14 @@ def tls_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ht
     server.token_requests = []  # type: ignore[attr-defined]
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
     monkeypatch.setattr(image_module, "_LOCAL_HOSTS", ())  # 127.0.0.1 speaks TLS here, like a real registry
-    yield from _serve(server)
+    yield from serve(server)
 
 
 @pytest.fixture
 def plain_registry() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Plain)
     server.status = 200  # type: ignore[attr-defined]
-    yield from _serve(server)
+    yield from serve(server)
 
 
 def test_the_anonymous_bearer_token_handshake_finds_the_image_and_its_digest(tls_registry: Any) -> None:

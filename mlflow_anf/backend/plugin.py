@@ -114,14 +114,13 @@ def load_entry_point(project_uri: str, entry_point: str, params: Mapping[str, An
 
 
 def load_job_entry_point(project_uri: str, entry_point: str, params: dict[str, Any], version: str | None,
-                         config: MPIJobBackendConfig | None = None, say: Any = log.info) -> tuple[str, str, str, Any]:
+                         ) -> tuple[str, str, str, Any]:
     """:func:`load_entry_point`, then the parameters are checked (:func:`mlflow_anf.backend.params.validate_params`:
     no secrets, MLflow's declared types, the project's own parameter model);
     :class:`~mlflow_anf.backend.params.EntryPointParamError` names the bad ones before anything is created.
 
     The parameters are passed on as given: when the backend takes the snapshots (snapshot.data/model) it records
-    each on the run (data before submitting, model in the launcher), and the training side skips a snapshot role the
-    run already has. (*config* and *say* are kept for callers; nothing here depends on them any more.)"""
+    which roles it takes on the run, and the training side skips them."""
     from mlflow_anf.backend.params import validate_params
 
     command, name, work_dir, ep = load_entry_point(project_uri, entry_point, params, version)

@@ -440,20 +440,14 @@ class MPIJobSubmittedRun(SubmittedRun):
     def _events(self) -> list[str]:
         selector = f"involvedObject.name={self.name},involvedObject.kind={KIND}"
         op = f"list events of MPIJob {self.namespace}/{self.name}"
+        # every API server selects Events on involvedObject.* (kubernetes/kubernetes pkg/apis/core/v1/conversion.go,
+        # AddFieldLabelConversionsForEvent; the emulator enforces the same list)
         try:
-            try:
-                resp = self._call(self._core().list_namespaced_event, self.namespace, field_selector=selector,
-                                  op=op, _preload_content=False)
-            except KubeApiError as exc:
-                if exc.status != 400:
-                    raise
-                # a server without event field selectors: filter here
-                resp = self._call(self._core().list_namespaced_event, self.namespace, op=op, _preload_content=False)
+            resp = self._call(self._core().list_namespaced_event, self.namespace, field_selector=selector,
+                              op=op, _preload_content=False)
         except KubeApiError as exc:
             return [f"(could not list events: {exc})"]
-        items = [e for e in _json(resp).get("items") or []
-                 if (e.get("involvedObject") or {}).get("name") == self.name
-                 and (e.get("involvedObject") or {}).get("kind") == KIND]
+        items = list(_json(resp).get("items") or [])
         items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or
                    (e.get("metadata") or {}).get("creationTimestamp") or "")
         return [f"{e.get('type', '?')} {e.get('reason', '?')}: {e.get('message', '')}" for e in items]
