@@ -8,55 +8,65 @@
   re-list after 410 Gone, poll when watching fails, bounded by a deadline);
 * :mod:`~mlflow_anf.k8s.snapshot_classes` - which VolumeSnapshotClass a PVC's snapshot gets.
 
-Every name importable from ``mlflow_anf.k8s`` before it became a package still is. The ``kubernetes`` package is
-imported only inside functions.
+Every name importable from ``mlflow_anf.k8s`` before it became a package still is, loaded on first use: importing
+the pure :mod:`~mlflow_anf.k8s.naming` (as the snapshot core does for its name rule) does not load the client. The
+``kubernetes`` package is imported only inside functions.
 """
 
-from mlflow_anf.k8s.client import (
-    RETRYABLE_STATUSES,
-    SERVICE_ACCOUNT_DIR,
-    KubeApiError,
-    KubeConfig,
-    KubeConfigError,
-    RetryPolicy,
-    api_client,
-    call_with_retries,
-    connection_errors,
-    format_quantity,
-    normalize_in_cluster,
-    parse_quantity,
-    parse_time,
-    resolve_namespace,
-    to_api_error,
-)
-from mlflow_anf.k8s.follow import Followed, follow, list_watch
-from mlflow_anf.k8s.naming import (
-    derive_name,
-    is_dns1035_label,
-    is_dns1123_label,
-    is_dns1123_subdomain,
-    is_label_key,
-    is_valid_label_value,
-    run_suffix,
-    sanitize_label_value,
-    validate_dns1123_label,
-    validate_dns1123_subdomain,
-    validate_label_key,
-)
-from mlflow_anf.k8s.snapshot_classes import (
-    DEFAULT_CLASS_ANNOTATION,
-    SnapshotClassError,
-    is_default_class,
-    pvc_driver,
-    resolve_snapshot_class,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_CLASS_ANNOTATION", "RETRYABLE_STATUSES", "SERVICE_ACCOUNT_DIR", "Followed", "KubeApiError", "KubeConfig",
-    "KubeConfigError", "RetryPolicy", "SnapshotClassError", "api_client", "call_with_retries", "connection_errors",
-    "derive_name", "follow", "format_quantity", "is_default_class", "is_dns1035_label", "is_dns1123_label",
-    "is_dns1123_subdomain", "is_label_key", "is_valid_label_value", "list_watch", "normalize_in_cluster",
-    "parse_quantity", "parse_time", "pvc_driver", "resolve_namespace", "resolve_snapshot_class", "run_suffix",
-    "sanitize_label_value", "to_api_error", "validate_dns1123_label", "validate_dns1123_subdomain",
-    "validate_label_key",
-]
+import importlib
+from typing import Any
+
+# public name -> the module of this package that defines it
+_LAZY = {
+    "KubeApiError": "mlflow_anf.k8s.client",
+    "KubeConfig": "mlflow_anf.k8s.client",
+    "KubeConfigError": "mlflow_anf.k8s.client",
+    "RETRYABLE_STATUSES": "mlflow_anf.k8s.client",
+    "RetryPolicy": "mlflow_anf.k8s.client",
+    "SERVICE_ACCOUNT_DIR": "mlflow_anf.k8s.client",
+    "api_client": "mlflow_anf.k8s.client",
+    "call_with_retries": "mlflow_anf.k8s.client",
+    "connection_errors": "mlflow_anf.k8s.client",
+    "format_quantity": "mlflow_anf.k8s.client",
+    "normalize_in_cluster": "mlflow_anf.k8s.client",
+    "parse_quantity": "mlflow_anf.k8s.client",
+    "parse_time": "mlflow_anf.k8s.client",
+    "resolve_namespace": "mlflow_anf.k8s.client",
+    "to_api_error": "mlflow_anf.k8s.client",
+    "Followed": "mlflow_anf.k8s.follow",
+    "follow": "mlflow_anf.k8s.follow",
+    "list_watch": "mlflow_anf.k8s.follow",
+    "derive_name": "mlflow_anf.k8s.naming",
+    "is_dns1035_label": "mlflow_anf.k8s.naming",
+    "is_dns1123_label": "mlflow_anf.k8s.naming",
+    "is_dns1123_subdomain": "mlflow_anf.k8s.naming",
+    "is_label_key": "mlflow_anf.k8s.naming",
+    "is_valid_label_value": "mlflow_anf.k8s.naming",
+    "run_suffix": "mlflow_anf.k8s.naming",
+    "sanitize_label_value": "mlflow_anf.k8s.naming",
+    "validate_dns1123_label": "mlflow_anf.k8s.naming",
+    "validate_dns1123_subdomain": "mlflow_anf.k8s.naming",
+    "validate_label_key": "mlflow_anf.k8s.naming",
+    "DEFAULT_CLASS_ANNOTATION": "mlflow_anf.k8s.snapshot_classes",
+    "SnapshotClassError": "mlflow_anf.k8s.snapshot_classes",
+    "is_default_class": "mlflow_anf.k8s.snapshot_classes",
+    "pvc_driver": "mlflow_anf.k8s.snapshot_classes",
+    "resolve_snapshot_class": "mlflow_anf.k8s.snapshot_classes",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
