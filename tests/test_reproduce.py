@@ -45,7 +45,7 @@ from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
 from tests.support.git import commit_all, git
-from tests.support.http import serve
+from tests.support.http_server import serve
 
 NS = "lane"
 

@@ -19,7 +19,7 @@ import pytest
 from mlflow_anf.reproduce import image as image_module
 from mlflow_anf.reproduce.image import INSTALL_HINT, check_image
 from tests.doubles.arm_emulator import make_self_signed_cert
-from tests.support.http import serve
+from tests.support.http_server import serve
 
 DIGEST = "sha256:" + "a" * 64
 TOKEN = "anonymous-pull-token"
