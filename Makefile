@@ -34,7 +34,7 @@ comma := ,
 space := $(subst x, ,x)
 DEMO_OVERLAYS ?= $(subst $(space),$(comma),$(strip $(wildcard $(abspath fixtures/tusimple)/*.jpg)))
 
-.PHONY: setup setup-horovod test demo demo-ui bench clean help
+.PHONY: setup setup-system setup-horovod test demo demo-ui bench clean help
 
 help:
 	@echo "make demo   - set up .venv, generate synthetic TuSimple data, train SCNN via 'mlflow run' (CPU; fits DEMO_MINUTES=$(DEMO_MINUTES))"
@@ -50,14 +50,18 @@ $(VENV)/.installed: pyproject.toml project/pyproject.toml
 	$(PIP) install -q -e ".[$(EXTRAS)]" -e ./project
 	touch $@
 
-# Horovod is optional for users (strategy=horovod) and needed by the tests; built once, wheel cached in ~/.cache.
-setup-horovod: $(VENV)/.horovod
+# Debian packages the tests run for real (Open MPI, sshd, ip netns, PostgreSQL, Chromium): installed as root,
+# otherwise named. CI runs as root. `make test` needs them; `make demo` does not.
+setup-system:
+	scripts/install_system_packages.sh
 
-$(VENV)/.horovod: $(VENV)/.installed scripts/install_horovod.sh
+# Horovod is optional for users (strategy=horovod) and needed by the tests; built once (with MPI where Open MPI is
+# installed, Gloo always), wheel cached in ~/.cache.
+# The script itself checks what is installed (a few seconds), so that installing Open MPI later upgrades the build.
+setup-horovod: $(VENV)/.installed
 	if [ "$(WITH_HOROVOD)" != 0 ]; then PY=$(PY) scripts/install_horovod.sh; fi  # WITH_HOROVOD=0 skips it
-	touch $@
 
-test: setup setup-horovod
+test: setup-system setup setup-horovod
 	$(PY) -m pytest -q
 
 demo:
