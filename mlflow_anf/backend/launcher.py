@@ -17,7 +17,9 @@ in-process against a local store.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -227,13 +229,41 @@ class LaunchedProcess:
                 pass
 
 
-def _tee(proc: subprocess.Popen[str], sinks: Sequence[TextIO], redact: Redactor) -> None:
+# What says why a launch failed, most telling first: Open MPI's and Horovod's own summaries, ssh's refusal, then a
+# rank's own "[rank R/N] training failed" line (mlflow_anf_lanedet.distributed.fail_fast) or a Python exception.
+_REASONS = (
+    re.compile(r"mpirun noticed that process rank \d+ .*"),  # Open MPI: a rank died (orte/mca/errmgr help text)
+    re.compile(r"ORTE was unable to reliably start one or more daemons.*"),  # Open MPI: orted not started on a host
+    re.compile(r"ssh: connect to host .*|ssh: Could not resolve hostname .*|Permission denied \(publickey.*"),
+    re.compile(r"(?:horovod\S*|Horovod).*(?:failed|error|not reachable|Could not).*", re.IGNORECASE),
+    re.compile(r"\[rank \d+/\d+\] training failed: .*"),
+    re.compile(r"^(?:\w+\.)*\w*(?:Error|Exception): .*"),
+)
+_TAIL_LINES = 200
+
+
+def failure_reason(lines: Sequence[str], rc: int) -> str:
+    """One line for the run: why the launch command exited *rc*, from the last lines of its output."""
+    text = [line.strip() for line in lines if line.strip()]
+    for pattern in _REASONS:
+        for line in reversed(text):
+            found = pattern.search(line)
+            if found:
+                return f"exit code {rc}: {found.group(0)}"
+    return f"exit code {rc}" + (f": {text[-1]}" if text else " (no output)")
+
+
+def _tee(proc: subprocess.Popen[str], sinks: Sequence[TextIO], redact: Redactor) -> list[str]:
+    """Copy the output to *sinks* line by line (redacted); returns its last lines."""
     assert proc.stdout is not None
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     for line in proc.stdout:
         line = redact(line)
+        tail.append(line)
         for sink in sinks:
             sink.write(line)
             sink.flush()
+    return list(tail)
 
 
 def run_launcher(
@@ -302,10 +332,14 @@ def _run_command(opts: LauncherOptions, env: Mapping[str, str], run_id: str, chi
         )
         if child.killed:  # a SIGTERM between the check above and Popen
             child.terminate()
-        _tee(child.proc, sinks, redact)
+        tail = _tee(child.proc, sinks, redact)
         raw_rc = child.proc.wait()
         rc = 128 + (-raw_rc) if raw_rc < 0 else raw_rc
         say(f"exit code {rc}" + (" (terminated)" if child.killed else ""))
+        if rc != 0 and not child.killed:
+            reason = failure_reason(tail, rc)
+            say(f"failed: {reason}")
+            return rc, reason
         return rc, None
     except LauncherError as exc:
         error = str(exc)
