@@ -102,6 +102,15 @@ def process_layout(env: Mapping[str, str] | None = None) -> ProcessLayout:
     )
 
 
+def describe_process(env: Mapping[str, str] | None = None) -> str:
+    """``rank R/N on host H (local rank L/M)``: every rank logs it at start, so a job's log shows where each ran."""
+    import socket
+
+    layout = process_layout(env)
+    return (f"rank {layout.global_rank}/{layout.world_size} on host {socket.gethostname()} "
+            f"(local rank {layout.local_rank}/{layout.local_world_size})")
+
+
 # ------------------------------------------------------------------------------------------------ failure handling
 def abort_world(exit_code: int = 1) -> None:
     """End this process *now* so that the launcher tears the whole job down, without waiting on peers.

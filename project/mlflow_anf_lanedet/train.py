@@ -30,7 +30,8 @@ from mlflow_anf_lanedet.callbacks import EpochSummaryCallback, ThroughputCallbac
 from mlflow_anf_lanedet.config import TrainConfig
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options
-from mlflow_anf_lanedet.distributed import StopSignals, fail_fast, global_rank, stop_signals, world_size
+from mlflow_anf_lanedet.distributed import (StopSignals, describe_process, fail_fast, global_rank, stop_signals,
+                                            world_size)
 from mlflow_anf_lanedet.metric import evaluate_frame
 from mlflow_anf_lanedet.models import SCNNLoss, build_model, poly_lr_lambda
 from mlflow_anf_lanedet.evaluate import evaluate_command
@@ -468,6 +469,7 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
             return run_training(cfg, own)
 
     pl.seed_everything(cfg.seed, workers=True)  # before preflight, which initialises the model's weights
+    log.info("%s", describe_process())
     plan = preflight(cfg)
     # Bit-identical reruns are a CPU promise: on CUDA some SCNN ops (bilinear upsampling backward, adaptive pooling,
     # NLL loss) have no deterministic kernel, so they only warn there instead of stopping the run.
