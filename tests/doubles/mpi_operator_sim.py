@@ -76,6 +76,20 @@ def launcher_env(spec: Mapping[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def ssh_auth_keys() -> dict[str, bytes]:
+    """The job's SSH key pair as the operator makes it (mpi_job_controller.go newSSHAuthSecret :1440-1476): an ECDSA
+    P-521 key, the private half PEM-encoded as "EC PRIVATE KEY" (x509.MarshalECPrivateKey), the public half in
+    authorized_keys format (ssh.MarshalAuthorizedKey: "ecdsa-sha2-nistp521 AAAA...\\n")."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP521R1())
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return {"ssh-privatekey": private, "ssh-publickey": public + b"\n"}
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -109,6 +123,8 @@ class LauncherRun:
     cwd: str | None
     stdout: Any  # file-like: write()/flush(); becomes the pod log
     killed: threading.Event
+    spec: dict[str, Any] = field(default_factory=dict)  # the pod's spec (volumes, hostname, subdomain)
+    get: Callable[[str, str | None, str], Any] | None = None  # reads Secrets/ConfigMaps/PVCs from the store
 
 
 Runner = Callable[[LauncherRun], int]
@@ -206,9 +222,12 @@ class MPIOperatorSim(Controller):
     watches = ("mpijobs",)
 
     def __init__(self, runner: Runner | None = None, *, cwd_map: Mapping[str, str] | None = None,
-                 kubeconfig: str | Path | None = None) -> None:
+                 kubeconfig: str | Path | None = None, kubelet: Any = None) -> None:
         super().__init__()
-        self.runner = runner or wrapper_runner
+        # a kubelet that really runs the pods (tests/support/netns_kubelet.py: each pod a host of its own, reached
+        # over ssh): it starts the workers' containers and runs the launcher; the hostfile stays the operator's
+        self.kubelet = kubelet
+        self.runner = runner or (kubelet.run_launcher if kubelet is not None else wrapper_runner)
         self.cwd_map = dict(cwd_map or {})
         # what an in-cluster client in the launcher uses to reach this API server (a kubelet would mount a
         # service account token; the emulator's clients read a kubeconfig instead)
@@ -363,8 +382,7 @@ class MPIOperatorSim(Controller):
              "data": {"hostfile": hostfile, "discover_hosts.sh": "#!/bin/sh\n"}},
             {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
              "metadata": {"name": f"{state.name}-ssh", "labels": labels},
-             "data": {"ssh-privatekey": base64.b64encode(b"simulated-key").decode(),
-                      "ssh-publickey": base64.b64encode(b"ssh-ed25519 AAAA simulated").decode()}},
+             "data": {k: base64.b64encode(v).decode() for k, v in ssh_auth_keys().items()}},
         ):
             obj["metadata"].update(namespace=state.namespace, ownerReferences=[self._owner(state)])
             self.api.create_object(obj, validate=True)
@@ -395,11 +413,22 @@ class MPIOperatorSim(Controller):
             dns.setdefault("searches", []).append(f"{state.name}.{state.namespace}.svc.cluster.local")
         else:
             env.extend(launcher_env(job["spec"]))
-        pod.setdefault("volumes", []).append(
-            {"name": "ssh-auth", "secret": {"secretName": f"{state.name}-ssh", "defaultMode": 0o600}})
-        container.setdefault("volumeMounts", []).append({"name": "ssh-auth", "mountPath": "/root/.ssh"})
+        # setupSSHOnPod (:1793-1816): the Secret's keys as id_rsa, id_rsa.pub and authorized_keys (sshVolumeItems
+        # :142-155), mode 0600 only where the mount path is /root/.ssh (else the kubelet's 0644), at sshAuthMountPath
+        ssh_path = job["spec"].get("sshAuthMountPath", "/root/.ssh")
+        ssh_volume: dict[str, Any] = {"secretName": f"{state.name}-ssh", "items": [
+            {"key": "ssh-privatekey", "path": "id_rsa"}, {"key": "ssh-publickey", "path": "id_rsa.pub"},
+            {"key": "ssh-publickey", "path": "authorized_keys"}]}
+        if ssh_path == "/root/.ssh":
+            ssh_volume["defaultMode"] = 0o600
+        pod.setdefault("volumes", []).append({"name": "ssh-auth", "secret": ssh_volume})
+        container.setdefault("volumeMounts", []).append({"name": "ssh-auth", "mountPath": ssh_path})
         if role == "launcher":
-            pod["volumes"].append({"name": "mpi-job-config", "configMap": {"name": f"{state.name}-config"}})
+            # newLauncherPodTemplate (:1648-1662) with configVolumeItems (:156-167): hostfile 0444,
+            # discover_hosts.sh 0555, mounted at /etc/mpi
+            pod["volumes"].append({"name": "mpi-job-config", "configMap": {"name": f"{state.name}-config", "items": [
+                {"key": "hostfile", "path": "hostfile", "mode": 0o444},
+                {"key": "discover_hosts.sh", "path": "discover_hosts.sh", "mode": 0o555}]}})
             container["volumeMounts"].append({"name": "mpi-job-config", "mountPath": "/etc/mpi"})
         return template
 
@@ -452,6 +481,9 @@ class MPIOperatorSim(Controller):
             elif state.behaviour.worker_fault and pod["metadata"]["labels"].get(REPLICA_INDEX_LABEL) == str(faulty):
                 self._worker_fault(state, pod, state.behaviour.worker_fault)
             else:
+                if self.kubelet is not None:
+                    env, _ = self._resolve_env(state.namespace, pod["spec"]["containers"][0])
+                    self.kubelet.start_pod(state.namespace, pod, env, self.get)
                 self._set_pod_phase(state.namespace, name, "Running")
         # the launcher only once every worker is Ready (mpi_job_controller.go:676-684, countReadyWorkerPods
         # :860-872); a worker that failed or waits is never recreated - getOrCreateWorker creates only a missing
@@ -563,7 +595,7 @@ class MPIOperatorSim(Controller):
         command = [*container.get("command", []), *container.get("args", [])]
         cwd = container.get("workingDir")
         run = LauncherRun(state.namespace, state.name, state.launcher_pod, command, env,
-                          self.cwd_map.get(cwd or "", cwd), log, state.killed)
+                          self.cwd_map.get(cwd or "", cwd), log, state.killed, template["spec"], self.get)
         loop = self.loop
         assert loop is not None
 
@@ -631,8 +663,10 @@ class MPIOperatorSim(Controller):
     def _container_env(self, state: _JobState, container: Mapping[str, Any]) -> dict[str, str] | None:
         """The env the kubelet would give the container; ``None`` (the pod stays Pending with
         CreateContainerConfigError) for a missing Secret, ConfigMap or key."""
-        env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-               "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+        # the image's environment: this process's venv for the in-process runner; the kubelet brings its own
+        env = {} if self.kubelet is not None else {
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
         if self.kubeconfig:
             env["KUBECONFIG"] = self.kubeconfig
         resolved, error = self._resolve_env(state.namespace, container)
@@ -641,6 +675,8 @@ class MPIOperatorSim(Controller):
             self._waiting(state.namespace, state.launcher_pod, "CreateContainerConfigError", error)
             return None
         env.update(resolved)
+        if self.kubelet is not None:  # it mounts the ConfigMap at /etc/mpi: the operator's hostfile, as it is
+            return env
         # the hostfile the container sees at /etc/mpi/hostfile, with hosts this machine can reach
         job = self._job(state)
         assert job is not None
@@ -796,6 +832,8 @@ class MPIOperatorSim(Controller):
             phase = (pod.get("status") or {}).get("phase")
             if policy == "All" or phase in ("Running", "Pending"):
                 self.api.delete_object(self.api.type_for("Pod"), state.namespace, pod["metadata"]["name"])
+                if self.kubelet is not None:
+                    self.kubelet.stop_pod(state.namespace, pod["metadata"]["name"])
 
     def _collect_garbage(self, state: _JobState) -> None:
         """Delete what the job owned (directly or through the launcher Job), like the garbage collector."""
@@ -816,6 +854,8 @@ class MPIOperatorSim(Controller):
                 refs = obj["metadata"].get("ownerReferences") or []
                 if any(r.get("uid") in owners for r in refs):
                     self.api.delete_object(rtype, state.namespace, obj["metadata"]["name"])
+                    if kind == "Pod" and self.kubelet is not None:
+                        self.kubelet.stop_pod(state.namespace, obj["metadata"]["name"])
 
     # ---- pods/<name>/log ------------------------------------------------------------------------------------------
     def _serve_log(self, request: kmock.Request) -> Any:
