@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from mlflow_anf.backend.plugin import MPIJobBackend
+from mlflow_anf.vocabulary import parse_snapshot_tags
 from tests.conftest import REPO_ROOT
 from tests.doubles.mpi_operator_sim import MPIOperatorSim
 from tests.support.netns_kubelet import Image, NetnsKubelet, start_api_relay
@@ -141,11 +142,11 @@ def test_two_ranks_train_across_two_worker_hosts(cluster: Cluster, launcher: str
     model_dir = cluster.volume / "models" / launcher / "model"
     assert (model_dir / "MLmodel").is_file()
     tags = info.data.tags
-    assert tags["mlflow_anf.snapshot.model.volume"] == f"{NS}/{DATA_PVC}"
-    assert tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{DATA_PVC}"
+    refs = parse_snapshot_tags(tags)
+    assert refs["model"].volume == refs["data"].volume == f"{NS}/{DATA_PVC}"
     assert tags["mlflow_anf.launcher.exit_code"] == "0"
     snaps = {s["metadata"]["name"] for s in cluster.k8s_objects.list("VolumeSnapshot", NS)}
-    assert tags["mlflow_anf.snapshot.model.name"] in snaps
+    assert refs["model"].name in snaps
     assert float(info.data.metrics["test_accuracy"]) >= 0.0
     assert cluster.leftovers() == {}
     print(f"\n2-rank lanedet over ssh with {launcher}: launch command {launch_seconds(cluster):.1f} s, "
@@ -209,7 +210,7 @@ def test_a_rank_that_dies_fails_the_run_and_leaves_nothing(cluster: Cluster, lau
     reason = info.data.tags["mlflow_anf.launcher.error"]
     assert "mpirun noticed that process rank 1" in reason and "signal 9" in reason, reason
     assert reason.split(": ", 1)[1] in log
-    assert "mlflow_anf.snapshot.model.name" not in info.data.tags  # no model snapshot of a failed run
+    assert "model" not in parse_snapshot_tags(info.data.tags)  # no model snapshot of a failed run
     assert cluster.leftovers() == {}
     print(f"\n{launcher}, rank 1 killed: FAILED after {time.monotonic() - started:.1f} s: {reason}")
 
