@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support.snapshot_tags import snapshot_fields
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
         assert key in run.data.params, key
     assert (run.data.params["optimizer"], run.data.params["lane_fit"], run.data.params["augment"]) == (
         "adamw", "road", "flip")
-    tags = run.data.tags
+    tags = snapshot_fields(run.data.tags)
     assert tags["mlflow_anf.snapshot.data.provider"] == "local" and tags["mlflow_anf.snapshot.model.provider"] == "local"
     assert tags["mlflow_anf.snapshot.data.digest"] and tags["mlflow_anf.snapshot.model.digest"]
     inputs = run.inputs.dataset_inputs
