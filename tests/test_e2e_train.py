@@ -77,6 +77,13 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
     assert tags["mlflow_anf.snapshot.data.digest"] and tags["mlflow_anf.snapshot.model.digest"]
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.source_type == "mlflow_anf_snapshot"
+    assert inputs[0].dataset.name == "tusimple"  # the volume's name
+    # the logged model carries the test metrics, measured on the data snapshot (its page's "Datasets used")
+    (output,) = run.outputs.model_outputs
+    model_metrics = {m.key: m for m in client.get_logged_model(output.model_id).metrics}
+    assert model_metrics["test_accuracy"].value == run.data.metrics["test_accuracy"]
+    assert (model_metrics["test_accuracy"].dataset_name, model_metrics["test_accuracy"].dataset_digest) == (
+        "tusimple", inputs[0].dataset.digest)
 
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "overlays")]
     assert any("520" in p for p in artifacts) and len(artifacts) >= 2

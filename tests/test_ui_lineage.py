@@ -218,7 +218,8 @@ def test_lanedet_runs_on_the_server_show_their_data_where_the_ui_looks(
     assert model.source_run_id == scenario.runs["same-data-1"]
     # the registered version is that model
     version = client.get_model_version(script.MODEL_NAME, scenario.version)
-    assert (version.model_id, version.run_id) == (model.model_id, scenario.runs["same-data-1"])
+    # (the SQL registry keeps the source, not the model id: see mlflow_anf.tracking._logged_model_of)
+    assert (version.source, version.run_id) == (f"models:/{model.model_id}", scenario.runs["same-data-1"])
     assert version.tags["mlflow_anf.dataset"] == "tusimple ({})".format(data["same-data-1"][1])
     assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"].value, rel=1e-3, abs=1e-4)
 
