@@ -173,8 +173,9 @@ def log_snapshot(
 
 def _data_params(snapshot: Snapshot, logged: Mapping[str, str]) -> list[Any]:
     """The params naming the data snapshot, unless the run has them already: MLflow refuses to change a param
-    (``_validate_param_keys_unique`` / ``INVALID_PARAMETER_VALUE`` on a new value), and a run that logs a second
-    data snapshot keeps the first one's params while its tag names the second."""
+    ("Changing param values is not allowed", ``SqlAlchemyStore._log_params``, mlflow 3.18,
+    mlflow/store/tracking/sqlalchemy_store.py:2120), so a run that logs a second data snapshot keeps the first one's
+    params while its tag names the second."""
     from mlflow.entities import Param
 
     wanted = {PARAM_DATA_SNAPSHOT: snapshot.ref, PARAM_DATA_DIGEST: dataset_digest(snapshot)}
