@@ -8,7 +8,7 @@ with global rank 0 (``trainer.is_global_zero``) does anything:
   snapshot (:func:`mlflow_anf.tracking.snapshot_and_log`, role ``data``);
 * after a *successful* fit (``on_fit_end``): the project's model export (a hook it passes), then the model snapshot
   (role ``model``) with the model's path inside the model volume, so the run's
-  ``mlflow_anf.snapshot.model.artifact_uri`` tag loads the model from the snapshot.
+  ``mlflow_anf.snapshot.model`` record's ``artifact_uri`` loads the model from the snapshot.
 
 A role the run already records (the ``mpijob`` backend records the data snapshot before the job starts), or that the
 backend says it takes itself (``mlflow_anf.backend.snapshot_roles``: the launcher snapshots the model after the

@@ -1,11 +1,22 @@
 """MLflow adapter: record on a run which snapshots it used, and find (and restore) them again.
 
-Per role (``data``, ``model``, ...) a run carries the tags ``mlflow_anf.snapshot.<role>.<field>`` for the fields
-``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created`` (and ``artifact_uri`` where
-a path inside the snapshot was given); the keys, the model and the parser live in :mod:`mlflow_anf.vocabulary`,
-which also reads runs recorded in the earlier ``mlflow_anf.<role>.<field>`` layout. A ``data`` snapshot is also
-logged as a dataset input (source :class:`~mlflow_anf.dataset_source.SnapshotDatasetSource`, context ``training``)
-so the MLflow UI's Datasets column shows it. MLflow is imported inside the functions only.
+Per role (``data``, ``model``, ...) a run carries one tag ``mlflow_anf.snapshot.<role>`` whose value is the JSON
+record of the fields ``snapshot_id``, ``name``, ``provider``, ``volume``, ``digest``, ``ref`` and ``created`` (and
+``artifact_uri`` where a path inside the snapshot was given); the keys, the model and the parser live in
+:mod:`mlflow_anf.vocabulary`, which also reads runs recorded in the earlier per-field layouts.
+
+A ``data`` snapshot is also what MLflow shows as the run's data:
+
+* a dataset input (source :class:`~mlflow_anf.dataset_source.SnapshotDatasetSource`, context ``training``) for the
+  Datasets column. Its *name* is the volume's own name (:func:`dataset_name`), its *digest* the head of the
+  snapshot's content digest (:func:`dataset_digest`). MLflow keeps one dataset per experiment, name and digest
+  (``SqlAlchemyStore._log_inputs_impl``, mlflow 3.18, mlflow/store/tracking/sqlalchemy_store.py:2518-2567), so runs on
+  byte-identical data share one dataset;
+* the params ``mlflow_anf.data.snapshot`` and ``mlflow_anf.data.digest``, which the compare view of runs lists;
+* the dataset of the test metrics of the run's logged model (:func:`log_model_metrics`), which the logged-model page
+  lists as "Datasets used".
+
+MLflow is imported inside the functions only.
 """
 
 from __future__ import annotations
@@ -20,11 +31,16 @@ from mlflow_anf.vocabulary import (
     LABEL_EXPERIMENT_ID,
     LABEL_ROLE,
     LABEL_RUN_ID,
+    PARAM_DATA_DIGEST,
+    PARAM_DATA_SNAPSHOT,
     ROLE_DATA,
     SNAPSHOT_FIELDS,
     TAG_NAMESPACE,
+    VERSION_TAG_DATA_SNAPSHOT,
+    VERSION_TAG_DATASET,
     SnapshotRef,
     SnapshotTagError,
+    clip,
     normalize_role,
     parse_snapshot_tags,
     snapshot_tag,
@@ -55,30 +71,43 @@ def tag_key(role: str | SnapshotRole, field: str) -> str:
     return snapshot_tag(role, field)
 
 
+def dataset_name(snapshot: Snapshot | SnapshotRef) -> str:
+    """The name MLflow shows for a snapshot's dataset: the volume's own name, the last part of its id (local: the
+    directory's name; csi: the PVC of ``namespace/pvc``; anf: the volume of ``account/pool/volume``). Not the
+    snapshot's name, which carries its time: two snapshots of unchanged data are one dataset."""
+    return snapshot.volume.rstrip("/").rsplit("/", 1)[-1] or snapshot.volume
+
+
 def dataset_digest(snapshot: Snapshot) -> str:
-    """The short digest MLflow shows for a snapshot dataset: the head of the snapshot digest (hex part)."""
+    """The short digest MLflow shows for a snapshot dataset: the head of the snapshot's content digest (hex part).
+
+    Only the local provider computes a content digest (the sha256 over its manifest). A csi or anf snapshot records
+    none: nothing the storage reports identifies content (a csi snapshot handle, an ANF snapshot GUID name one
+    snapshot), so the digest stands for the snapshot itself, from its handle where it has one, else its id; two
+    snapshots of the same data are then two datasets. See docs/lineage.md."""
     if snapshot.digest:
         return snapshot.digest.rsplit(":", 1)[-1][:DATASET_DIGEST_CHARS]
-    # Providers without content digests: stand in with the identity of the snapshot (unique, not content).
-    return hashlib.sha256(f"{snapshot.ref}#{snapshot.id}".encode()).hexdigest()[:DATASET_DIGEST_CHARS]
+    identity = snapshot.details.get("snapshot_handle") or snapshot.id
+    return hashlib.sha256(f"{snapshot.ref}#{identity}".encode()).hexdigest()[:DATASET_DIGEST_CHARS]
 
 
 def snapshot_dataset_input(snapshot: Snapshot, context: str = DATASET_CONTEXT) -> DatasetInput:
-    """The MLflow dataset input for *snapshot* (name = snapshot name, source = SnapshotDatasetSource)."""
+    """The MLflow dataset input for *snapshot* (name = the volume's name, digest = content digest head, source =
+    SnapshotDatasetSource; the profile names the snapshot)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     from mlflow_anf.dataset_source import SnapshotDatasetSource
 
     source = SnapshotDatasetSource.from_snapshot(snapshot)
-    profile = {"ref": snapshot.ref}
+    profile = {"ref": snapshot.ref, "snapshot": snapshot.name}
     for key in ("files", "bytes"):
         if key in snapshot.details:
             profile[key] = snapshot.details[key]
     if snapshot.size_bytes is not None:
         profile.setdefault("bytes", snapshot.size_bytes)
     dataset = Dataset(
-        name=snapshot.name,
+        name=dataset_name(snapshot),
         digest=dataset_digest(snapshot),
         source_type=source._get_source_type(),
         source=source.to_json(),
@@ -116,7 +145,7 @@ def log_snapshot(
 ) -> SnapshotRef:
     """Tag run *run_id* (default: the active run) with *snapshot* under *role*; role ``data`` also logs a dataset.
 
-    With *artifact_path* (a path inside the snapshot, e.g. ``model``), the tag ``mlflow_anf.<role>.artifact_uri``
+    With *artifact_path* (a path inside the snapshot, e.g. ``model``), the record's ``artifact_uri`` field
     records a ``snapshot://`` URI that MLflow can read from, e.g. ``mlflow.pytorch.load_model(uri)``, long after the
     live copy changed. It is left out for snapshots that cannot be addressed yet (a csi snapshot without a handle).
     """
@@ -135,10 +164,99 @@ def log_snapshot(
             log.warning("no artifact URI for snapshot %s: %s", snapshot.ref, exc)
     ref = SnapshotRef.from_snapshot(snapshot, role, artifact_uri=artifact_uri)
     tags = ref.tags()
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    params = _data_params(snapshot, client.get_run(run_id).data.params) if ref.role == ROLE_DATA else []
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], params=params)
     if ref.role == ROLE_DATA:
         client.log_inputs(run_id, datasets=[snapshot_dataset_input(snapshot)])
     return ref
+
+
+def _data_params(snapshot: Snapshot, logged: Mapping[str, str]) -> list[Any]:
+    """The params naming the data snapshot, unless the run has them already: MLflow refuses to change a param
+    ("Changing param values is not allowed", ``SqlAlchemyStore._log_params``, mlflow 3.18,
+    mlflow/store/tracking/sqlalchemy_store.py:2120), so a run that logs a second data snapshot keeps the first one's
+    params while its tag names the second."""
+    from mlflow.entities import Param
+
+    wanted = {PARAM_DATA_SNAPSHOT: snapshot.ref, PARAM_DATA_DIGEST: dataset_digest(snapshot)}
+    if any(key in logged for key in wanted):
+        if any(logged.get(key) != value for key, value in wanted.items()):
+            log.warning("run already names data snapshot %s in its params; %s is recorded in its tags only",
+                        logged.get(PARAM_DATA_SNAPSHOT), snapshot.ref)
+        return []
+    return [Param(key, value) for key, value in wanted.items()]
+
+
+def run_dataset(run: Any) -> tuple[str, str] | None:
+    """``(name, digest)`` of the dataset input of *run* (an MLflow ``Run``) that is its data snapshot, else None."""
+    from mlflow_anf.dataset_source import SOURCE_TYPE
+
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    for dataset_input in inputs:
+        if dataset_input.dataset.source_type == SOURCE_TYPE:
+            return dataset_input.dataset.name, dataset_input.dataset.digest
+    return None
+
+
+def log_model_metrics(run_id: str, model_id: str, metrics: Mapping[str, float], *,
+                      client: MlflowClient | None = None, step: int = 0) -> tuple[str, str] | None:
+    """Log *metrics* on run *run_id* as metrics of its logged model *model_id*, measured on the run's data snapshot
+    dataset; returns that dataset's ``(name, digest)`` (``None`` when the run logged no data snapshot: the metrics
+    are then the model's without a dataset).
+
+    MLflow keeps a metric logged with a model id as the model's too (``SqlAlchemyStore.log_batch`` →
+    ``_log_model_metrics``, mlflow/store/tracking/sqlalchemy_store.py:2440 and 1540-1590) with its dataset name and
+    digest; the logged-model page lists the datasets of the model's metrics as "Datasets used" (the UI's
+    ExperimentLoggedModelDetailsPage reduces ``loggedModel.data.metrics`` by dataset name and digest)."""
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    client = _client(client)
+    dataset = run_dataset(client.get_run(run_id))
+    name, digest = dataset if dataset is not None else (None, None)
+    now = get_current_time_millis()
+    batch = [Metric(key=k, value=float(v), timestamp=now, step=step, model_id=model_id, dataset_name=name,
+                    dataset_digest=digest) for k, v in sorted(metrics.items())]
+    client.log_batch(run_id, metrics=batch)
+    return dataset
+
+
+def tag_model_version(name: str, version: str | int, client: MlflowClient | None = None) -> dict[str, str]:
+    """Tag registered model version *name*/*version* with what its page cannot show otherwise: the data snapshot of
+    its source run (``mlflow_anf.data.snapshot``, ``mlflow_anf.dataset`` = ``name (digest)``) and the metrics of its
+    source logged model (``test_accuracy`` ... as tags, 4 significant digits). Returns the tags set.
+
+    MLflow 3.18's model version page (ModelVersionView) shows the source run and source model as links, the version's
+    tags and its schema; the metrics and "Datasets used" are on the logged model's page. Call it after registering
+    (``mlflow.register_model`` / ``MlflowClient.create_model_version``)."""
+    client = _client(client)
+    mv = client.get_model_version(name, str(version))
+    tags: dict[str, str] = {}
+    if mv.run_id:
+        refs = parse_snapshot_tags(client.get_run(mv.run_id).data.tags, strict=False)
+        if ROLE_DATA in refs:
+            tags[VERSION_TAG_DATA_SNAPSHOT] = refs[ROLE_DATA].ref
+        dataset = run_dataset(client.get_run(mv.run_id))
+        if dataset is not None:
+            tags[VERSION_TAG_DATASET] = f"{dataset[0]} ({dataset[1]})"
+    model_id = getattr(mv, "model_id", None) or _logged_model_of(mv.source)
+    if model_id:
+        for metric in client.get_logged_model(model_id).metrics or []:
+            tags[metric.key] = format(metric.value, ".4g")
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, clip(value))
+    return tags
+
+
+def _logged_model_of(source: str | None) -> str | None:
+    """The logged model id of a version whose source is ``models:/<model_id>``: the SQL registry keeps the source but
+    not the ``model_id`` it was given (``SqlAlchemyStore.create_model_version``, mlflow 3.18,
+    mlflow/store/model_registry/sqlalchemy_store.py:1017-1070, writes no model id column)."""
+    prefix = "models:/"
+    if not source or not source.startswith(prefix):
+        return None
+    rest = source[len(prefix):].strip("/")
+    return rest if rest.startswith("m-") and "/" not in rest else None
 
 
 def snapshot_and_log(

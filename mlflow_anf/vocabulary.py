@@ -6,20 +6,24 @@ a newcomer who renames a tag changes it here, and the reader of old runs (:data:
 
 Layout of the tags on a run::
 
-    mlflow_anf.snapshot.<role>.<field>     one group per snapshot the run used (role: data, model, ...)
+    mlflow_anf.snapshot.<role>             one JSON tag per snapshot the run used (role: data, model, ...)
     mlflow_anf.code.* / .image.* / .provenance / .world_size     what ran (provenance)
     mlflow_anf.backend.* / .launcher.*     how it ran on Kubernetes (mpijob backend, launcher pod)
     mlflow_anf.reproduce.* / .reproduces / .reproduced_by        reproduction links
 
-Runs written before the ``snapshot`` level existed carry ``mlflow_anf.<role>.<field>``; :func:`parse_snapshot_tags`
-reads both (the new form wins where a run has both). A role can never collide with ``code``, ``image``, ``backend``
-... any more: those names are refused as roles (:data:`RESERVED_ROLES`) so an old-layout reader cannot mistake them.
+and two params that MLflow's compare view shows side by side (:data:`PARAM_DATA_SNAPSHOT`, :data:`PARAM_DATA_DIGEST`).
+
+Runs written before the JSON tag carry one tag per field, ``mlflow_anf.snapshot.<role>.<field>``; runs written before
+the ``snapshot`` level existed carry ``mlflow_anf.<role>.<field>``. :func:`parse_snapshot_tags` reads all three (the
+JSON tag wins field by field, then the per-field tags, then the oldest layout). A role can never collide with
+``code``, ``image``, ``backend`` ... any more: those names are refused as roles (:data:`RESERVED_ROLES`) so an old-layout reader cannot mistake them.
 
 Pure: no MLflow, no Kubernetes; importing it has no side effects.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -131,6 +135,20 @@ ANNOTATION_PROJECT = label("project")
 #: Azure resource tag on a volume restored from a snapshot (ARM tag names allow no '/', so not a label key).
 ARM_TAG_RESTORED_FROM = "mlflow-anf-restored-from"
 
+# ------------------------------------------------------------------------------------------------ run params
+#: The run's data snapshot as params: MLflow's compare view lists params (not datasets, not tags first), so two runs
+#: on different data show their snapshots and digests side by side. The digest is the dataset digest the Datasets
+#: column shows (:func:`mlflow_anf.tracking.dataset_digest`). Recorded lineage, not inputs: reproduce passes no
+#: param of this namespace to the entry point.
+PARAM_PREFIX = TAG_NAMESPACE + "."
+PARAM_DATA_SNAPSHOT = tag("data", "snapshot")
+PARAM_DATA_DIGEST = tag("data", "digest")
+#: Tags of a registered model version (:func:`mlflow_anf.tracking.tag_model_version`): MLflow's version page shows
+#: its source run and model as links and the version's tags, no metrics and no datasets. The same keys as the params
+#: for the snapshot and its dataset digest, the dataset as ``name (digest)``; the test metrics under their own names.
+VERSION_TAG_DATA_SNAPSHOT = PARAM_DATA_SNAPSHOT
+VERSION_TAG_DATASET = tag("dataset")
+
 # ------------------------------------------------------------------------------------ snapshot references
 SNAPSHOT_LEVEL = "snapshot"
 SNAPSHOT_FIELDS = ("snapshot_id", "name", "provider", "volume", "digest", "ref", "created", "artifact_uri")
@@ -165,6 +183,11 @@ def snapshot_tag(role: Any, field: str) -> str:
     return tag(SNAPSHOT_LEVEL, normalize_role(role), field)
 
 
+def snapshot_record_tag(role: Any) -> str:
+    """``mlflow_anf.snapshot.<role>``: the one tag holding a snapshot record as JSON."""
+    return tag(SNAPSHOT_LEVEL, normalize_role(role))
+
+
 def legacy_snapshot_tag(role: str, field: str) -> str:
     """``mlflow_anf.<role>.<field>``: how runs recorded before the ``snapshot`` level named the same fact."""
     return tag(role, field)
@@ -196,58 +219,91 @@ class SnapshotRef(BaseModel):
                    snapshot_id=snapshot.id, ref=snapshot.ref, digest=snapshot.digest, created=snapshot.created,
                    artifact_uri=artifact_uri)
 
-    def tags(self) -> dict[str, str]:
-        """The run tags recording this reference (fields that are unknown are left out)."""
-        values = {
-            "snapshot_id": self.snapshot_id, "name": self.name, "provider": self.provider, "volume": self.volume,
-            "digest": self.digest, "ref": self.ref, "created": self.created.isoformat() if self.created else None,
-            "artifact_uri": self.artifact_uri,
+    def fields(self) -> dict[str, str]:
+        """The recorded fields as strings (fields that are unknown are left out)."""
+        values = {  # what the UI's truncated tag value shows first comes first: the snapshot, its content
+            "ref": self.ref, "digest": self.digest, "name": self.name, "snapshot_id": self.snapshot_id,
+            "provider": self.provider, "volume": self.volume,
+            "created": self.created.isoformat() if self.created else None, "artifact_uri": self.artifact_uri,
         }
-        return {snapshot_tag(self.role, k): clip(v) for k, v in values.items() if v is not None}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def tags(self) -> dict[str, str]:
+        """The run tag recording this reference: ``mlflow_anf.snapshot.<role>`` = its fields as compact JSON.
+
+        A record too long for one tag value (a volume path of thousands of characters) is written one tag per field
+        instead (:meth:`field_tags`, each clipped), the layout :func:`parse_snapshot_tags` reads as well."""
+        value = json.dumps(self.fields(), separators=(",", ":"))
+        if len(value) > TAG_VALUE_MAX:
+            return self.field_tags()
+        return {snapshot_record_tag(self.role): value}
+
+    def field_tags(self) -> dict[str, str]:
+        """The per-field layout (``mlflow_anf.snapshot.<role>.<field>``), written before the JSON tag."""
+        return {snapshot_tag(self.role, k): clip(v) for k, v in self.fields().items()}
 
 
-def _group_snapshot_tags(tags: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """``{role: {field: value}}`` from both layouts; the current layout wins field by field."""
+def _record_fields(key: str, value: str) -> dict[str, str]:
+    """The fields of a JSON snapshot record tag; a value that is not a JSON object of strings raises naming *key*."""
+    try:
+        record = json.loads(value)
+    except ValueError as exc:
+        raise SnapshotTagError(f"{key}: not a JSON snapshot record ({exc})") from None
+    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+        raise SnapshotTagError(f"{key}: not a JSON object of strings")
+    return {k: v for k, v in record.items() if k in SNAPSHOT_FIELDS}
+
+
+def _group_snapshot_tags(tags: Mapping[str, str], strict: bool) -> dict[str, dict[str, str]]:
+    """``{role: {field: value}}`` from all layouts; the JSON tag wins field by field, then the per-field tags."""
+    records: dict[str, dict[str, str]] = {}
     current: dict[str, dict[str, str]] = {}
     legacy: dict[str, dict[str, str]] = {}
     for key, value in tags.items():
         parts = key.split(".")
         if parts[0] != TAG_NAMESPACE:
             continue
-        if len(parts) == 4 and parts[1] == SNAPSHOT_LEVEL and parts[3] in SNAPSHOT_FIELDS:
+        if len(parts) == 3 and parts[1] == SNAPSHOT_LEVEL:
+            try:
+                records[parts[2]] = _record_fields(key, value)
+            except SnapshotTagError:
+                if strict:
+                    raise
+        elif len(parts) == 4 and parts[1] == SNAPSHOT_LEVEL and parts[3] in SNAPSHOT_FIELDS:
             current.setdefault(parts[2], {})[parts[3]] = value
         elif len(parts) == 3 and parts[1] not in RESERVED_ROLES and parts[2] in SNAPSHOT_FIELDS:
             legacy.setdefault(parts[1], {})[parts[2]] = value
     # A legacy group counts only where it is a snapshot record (it has an id): mlflow_anf.<x>.name of some
     # other meaning is not one.
     grouped = {role: dict(fields) for role, fields in legacy.items() if "snapshot_id" in fields}
-    for role, fields in current.items():
-        grouped.setdefault(role, {}).update(fields)
+    for layer in (current, records):
+        for role, fields in layer.items():
+            grouped.setdefault(role, {}).update(fields)
     return grouped
 
 
 def parse_snapshot_tags(tags: Mapping[str, str], *, strict: bool = True,
                         source: str = "run") -> dict[str, SnapshotRef]:
-    """The snapshot references in a run's *tags*, by role, read from the current and the legacy layout.
+    """The snapshot references in a run's *tags*, by role, read from the JSON tag and both earlier layouts.
 
     ``strict=True``: an incomplete or malformed group raises :class:`SnapshotTagError` naming the missing tags.
     ``strict=False``: such a group is skipped (for listings and diffs that must show what they can).
     """
     refs: dict[str, SnapshotRef] = {}
-    for role, fields in sorted(_group_snapshot_tags(tags).items()):
+    for role, fields in sorted(_group_snapshot_tags(tags, strict).items()):
         missing = [f for f in REQUIRED_SNAPSHOT_FIELDS if not fields.get(f)]
         if missing:
             if strict:
                 raise SnapshotTagError(
-                    f"{source}: snapshot tags for role {role!r} are incomplete; missing "
-                    + ", ".join(snapshot_tag(role, f) for f in missing)
+                    f"{source}: snapshot tags for role {role!r} are incomplete; missing field(s) "
+                    + ", ".join(missing) + f" (tag {snapshot_record_tag(role)}, or {snapshot_tag(role, missing[0])})"
                 )
             continue
         try:
             refs[role] = SnapshotRef(role=role, **fields)
         except ValidationError as exc:
             if strict:
-                problems = "; ".join(f"{snapshot_tag(role, str(e['loc'][0]))}: {e['msg']}"
+                problems = "; ".join(f"{snapshot_record_tag(role)} field {e['loc'][0]}: {e['msg']}"
                                      for e in exc.errors(include_url=False, include_input=False))
                 raise SnapshotTagError(f"{source}: bad snapshot tags for role {role!r}: {problems}") from None
     return refs

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.doubles.mpi_operator_sim",  # MPI operator simulator: mpi_operator, sim_project
     "tests.support.mlflow_store",  # the MLflow tracking store: mlflow_store, tracking
     "tests.support.git",  # git_repo (helpers git, commit_all: import them from tests.support.git)
+    "tests.support.postgres",  # a real PostgreSQL (Debian's packages) as k8s/mlflow/postgres.yaml sets it up: postgres
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -19,6 +19,7 @@ import yaml
 from mlflow_anf.backend.config import load_backend_config
 from mlflow_anf.backend.doctor import required_access
 from tests.doubles.k8s_schemas import validate_builtin, validate_crd_object
+from tests.support.kubelet_env import container_env
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -181,10 +182,11 @@ def test_the_tracking_servers_store_uri_loads_the_driver_the_image_installs(buil
     import sqlalchemy
 
     deployment = next(o for o in built["mlflow"] if o["kind"] == "Deployment")
-    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
     assert "secretKeyRef" in env["MLFLOW_DB_PASSWORD"]["valueFrom"]  # the password comes from the Secret
-    expanded = uri.replace("$(MLFLOW_DB_PASSWORD)", "canary-password")
+    expanded = container_env(container, {"MLFLOW_DB_PASSWORD": "canary-password"})["MLFLOW_BACKEND_STORE_URI"]
+    assert "@mlflow-postgres:5432/mlflow" in expanded  # the Service of k8s/mlflow/postgres.yaml
     engine = sqlalchemy.create_engine(expanded)  # imports the dialect's DBAPI module; connects to nothing
     assert engine.dialect.driver == "psycopg2"
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()

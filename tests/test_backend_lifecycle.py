@@ -19,6 +19,7 @@ from mlflow.exceptions import ExecutionException
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.submitted_run import MPIJobSubmitTimeout, status_from_conditions
 from tests.doubles.mpi_operator_sim import LauncherRun, wrapper_runner
+from tests.support.snapshot_tags import snapshot_fields
 
 NS = "lane"
 KINDS_OWNED = ("Pod", "Job", "ConfigMap", "Secret", "Service", "MPIJob")
@@ -290,7 +291,7 @@ def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_object
     assert run.wait() is True
     info = mlflow_store.client().get_run(run.run_id)
     assert info.info.status == "FINISHED"
-    tags = info.data.tags
+    tags = snapshot_fields(info.data.tags)
     assert tags["mlflow_anf.backend.snapshot_roles"] == "data,model"  # what the training side must not take again
     snaps = {s["metadata"]["name"]: s for s in k8s_objects.list("VolumeSnapshot", NS)}
     assert {tags["mlflow_anf.snapshot.data.name"], tags["mlflow_anf.snapshot.model.name"]} == set(snaps)
@@ -301,7 +302,8 @@ def test_data_and_model_snapshots_are_recorded_on_the_run(k8s_server, k8s_object
         assert snap["metadata"]["labels"]["mlflow-anf/run-id"] == run.run_id
         assert snap["metadata"]["labels"]["mlflow-anf/role"] == role
         assert snap["status"]["readyToUse"] is True
-    assert [d.dataset.name for d in info.inputs.dataset_inputs] == [tags["mlflow_anf.snapshot.data.name"]]
+    # the dataset is named by the volume (the PVC), not by the snapshot's time
+    assert [d.dataset.name for d in info.inputs.dataset_inputs] == ["tusimple-data"]
 
 
 def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig_path, namespace,
@@ -317,7 +319,7 @@ def test_failed_model_snapshot_fails_the_run(k8s_server, k8s_objects, kubeconfig
     assert info.info.status == "FAILED"
     assert info.data.tags["mlflow_anf.launcher.exit_code"] == "3"
     assert "ANF quota exceeded" in info.data.tags["mlflow_anf.launcher.error"]
-    assert "mlflow_anf.snapshot.model.name" not in info.data.tags
+    assert "mlflow_anf.snapshot.model.name" not in snapshot_fields(info.data.tags)
 
 
 def test_ctrl_c_while_waiting_cancels_the_job(k8s_server, k8s_objects, kubeconfig_path, namespace,

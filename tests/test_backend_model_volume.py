@@ -17,6 +17,7 @@ from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.render import JobRequest, launcher_args, render_mpijob
 from mlflow_anf.backend.launcher import parse_args
 from tests.doubles.mpi_operator_sim import STUB_TRAIN
+from tests.support.snapshot_tags import snapshot_fields
 
 NS = "lane"
 RUN_ID = "0123456789abcdef0123456789abcdef"
@@ -235,7 +236,7 @@ def test_model_snapshot_of_the_model_pvc_resolves_to_the_model(k8s_server, k8s_o
     run = MPIJobBackend().run(str(project), "train", {"output_dir": "/models/run-1"}, None, cfg, mlflow_store.uri,
                               mlflow_store.experiment_id)
     assert run.wait() is True
-    tags = mlflow_store.client().get_run(run.run_id).data.tags
+    tags = snapshot_fields(mlflow_store.client().get_run(run.run_id).data.tags)
     assert tags["mlflow_anf.snapshot.model.volume"] == f"{NS}/models"
     assert tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/tusimple-data"
     uri = tags["mlflow_anf.snapshot.model.artifact_uri"]

@@ -18,6 +18,7 @@ import pytest
 from tests.doubles import rbac
 from tests.doubles.mpi_operator_sim import MPIOperatorSim
 from tests.test_backend_lifecycle import make_config, submit
+from tests.support.snapshot_tags import snapshot_fields
 
 NS = "lane-detection"
 LAUNCHER_SA = "mlflow-anf-launcher"
@@ -70,7 +71,7 @@ def test_a_run_with_data_and_model_snapshots_needs_only_what_k8s_grants(
     assert launcher["serviceAccountName"] == LAUNCHER_SA
     info = mlflow_store.client().get_run(run.run_id)
     assert info.info.status == "FINISHED"
-    assert {"mlflow_anf.snapshot.data.name", "mlflow_anf.snapshot.model.name"} <= set(info.data.tags)
+    assert {"mlflow_anf.snapshot.data.name", "mlflow_anf.snapshot.model.name"} <= set(snapshot_fields(info.data.tags))
     assert _denied(cluster) == []
 
 
@@ -148,7 +149,7 @@ def test_keep_last_deletes_the_oldest_managed_snapshots_after_a_success_as_the_l
     run = submit(cfg, mlflow_store, sim_project)
     assert run.wait() is True
     launcher_operator.wait_idle()
-    tags = mlflow_store.client().get_run(run.run_id).data.tags
+    tags = snapshot_fields(mlflow_store.client().get_run(run.run_id).data.tags)
     mine = {tags["mlflow_anf.snapshot.data.name"], tags["mlflow_anf.snapshot.model.name"]}
     left = {s["metadata"]["name"] for s in k8s_objects.list("VolumeSnapshot", NS)}
     assert left == mine | {"in-flight", "by-hand"}, launcher_operator.pod_log(NS, _launcher_pod(k8s_objects))

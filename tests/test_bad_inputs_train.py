@@ -295,4 +295,4 @@ def test_missing_overlay_image_fails_the_mlflow_run_before_training(tiny_data: P
     (run_id,) = _runs(db)
     run = MlflowClient(f"sqlite:///{db}").get_run(run_id)
     assert run.info.status == "FAILED"
-    assert not run.data.metrics and not any(k.startswith("mlflow_anf.snapshot.data.") for k in run.data.tags)
+    assert not run.data.metrics and not any(k.startswith("mlflow_anf.snapshot.data") for k in run.data.tags)

@@ -22,6 +22,7 @@ from mlflow_anf.snapshots import (
     SnapshotTimeout,
 )
 from mlflow_anf.snapshots.local import MANIFEST_NAME, InvalidRequest, LocalSnapshotProvider
+from tests.support.snapshot_tags import snapshot_fields
 
 
 def _run(*args: str, input: str | None = None) -> Result:
@@ -189,8 +190,9 @@ def test_create_with_run_logs_to_mlflow_and_restores_from_it(
     snap = _json(result)
     assert snap["labels"]["mlflow-anf/run-id"] == run_id and snap["labels"]["mlflow-anf/role"] == "data"
     run = tracking.get_run(run_id)
-    assert run.data.tags["mlflow_anf.snapshot.data.ref"] == snap["ref"]
-    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [snap["name"]]
+    assert snapshot_fields(run.data.tags)["mlflow_anf.snapshot.data.ref"] == snap["ref"]
+    # the dataset is named by the volume, not by the snapshot (whose name carries its time)
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [Path(snap["volume"]).name]
 
     restored = _run("snapshot", "restore", "--run-id", run_id, "--target", str(tmp_path / "again"), "-o", "json")
     assert restored.exit_code == 0, restored.output

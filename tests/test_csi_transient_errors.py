@@ -19,6 +19,7 @@ from mlflow_anf.snapshots import SnapshotError, SnapshotTimeout
 from mlflow_anf.snapshots.csi import SnapshotProgress, render_volume_snapshot
 from tests.doubles.k8s_emulator import ObjectStore, PvcBinder, SnapshotController
 from tests.test_snapshots_csi import FAST_RETRY, make_provider
+from tests.support.snapshot_tags import snapshot_fields
 
 QUOTA = ("Failed to create snapshot: failed to take snapshot of the volume pvc-1: \"rpc error: code = "
          "ResourceExhausted desc = ANF snapshot quota reached (255)\"")
@@ -230,7 +231,7 @@ def test_mpijob_launcher_model_snapshot_through_a_transient_error(
     info = mlflow_store.client().get_run(run.run_id)
     assert info.info.status == "FINISHED"
     for role in ("data", "model"):
-        name = info.data.tags[f"mlflow_anf.snapshot.{role}.name"]
+        name = snapshot_fields(info.data.tags)[f"mlflow_anf.snapshot.{role}.name"]
         assert k8s_objects.get("VolumeSnapshot", NS, name)["status"]["readyToUse"] is True
         history = _statuses(k8s_objects, "VolumeSnapshot", NS, name)
         assert any((h.get("error") or {}).get("message") == QUOTA for h in history), role

@@ -22,6 +22,7 @@ import torch
 
 from tests.conftest import REPO_ROOT
 from tests.support.dist_tiny import EPOCHS, N_SAMPLES, build_model, run_reference
+from tests.support.snapshot_tags import snapshot_fields
 
 BIN = Path(sys.executable).parent
 LAUNCH = {
@@ -196,8 +197,8 @@ def test_two_process_train_logs_one_run_and_one_snapshot_each(
     data_snaps = [p.name for p in (data / ".snapshot").iterdir()]
     model_snaps = [p.name for p in (out / ".snapshot").iterdir()]
     assert len(data_snaps) == 1 and len(model_snaps) == 1
-    assert run.data.tags["mlflow_anf.snapshot.data.name"] == data_snaps[0]
-    assert run.data.tags["mlflow_anf.snapshot.model.name"] == model_snaps[0]
+    assert snapshot_fields(run.data.tags)["mlflow_anf.snapshot.data.name"] == data_snaps[0]
+    assert snapshot_fields(run.data.tags)["mlflow_anf.snapshot.model.name"] == model_snaps[0]
     history = MlflowClient(uri).get_metric_history(run.info.run_id, "test_accuracy")
     assert len(history) == 1  # logged once, by rank 0
     assert proc.stdout.count(f"run {run.info.run_id}:") == 1  # only rank 0 reports a run

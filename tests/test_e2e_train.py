@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.support.snapshot_tags import snapshot_fields
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +72,18 @@ def test_mlflow_run_train_records_everything(tiny_data: Path, tmp_path: Path, tu
         assert key in run.data.params, key
     assert (run.data.params["optimizer"], run.data.params["lane_fit"], run.data.params["augment"]) == (
         "adamw", "road", "flip")
-    tags = run.data.tags
+    tags = snapshot_fields(run.data.tags)
     assert tags["mlflow_anf.snapshot.data.provider"] == "local" and tags["mlflow_anf.snapshot.model.provider"] == "local"
     assert tags["mlflow_anf.snapshot.data.digest"] and tags["mlflow_anf.snapshot.model.digest"]
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.source_type == "mlflow_anf_snapshot"
+    assert inputs[0].dataset.name == "tusimple"  # the volume's name
+    # the logged model carries the test metrics, measured on the data snapshot (its page's "Datasets used")
+    (output,) = run.outputs.model_outputs
+    model_metrics = {m.key: m for m in client.get_logged_model(output.model_id).metrics}
+    assert model_metrics["test_accuracy"].value == run.data.metrics["test_accuracy"]
+    assert (model_metrics["test_accuracy"].dataset_name, model_metrics["test_accuracy"].dataset_digest) == (
+        "tusimple", inputs[0].dataset.digest)
 
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "overlays")]
     assert any("520" in p for p in artifacts) and len(artifacts) >= 2

@@ -31,6 +31,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.support.git import commit_all, git
+from tests.support.snapshot_tags import snapshot_fields
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +146,7 @@ def test_wheels_carry_the_package_data_and_a_run_of_a_commit_runs_that_commit(
     (run,) = client.search_runs([client.get_experiment_by_name("installed").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.params["overlays"] == "3"  # commit X's code ran
-    tags = run.data.tags
+    tags = snapshot_fields(run.data.tags)
     assert tags["mlflow.source.git.commit"] == commit and tags["mlflow_anf.code.commit"] == commit
     assert tags["mlflow_anf.code.dirty"] == "false"
     assert tags["mlflow_anf.snapshot.data.provider"] == "local" and tags["mlflow_anf.snapshot.model.snapshot_id"]

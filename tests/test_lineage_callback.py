@@ -18,7 +18,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from mlflow_anf.lightning import SnapshotLineage, SnapshotLineageConfig, directory_volume  # noqa: E402
-from mlflow_anf.vocabulary import TAG_PROVENANCE, parse_snapshot_tags, snapshot_tag  # noqa: E402
+from mlflow_anf.vocabulary import TAG_PROVENANCE, parse_snapshot_tags, snapshot_record_tag  # noqa: E402
 
 
 class Tiny(pl.LightningModule):
@@ -153,9 +153,9 @@ def test_a_role_the_run_already_records_is_not_taken_again(world: dict[str, Any]
         _trainer(w["tmp"], lineage).fit(Tiny())
 
     tags = w["client"].get_run(w["run_id"]).data.tags
-    assert {k: v for k, v in tags.items() if k.startswith(snapshot_tag("data", "ref")[:-4])} == {
-        k: v for k, v in before.items() if k.startswith(snapshot_tag("data", "ref")[:-4])}
-    assert tags[snapshot_tag("data", "name")] == taken.name
+    assert {k: v for k, v in tags.items() if k.startswith(snapshot_record_tag("data"))} == {
+        k: v for k, v in before.items() if k.startswith(snapshot_record_tag("data"))}
+    assert parse_snapshot_tags(tags)["data"].name == taken.name
     assert _snapshots(w["data"]) == []  # the training's own data volume was not snapshotted
     assert f"already records a data snapshot ({taken.ref})" in caplog.text
     assert export.calls == [["data"]] and len(_snapshots(w["out"])) == 1  # the model role was not recorded: taken

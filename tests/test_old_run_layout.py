@@ -42,6 +42,9 @@ def to_old_layout(client: MlflowClient, run_id: str) -> dict[str, str]:
         if len(parts) == 4 and parts[:2] == ["mlflow_anf", "snapshot"] and parts[3] in OLD_FIELDS:
             old[f"mlflow_anf.{parts[2]}.{parts[3]}"] = value
             client.delete_tag(run_id, key)
+        elif len(parts) == 3 and parts[:2] == ["mlflow_anf", "snapshot"]:  # today's JSON record: its fields
+            old.update({f"mlflow_anf.{parts[2]}.{f}": v for f, v in json.loads(value).items() if f in OLD_FIELDS})
+            client.delete_tag(run_id, key)
     for key, value in old.items():
         client.set_tag(run_id, key, value)
     assert not any(k.startswith("mlflow_anf.snapshot.") for k in client.get_run(run_id).data.tags)

@@ -46,6 +46,7 @@ from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, sn
 from tests.conftest import REPO_ROOT
 from tests.support.git import commit_all, git
 from tests.support.http_server import serve
+from tests.support.snapshot_tags import snapshot_fields
 
 NS = "lane"
 
@@ -251,9 +252,12 @@ def test_stub_run_reproduces_on_a_restored_copy_and_both_runs_are_linked(
     assert run.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new
     assert run.data.tags["mlflow_anf.reproduce.identical"] == "true"
-    assert run.data.tags["mlflow_anf.snapshot.data.digest"] == original.data.tags["mlflow_anf.snapshot.data.digest"]
-    assert run.data.tags["mlflow_anf.snapshot.data.volume"] == str(workdir / "data")
+    digest = "mlflow_anf.snapshot.data.digest"
+    assert snapshot_fields(run.data.tags)[digest] == snapshot_fields(original.data.tags)[digest]
+    assert snapshot_fields(run.data.tags)["mlflow_anf.snapshot.data.volume"] == str(workdir / "data")
     moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
+    # the data snapshot params name the restored copy's snapshot, of the same content (so the same digest)
+    moved["mlflow_anf.data.snapshot"] = get_run_snapshots(run.info.run_id)["data"].ref
     assert run.data.params == {**original.data.params, **moved}  # logged as MLflow's runner logged the source's
     assert (out / "model.txt").exists() and (workdir / "outputs" / "model.txt").exists()
 
@@ -500,8 +504,11 @@ def test_lanedet_training_reproduces_bit_identically(
     model_metrics = {k: v for k, v in original.data.metrics.items() if k.startswith(("train_", "val_", "test_"))}
     assert {"train_loss", "val_accuracy", "test_accuracy", "test_loss"} <= set(model_metrics)
     assert {k: new.data.metrics[k] for k in model_metrics} == model_metrics  # bit for bit
-    assert new.data.tags["mlflow_anf.snapshot.data.digest"] == original.data.tags["mlflow_anf.snapshot.data.digest"]
+    digest = "mlflow_anf.snapshot.data.digest"
+    assert snapshot_fields(new.data.tags)[digest] == snapshot_fields(original.data.tags)[digest]
     moved = {"data_dir": str(workdir / "data"), "output_dir": str(workdir / "outputs")}
+    # the data snapshot params name the restored copy's snapshot, of the same content (so the same digest)
+    moved["mlflow_anf.data.snapshot"] = get_run_snapshots(new.info.run_id)["data"].ref
     assert new.data.params == {**original.data.params, **moved}  # the same params, on the restored copy
     assert new.data.tags[TAG_REPRODUCES] == source
 
@@ -602,7 +609,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     source = original.run_id
     src = tracking.get_run(source)
     assert src.info.status == "FINISHED" and src.data.tags["mlflow_anf.image.digest"] == digest
-    snapshot = src.data.tags["mlflow_anf.snapshot.data.name"]
+    snapshot = snapshot_fields(src.data.tags)["mlflow_anf.snapshot.data.name"]
 
     result = cli("reproduce", source, "--wait", "-o", "json")
     assert result.exit_code == 0, result.output
@@ -630,7 +637,7 @@ def test_mpijob_run_is_reproduced_from_a_restored_pvc(
     assert new.data.tags[TAG_REPRODUCES] == source
     assert tracking.get_run(source).data.tags[TAG_REPRODUCED_BY] == new_run_id
     # its own snapshot, of the restored PVC
-    assert new.data.tags["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"
+    assert snapshot_fields(new.data.tags)["mlflow_anf.snapshot.data.volume"] == f"{NS}/{new_pvc}"
     assert new.data.params["seed"] == "2"
 
     # the local MLproject makes the command the image runs: a changed one is refused before anything is created

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import subprocess
@@ -62,17 +64,17 @@ def test_data_snapshot_sets_tags_and_a_dataset_input(
 
     run = tracking.get_run(run_id)
     tags = run.data.tags
-    assert tags["mlflow_anf.snapshot.data.snapshot_id"] == "train-v1"
-    assert tags["mlflow_anf.snapshot.data.name"] == "train-v1"
-    assert tags["mlflow_anf.snapshot.data.provider"] == "local"
-    assert tags["mlflow_anf.snapshot.data.volume"] == str(volume.resolve())
-    assert tags["mlflow_anf.snapshot.data.digest"] == snap.digest
-    assert tags["mlflow_anf.snapshot.data.ref"] == snap.ref
-    assert tags["mlflow_anf.snapshot.data.created"] == snap.created.isoformat()
+    # one tag for the snapshot, its record as JSON (the run page is not crowded with one tag per field)
+    assert [k for k in tags if k.startswith("mlflow_anf.snapshot")] == ["mlflow_anf.snapshot.data"]
+    assert json.loads(tags["mlflow_anf.snapshot.data"]) == {
+        "snapshot_id": "train-v1", "name": "train-v1", "provider": "local", "volume": str(volume.resolve()),
+        "digest": snap.digest, "ref": snap.ref, "created": snap.created.isoformat()}
+    # the params MLflow's compare view lists: the snapshot and the digest the Datasets column shows
+    assert run.data.params == {"mlflow_anf.data.snapshot": snap.ref, "mlflow_anf.data.digest": dataset_digest(snap)}
 
     [dataset_input] = run.inputs.dataset_inputs
     dataset = dataset_input.dataset
-    assert dataset.name == "train-v1"
+    assert dataset.name == volume.name  # the volume, not the snapshot: the snapshot's name carries its time
     assert dataset.source_type == "mlflow_anf_snapshot"
     assert dataset.digest == dataset_digest(snap)
     assert len(dataset.digest) <= 36 and snap.digest.split(":")[1].startswith(dataset.digest)
@@ -94,8 +96,8 @@ def test_model_snapshot_only_sets_tags(
     snap = provider.create(str(volume), "ckpt")
     log_snapshot(snap, "model", run_id=run_id)
     run = tracking.get_run(run_id)
-    assert run.data.tags["mlflow_anf.snapshot.model.name"] == "ckpt"
-    assert run.inputs.dataset_inputs == []
+    assert json.loads(run.data.tags["mlflow_anf.snapshot.model"])["name"] == "ckpt"
+    assert run.inputs.dataset_inputs == [] and run.data.params == {}  # only the data snapshot is a dataset
 
 
 def test_log_snapshot_uses_the_active_run(tracking: MlflowClient, provider: LocalSnapshotProvider, volume: Path):
@@ -140,7 +142,7 @@ def test_snapshot_and_log_labels_the_snapshot_with_the_run(
         LABEL_ROLE: "data",
     }
     assert provider.list(str(volume), labels={LABEL_RUN_ID: run_id}) == [snap]
-    assert run.data.tags["mlflow_anf.snapshot.data.digest"] == snap.digest
+    assert json.loads(run.data.tags["mlflow_anf.snapshot.data"])["digest"] == snap.digest
     assert len(run.inputs.dataset_inputs) == 1
 
 
@@ -165,8 +167,13 @@ def test_get_run_snapshots_parses_tags_back(
     assert refs["data"] == SnapshotRef.from_snapshot(data, "data")
     assert refs["model"].ref == model.ref and refs["model"].created == model.created
 
-    tracking.delete_tag(run_id, "mlflow_anf.snapshot.model.volume")
-    with pytest.raises(SnapshotError, match="missing mlflow_anf.snapshot.model.volume"):
+    record = json.loads(tracking.get_run(run_id).data.tags["mlflow_anf.snapshot.model"])
+    del record["volume"]
+    tracking.set_tag(run_id, "mlflow_anf.snapshot.model", json.dumps(record))
+    with pytest.raises(SnapshotError, match=r"missing field\(s\) volume \(tag mlflow_anf.snapshot.model,"):
+        get_run_snapshots(run_id)
+    tracking.set_tag(run_id, "mlflow_anf.snapshot.model", "{not json")
+    with pytest.raises(SnapshotError, match="mlflow_anf.snapshot.model: not a JSON snapshot record"):
         get_run_snapshots(run_id)
 
 

@@ -23,6 +23,7 @@ from mlflow_anf.reproduce.errors import CodeMismatch, ReproduceError, SourceGone
 from mlflow_anf.reproduce.names import PARAM_NAME, TAG_LEGACY_ENTRY_POINT, TAG_SOURCE_NAME, TAG_SOURCE_TYPE
 from mlflow_anf.reproduce.record import RunRecord
 from mlflow_anf.vocabulary import MLFLOW_TAG_ENTRY_POINT as TAG_MLFLOW_ENTRY_POINT
+from mlflow_anf.vocabulary import PARAM_PREFIX
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -166,6 +167,8 @@ def entry_point_params(rec: RunRecord, declared: Mapping[str, Any]) -> tuple[dic
     dropped: list[str] = []
     for key, raw in sorted(rec.params.items()):
         value = _unquote(raw)
+        if key.startswith(PARAM_PREFIX):  # lineage mlflow-anf recorded (the data snapshot), never an input
+            continue
         if key in declared:
             params[key] = value
         elif not PARAM_NAME.match(key):

@@ -17,6 +17,7 @@ from mlflow_anf.provenance import image_info
 from mlflow_anf.reproduce.names import TAG_GIT_COMMIT, TAG_REWRITTEN
 from mlflow_anf.reproduce.record import RunRecord, client_or_default, load_run_record
 from mlflow_anf.vocabulary import (
+    PARAM_PREFIX,
     TAG_CODE_COMMIT,
     TAG_CODE_DIGEST,
     TAG_CODE_DIRTY,
@@ -146,7 +147,9 @@ def compare_runs(a: RunRecord, b: RunRecord, ignore_metrics: Sequence[str] = TIM
     ``rewritten`` and do not count as differences.
     """
     rewritten = _rewritten_keys(a, b)
-    params = [_row(k, a.params.get(k), b.params.get(k), k in rewritten) for k in sorted(set(a.params) | set(b.params))]
+    # mlflow-anf's own params repeat the data snapshot for MLflow's compare view; the data rows below compare it
+    keys = sorted(k for k in set(a.params) | set(b.params) if not k.startswith(PARAM_PREFIX))
+    params = [_row(k, a.params.get(k), b.params.get(k), k in rewritten) for k in keys]
 
     ca, cb = code_of(a), code_of(b)
     code = [_row(k, ca[k], cb[k]) for k in ("commit", "dirty", "digest")]

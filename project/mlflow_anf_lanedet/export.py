@@ -34,6 +34,8 @@ class ModelExport:
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        #: the id of the MLflow 3 logged model once logged (``log_model``), for its test metrics
+        self.model_id: str | None = None
 
     def __call__(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         import copy
@@ -56,4 +58,15 @@ class ModelExport:
         }
         mlflow.pytorch.save_model(model, str(model_dir), **model_kwargs)
         if self.cfg.log_model:
-            mlflow.pytorch.log_model(model, name="model", **model_kwargs)
+            self.model_id = mlflow.pytorch.log_model(model, name="model", **model_kwargs).model_id
+
+    def log_test_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        """The held-out test's metrics as the logged model's, measured on the run's data snapshot: the logged-model
+        page then shows them and the snapshot as "Datasets used" (:func:`mlflow_anf.tracking.log_model_metrics`).
+        *step*: the step Lightning logged them at, so the run's metric history gets no second point elsewhere.
+        Nothing without a logged model."""
+        from mlflow_anf.tracking import log_model_metrics
+
+        test = {k: v for k, v in metrics.items() if k.startswith("test_")}
+        if self.model_id is not None and test:
+            log_model_metrics(run_id, self.model_id, test, step=step)

@@ -490,8 +490,9 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
 
         # provenance and the data snapshot before fit, the model's export and snapshot after a successful fit;
         # every rank carries the callback, rank 0 alone records (and exports)
+        export = ModelExport(cfg)
         lineage = SnapshotLineage(plan.lineage, run_id=result.get("run_id"), provider=plan.provider,
-                                  export_model=ModelExport(cfg))
+                                  export_model=export)
         dm, module = plan.dm, plan.module
         trainer = pl.Trainer(
             max_epochs=cfg.epochs,
@@ -511,6 +512,8 @@ def run_training(cfg: TrainConfig, stop: StopSignals | None = None) -> dict[str,
         result["metrics"] = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if test_metrics:
             result["metrics"].update({k: float(v) for k, v in test_metrics[0].items()})
+            if run is not None:
+                export.log_test_metrics(run.info.run_id, result["metrics"], step=trainer.global_step)
         if run is not None and (cfg.overlays or cfg.overlay_images):
             _log_overlays(module, dm, cfg)
     return result
