@@ -118,9 +118,16 @@ class KubeConfigError(RuntimeError):
     """The cluster connection settings cannot be used (missing file, unknown context, no service account)."""
 
 
-def api_client(cfg: KubeConfig) -> ApiClient:
-    """An official-client ``ApiClient`` for *cfg*; our :func:`call_with_retries` owns all retries."""
+def api_client(cfg: KubeConfig, purpose: str = "talking to Kubernetes") -> ApiClient:
+    """An official-client ``ApiClient`` for *cfg*; our :func:`call_with_retries` owns all retries.
+
+    Without the ``kubernetes`` package: :class:`~mlflow_anf.extras.MissingExtraError` naming the ``k8s`` extra and
+    *purpose* (what the user ran)."""
     import yaml
+
+    from mlflow_anf.extras import require_extra
+
+    require_extra("k8s", "kubernetes", purpose)
     from kubernetes import client
     from kubernetes.config import ConfigException, incluster_config, kube_config
 
