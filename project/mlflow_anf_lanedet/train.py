@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from mlflow_anf_lanedet.callbacks import EpochSummaryCallback, ThroughputCallback
-from mlflow_anf_lanedet.config import TrainConfig
+from mlflow_anf_lanedet.config import TrainConfig, cli_options
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options
 from mlflow_anf_lanedet.distributed import StopSignals, fail_fast, global_rank, stop_signals, world_size
@@ -529,10 +529,10 @@ def _start_logging(cfg: TrainConfig, run_id: str) -> RunOwnedMLFlowLogger:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def _config_options(func: Any) -> Any:
-    """One click option per TrainConfig field, all parsed and validated by the pydantic model."""
-    for name, field in reversed(list(TrainConfig.model_fields.items())):
-        flag = "--" + name.replace("_", "-")
-        func = click.option(flag, name, default=None, help=field.description or None, multiple=False)(func)
+    """One click option per TrainConfig field, all parsed and validated by the pydantic model; the help's defaults
+    and choices come from it too (config.cli_options)."""
+    for flag, name, kwargs in reversed(cli_options(TrainConfig)):
+        func = click.option(flag, name, **kwargs)(func)
     return func
 
 

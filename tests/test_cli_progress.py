@@ -1,0 +1,192 @@
+"""Long commands show what they are doing on a terminal, and nothing with -q or when stderr is not a terminal
+(issue #15, part 2): mlflow_anf.progress itself, then the real commands run under a pseudo-terminal (``pty``)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from mlflow_anf.progress import SILENT, TerminalProgress, for_cli
+from tests.conftest import REPO_ROOT
+
+ELAPSED = "0:00:0"  # rich's TimeElapsedColumn: H:MM:SS
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _text(terminal: str) -> str:
+    """What a terminal was sent, without the colour and cursor escapes."""
+    return _ANSI.sub("", terminal)
+
+
+class _Buffer(io.StringIO):
+    def getvalue(self) -> str:
+        return _text(super().getvalue())
+
+
+def _terminal_progress() -> tuple[TerminalProgress, io.StringIO]:
+    buf = _Buffer()
+    return TerminalProgress(console=Console(file=buf, force_terminal=True, width=120)), buf
+
+
+def test_a_step_shows_its_description_count_and_elapsed_time_on_a_terminal() -> None:
+    progress, buf = _terminal_progress()
+    with progress.step("render 3 frames", total=3) as step:
+        for _ in range(3):
+            step.advance()
+    out = buf.getvalue()
+    assert "render 3 frames" in out and "3/3" in out and ELAPSED in out
+
+
+def test_a_waiting_step_shows_the_phase_it_is_told() -> None:
+    progress, buf = _terminal_progress()
+    with progress.step("VolumeSnapshot ns/data@s1") as step:
+        step.describe("VolumeSnapshot ns/data@s1: pending [no content yet]")  # brackets are no rich markup
+    assert "pending [no content yet]" in buf.getvalue()
+
+
+def test_a_failed_step_says_so_and_the_error_goes_on() -> None:
+    progress, buf = _terminal_progress()
+    with pytest.raises(RuntimeError), progress.step("restore x"):
+        raise RuntimeError("boom")
+    assert "restore x (failed)" in buf.getvalue()
+
+
+def test_nested_steps_share_one_display() -> None:
+    progress, buf = _terminal_progress()
+    with progress.step("reproduce"), progress.step("restore"):
+        pass  # two live displays at once would raise rich.errors.LiveError
+    with progress.step("again"):
+        pass
+    assert "again" in buf.getvalue()
+
+
+def test_silent_draws_nothing_and_for_cli_decides_by_terminal_and_quiet() -> None:
+    with SILENT.step("x", total=2) as step:
+        step.advance()
+        step.describe("y")
+    assert not step.shown
+    assert for_cli(False, io.StringIO()) is SILENT  # not a terminal
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            assert isinstance(for_cli(False, tty), TerminalProgress)
+            assert for_cli(True, tty) is SILENT
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+# ---- the real commands ----------------------------------------------------------------------------------------
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "project"), env.get("PYTHONPATH", "")])
+    env.pop("NO_COLOR", None)
+    env["TERM"] = "xterm"
+    env["COLUMNS"] = "300"  # a pty opened here has no size: rich would assume 80 columns and cut the long paths
+    return env
+
+
+def _run_on_pty(args: list[str], timeout_s: float = 180) -> tuple[int, str, str]:
+    """Run *args* with stderr on a pseudo-terminal (stdout a pipe): (exit code, stdout, what the terminal got)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=_env())
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=60)
+    return proc.returncode, stdout.decode(), _text(b"".join(chunks).decode(errors="replace"))
+
+
+def _run_piped(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _mlflow_anf(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mlflow_anf.cli", *args]
+
+
+def _lanedet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mlflow_anf_lanedet.cli", *args]
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    vol = tmp_path / "vol"
+    (vol / "sub").mkdir(parents=True)
+    for i in range(5):
+        (vol / "sub" / f"f{i}.txt").write_text(f"file {i}\n")
+    return vol
+
+
+def test_snapshot_create_and_restore_show_progress_on_a_terminal(volume: Path, tmp_path: Path) -> None:
+    code, out, tty = _run_on_pty(_mlflow_anf("snapshot", "create", "--volume", str(volume), "--name", "s1"))
+    assert code == 0, tty
+    assert f"snapshot {volume}" in tty and ELAPSED in tty and "created local:" in out
+    code, out, tty = _run_on_pty(_mlflow_anf("snapshot", "restore", "--volume", str(volume), "s1",
+                                             "--target", str(tmp_path / "copy")))
+    assert code == 0, tty
+    assert f"restore {volume}@s1 to {tmp_path / 'copy'}" in tty and ELAPSED in tty
+    assert (tmp_path / "copy" / "sub" / "f4.txt").read_text() == "file 4\n"
+
+
+def test_snapshot_create_is_silent_with_quiet_and_off_a_terminal(volume: Path) -> None:
+    code, out, tty = _run_on_pty(_mlflow_anf("snapshot", "create", "--volume", str(volume), "--name", "s1", "-q"))
+    assert code == 0 and "created local:" in out
+    assert tty == ""
+    piped = _run_piped(_mlflow_anf("snapshot", "create", "--volume", str(volume), "--name", "s2"))
+    assert piped.returncode == 0 and "created local:" in piped.stdout
+    assert piped.stderr == ""
+
+
+def test_a_failing_step_shows_failed_then_the_error(tmp_path: Path) -> None:
+    code, _, tty = _run_on_pty(_mlflow_anf("snapshot", "create", "--volume", str(tmp_path / "missing")))
+    assert code != 0
+    assert "(failed)" in tty and "Error:" in tty
+
+
+@pytest.mark.slow
+def test_lanedet_synth_counts_frames_on_a_terminal_and_is_quiet_otherwise(tmp_path: Path) -> None:
+    code, out, tty = _run_on_pty(_lanedet("synth", "--out", str(tmp_path / "a"), "--frames", "3"))
+    assert code == 0, tty
+    assert "render 3 frames" in tty and "3/3" in tty and ELAPSED in tty and "wrote 3 frames" in out
+    code, out, tty = _run_on_pty(_lanedet("synth", "--out", str(tmp_path / "b"), "--frames", "3", "--quiet"))
+    assert code == 0 and tty == "" and "wrote 3 frames" in out
+    piped = _run_piped(_lanedet("synth", "--out", str(tmp_path / "c"), "--frames", "3"))
+    assert piped.returncode == 0 and piped.stderr == ""
+
+
+@pytest.mark.slow
+def test_lanedet_prepare_shows_its_steps_on_a_terminal(tmp_path: Path) -> None:
+    assert _run_piped(_lanedet("synth", "--out", str(tmp_path / "raw"), "--frames", "3")).returncode == 0
+    code, out, tty = _run_on_pty(_lanedet("prepare", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "p")))
+    assert code == 0, tty
+    for step in ("layout)", "clips", "check labels", "digest"):
+        assert step in tty
+    assert "prepared" in out
+    code, out, tty = _run_on_pty(_lanedet("prepare", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "q"),
+                                          "-q"))
+    assert code == 0 and tty == ""
