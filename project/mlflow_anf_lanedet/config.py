@@ -216,7 +216,8 @@ def cli_options(model: type[BaseModel] = TrainConfig) -> list[tuple[str, str, di
         extra = [] if field.is_required() else [_default_text(field.get_default(call_default_factory=True))]
         extra = [f"default: {e}" for e in extra if e is not None] + _range_text(field.metadata)
         help_text = " ".join([field.description or "", *(f"[{e}]" for e in extra)]).strip()
-        kwargs: dict[str, Any] = {"default": None, "help": help_text or None, "required": field.is_required(),
+        # no default given to click (not even None, which click 8.3+ takes as one and then skips `required`)
+        kwargs: dict[str, Any] = {"help": help_text or None, "required": field.is_required(),
                                   "metavar": _metavar(field.annotation)}
         choices = [str(c) for c in get_args(field.annotation)] if get_origin(field.annotation) is Literal else []
         if choices and name not in reshaped:
