@@ -116,7 +116,22 @@ class _LazyGroup(click.Group):
             expected = isinstance(exc, (SnapshotError, ValueError, LookupError, OSError, MissingExtraError))
             if not expected and code is ExitCode.PROVIDER_ERROR:  # a bug or an SDK surprise: keep the traceback
                 click.echo(traceback.format_exc(), err=True)
-            _fail(ctx, str(exc) or type(exc).__name__, code)
+            _fail(ctx, (str(exc) or type(exc).__name__) + _store_hint(exc, code), code)
+
+
+def _store_hint(exc: BaseException, code: ExitCode) -> str:
+    """For a run (or experiment) MLflow did not find: which tracking store was asked, and where to point it."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if code is not ExitCode.NOT_FOUND or mlflow_exceptions is None:
+        return ""
+    if not isinstance(exc, mlflow_exceptions.MlflowException):
+        return ""
+    import mlflow
+
+    from mlflow_anf.secrets import redact_text
+
+    return (f" (tracking store {redact_text(mlflow.get_tracking_uri())}; set MLFLOW_TRACKING_URI to the one that "
+            "has the run)")
 
 
 def _fail(ctx: click.Context, message: str, code: ExitCode) -> None:
@@ -226,6 +241,46 @@ def _file_progress(prov: Any, step: Step, what: str) -> dict[str, Any]:
     return {"progress": lambda files, _path: step.describe(f"{what}: {files} files")}
 
 
+class TrackingServerUnreachable(ConnectionError):
+    """The tracking URI names an HTTP server that does not answer."""
+
+
+def check_tracking_server(timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the URI and the fix, when MLflow's tracking URI is an HTTP server nobody answers at:
+    MLflow's client retries a refused connection for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 with backoff)
+    before it says anything. Any HTTP answer (even 401/404) or a TLS error counts as an answer: MLflow deals with
+    those itself."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    import mlflow
+
+    from mlflow_anf.secrets import redact_text
+
+    uri = mlflow.get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host + (f":{parts.port}" if parts.port else "")  # never the credentials of user:password@host
+    health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s):  # noqa: S310 - the user's own tracking URI
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return
+        raise TrackingServerUnreachable(
+            f"tracking server {redact_text(uri)} does not answer ({reason}); start it (mlflow server --host 0.0.0.0 "
+            "--port 5000 ...) or set MLFLOW_TRACKING_URI to the server that has your runs"
+        ) from None
+
+
 def _set_output(output: str) -> None:
     click.get_current_context().find_root().meta[_OUTPUT_KEY] = output
 
@@ -323,6 +378,8 @@ def create_command(
     if role and not run_id:
         raise click.UsageError("--role needs --run-id")
     label_map = _parse_pairs(labels, "--label")
+    if run_id:
+        check_tracking_server()
     what = f"snapshot {volume}"
     with for_cli(quiet).step(what) as step:
         prov = _provider(provider, options, provider_config, step)
@@ -386,6 +443,8 @@ def restore_command(
     _set_output(output)
     if bool(run_id) == bool(volume and name):
         raise click.UsageError("give either --volume and NAME, or --run-id")
+    if run_id:
+        check_tracking_server()
     source = f"run {run_id} ({role})" if run_id else f"{volume}@{name}"
     with for_cli(quiet).step(f"restore {source} to {target}") as step:
         if run_id:

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from mlflow_anf.cli import ExitCode, _fail, _parse_pairs, _set_output, load_provider_config
+from mlflow_anf.cli import ExitCode, _fail, _parse_pairs, _set_output, check_tracking_server, load_provider_config
 from mlflow_anf.progress import for_cli, quiet_option
 
 REPRODUCE_EXIT_HELP = (
@@ -194,6 +194,7 @@ def reproduce(
     )
     say = (lambda msg: click.echo(msg, err=True)) if output == "json" else click.echo
     ctx = click.get_current_context()
+    check_tracking_server()
     try:
         result = run_reproduce(run_id, opts, say=say, progress=for_cli(quiet))
     except ReproduceError as exc:
@@ -222,6 +223,7 @@ def diff(run_a: str, run_b: str, show_all: bool, ignore_metrics: tuple[str, ...]
 
     _set_output(output)
     ctx = click.get_current_context()
+    check_tracking_server()
     try:
         result = diff_runs(run_a, run_b, ignore_metrics=ignore_metrics or TIMING_METRICS)
     except ReproduceError as exc:

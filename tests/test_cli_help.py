@@ -92,16 +92,16 @@ def test_train_help_shows_defaults_ranges_and_choices_from_the_config_model() ->
         elif line.strip():
             lines[current] += " " + " ".join(line.split())
     assert "[required]" in lines["--data-dir"]
-    assert lines["--epochs"].startswith("--epochs INTEGER") and "[default: 30] [1<=x<=10000]" in lines["--epochs"]
+    assert lines["--epochs"].startswith("--epochs INTEGER") and "[default: 30; 1<=x<=10000]" in lines["--epochs"]
     assert "[default: 288x512]" in lines["--input-size"]
     assert lines["--backbone"].startswith("--backbone [vgg16_bn|resnet18|resnet34|resnet18_lite]")
     assert "[default: vgg16_bn]" in lines["--backbone"]
     assert lines["--use-val"].startswith("--use-val [true|false]") and "[default: true]" in lines["--use-val"]
     assert lines["--augment"].startswith("--augment [full|flip|none]")  # listed; true/false still accepted
-    assert "[0<x<=10]" in lines["--lr"]
+    assert "[default: 0.01; 0<x<=10]" in lines["--lr"]
     # every field has its option, and a default shown is the model's own
     assert {f"--{name.replace('_', '-')}" for name in TrainConfig.model_fields} <= set(lines)
-    assert f"[default: {TrainConfig.model_fields['batch_size'].default}]" in lines["--batch-size"]
+    assert f"[default: {TrainConfig.model_fields['batch_size'].default};" in lines["--batch-size"]
 
 
 def test_train_choices_are_checked_by_click_naming_the_option_and_the_choices() -> None:

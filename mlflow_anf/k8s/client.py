@@ -143,8 +143,8 @@ def api_client(cfg: KubeConfig, purpose: str = "talking to Kubernetes") -> ApiCl
             paths = [p for p in location.split(os.pathsep) if p]
             if not any(Path(p).expanduser().is_file() for p in paths):
                 raise KubeConfigError(
-                    f"kubeconfig: no file at {location!r}; set kubeconfig=, $KUBECONFIG, or run in a pod "
-                    "(in_cluster=true)"
+                    f"kubeconfig: no file at {location!r}; point kubeconfig at one (the backend config's "
+                    "\"kubeconfig\", or --option kubeconfig=PATH), set $KUBECONFIG, or run in a pod (in_cluster=true)"
                 )
             kube_config.load_kube_config(
                 config_file=location, context=cfg.context, client_configuration=conf, persist_config=False

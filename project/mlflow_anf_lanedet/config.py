@@ -15,6 +15,9 @@ Strategy = Literal["auto", "ddp", "horovod"]
 Optimizer = Literal["sgd", "adamw"]
 Augment = Literal["full", "flip", "none"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
+#: the next step when data_dir is not a prepared root (said by the errors that name it)
+DATA_DIR_HINT = ("make one with `lanedet prepare --src TUSIMPLE_DOWNLOAD --out DIR`, or a synthetic one with "
+                 "`lanedet synth --out DIR --frames 120`")
 MAX_SIDE = 2048  # network input side: above it a TuSimple frame (720x1280) is only upscaled, and memory explodes
 MAX_BATCH = 4096
 
@@ -215,7 +218,7 @@ def cli_options(model: type[BaseModel] = TrainConfig) -> list[tuple[str, str, di
         # help, the option's own default stays None (not given)
         extra = [] if field.is_required() else [_default_text(field.get_default(call_default_factory=True))]
         extra = [f"default: {e}" for e in extra if e is not None] + _range_text(field.metadata)
-        help_text = " ".join([field.description or "", *(f"[{e}]" for e in extra)]).strip()
+        help_text = " ".join([field.description or "", f"[{'; '.join(extra)}]" if extra else ""]).strip()
         # no default given to click (not even None, which click 8.3+ takes as one and then skips `required`)
         kwargs: dict[str, Any] = {"help": help_text or None, "required": field.is_required(),
                                   "metavar": _metavar(field.annotation)}

@@ -105,7 +105,8 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
     *progress* shows each step (unpacking, clips, labels, digest) while it runs."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
-        raise PrepareError(f"{src}: source is not a directory")
+        raise PrepareError(f"{src}: source is not a directory (give --src the folder of the TuSimple download: "
+                           "train_set/, test_set/ and test_label.json, or their .zip files)")
     _check_out(src, out, overwrite)
     layout = _detect_layout(src)
     recovered = _recover(out)
