@@ -190,3 +190,44 @@ def test_lanedet_prepare_shows_its_steps_on_a_terminal(tmp_path: Path) -> None:
     code, out, tty = _run_on_pty(_lanedet("prepare", "--src", str(tmp_path / "raw"), "--out", str(tmp_path / "q"),
                                           "-q"))
     assert code == 0 and tty == ""
+
+
+# ---- phases of the waits: a csi VolumeSnapshot (Kubernetes emulator), an ANF operation (ARM emulator) ------------
+
+def test_csi_snapshot_create_shows_each_phase_while_it_waits(kubeconfig_path: Path, k8s_objects, snapshot_controller,
+                                                             pvc_binder) -> None:
+    k8s_objects.storage_class()
+    k8s_objects.snapshot_class(default=True)
+    k8s_objects.pvc("data")
+    snapshot_controller.default.ready_after = 0.5
+    code, out, tty = _run_on_pty(_mlflow_anf("snapshot", "create", "--provider", "csi", "--option",
+                                             f"kubeconfig={kubeconfig_path}", "--volume", "default/data",
+                                             "--name", "s1"))
+    assert code == 0, tty
+    assert "VolumeSnapshot default/data@s1: ready" in tty and ELAPSED in tty and "created csi:" in out
+
+
+def test_anf_volume_restore_shows_the_operation_state_while_it_waits(tmp_path: Path, monkeypatch) -> None:
+    import yaml
+
+    from tests.doubles.arm_emulator import ACCOUNT, RG, ArmEmulator, seed_ml_estate
+
+    with ArmEmulator() as emu:
+        seed_ml_estate(emu)
+        emu.add_snapshot(RG, ACCOUNT, "premium", "data", "golden")
+        emu.client_secret = "progress-test-secret"
+        config = tmp_path / "anf.yaml"
+        config.write_text(yaml.safe_dump({
+            "subscription_id": emu.subscription_id, "resource_group": RG, "account": ACCOUNT, "pool": "premium",
+            "credential": "environment", "base_url": emu.base_url, "authority": emu.base_url,
+            "disable_instance_discovery": True, "ca_bundle": emu.ca_file, "polling_interval_s": 0.01,
+            "retry_total": 1, "retry_backoff_factor": 0.01,
+        }))
+        for name, value in (("AZURE_TENANT_ID", emu.tenant_id), ("AZURE_CLIENT_ID", emu.client_id),
+                            ("AZURE_CLIENT_SECRET", emu.client_secret)):
+            monkeypatch.setenv(name, value)
+        code, out, tty = _run_on_pty(_mlflow_anf("volume", "restore", "data@golden", "--to", "copy",
+                                                 "--provider-config", str(config)))
+    assert code == 0, tty
+    assert "restore anf:premium/data@golden to new volume premium/copy: InProgress" in tty, tty
+    assert ELAPSED in tty and "restored anf:premium/data@golden" in out
