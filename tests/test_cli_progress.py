@@ -231,3 +231,18 @@ def test_anf_volume_restore_shows_the_operation_state_while_it_waits(tmp_path: P
     assert code == 0, tty
     assert "restore anf:premium/data@golden to new volume premium/copy: InProgress" in tty, tty
     assert ELAPSED in tty and "restored anf:premium/data@golden" in out
+
+
+@pytest.mark.slow
+def test_lanedet_budget_counts_the_steps_it_times(tmp_path: Path) -> None:
+    from mlflow_anf_lanedet.data.prepare import prepare
+    from mlflow_anf_lanedet.synth import generate
+
+    generate(tmp_path / "download", frames=24, seed=5)
+    prepare(tmp_path / "download", tmp_path / "data")
+    args = ["budget", "--minutes", "60", "-P", f"data_dir={tmp_path / 'data'}", "-P", "epochs=3",
+            "-P", "backbone=resnet18_lite", "-P", "input_size=64x128", "-P", "batch_size=4", "-P", "num_workers=0"]
+    code, out, tty = _run_on_pty(_lanedet(*args))
+    assert code == 0, tty
+    assert "time training steps" in tty and "14/14" in tty and "time evaluation batches" in tty and "5/5" in tty
+    assert "the full schedule, 3 epochs" in out  # (-q: the same for_cli(quiet) as every command above)
