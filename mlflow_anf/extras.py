@@ -51,6 +51,7 @@ def require_extra(extra: str, module: str, purpose: str) -> ModuleType:
     installed package (a broken install, a wrong version) propagates unchanged, since installing the extra again
     would not be the fix."""
     try:
+        importlib.import_module(module.partition(".")[0])  # the distribution itself: a cached submodule would hide it
         return importlib.import_module(module)
     except ImportError as exc:
         missing = getattr(exc, "name", None)

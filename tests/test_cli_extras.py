@@ -30,6 +30,8 @@ def _runner() -> CliRunner:
 
 
 def _block(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+    import kubernetes.client  # noqa: F401 - cached submodules (as after other tests) must not hide the blocked package
+
     for name in modules:
         monkeypatch.setitem(sys.modules, name, None)
 
