@@ -111,6 +111,9 @@ class TerminalProgress(Progress):
         self._display = RichProgress(
             SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"), BarColumn(bar_width=24),
             TextColumn("{task.fields[counter]}"), TimeElapsedColumn(), console=self._console, transient=False,
+            # prints to stdout go above the display only when stdout is that terminal too: rich would send them to
+            # its console (stderr), and `cmd > out.txt` must still get every result in out.txt
+            redirect_stdout=_isatty(sys.stdout),
         )
         self._open = 0
 
@@ -134,12 +137,19 @@ class TerminalProgress(Progress):
                     self._display.remove_task(finished)
 
 
+def _isatty(stream: Any) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 def for_cli(quiet: bool, stream: IO[str] | None = None) -> Progress:
     """The progress display of a command: drawn on *stream* (default stderr) when it is a terminal and not *quiet*;
     otherwise :data:`SILENT`."""
     stream = stream if stream is not None else sys.stderr
-    isatty = getattr(stream, "isatty", None)
-    if quiet or isatty is None or not isatty():
+    if quiet or not _isatty(stream):
         return SILENT
     return TerminalProgress(stream)
 

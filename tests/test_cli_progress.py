@@ -246,3 +246,14 @@ def test_lanedet_budget_counts_the_steps_it_times(tmp_path: Path) -> None:
     assert code == 0, tty
     assert "time training steps" in tty and "14/14" in tty and "time evaluation batches" in tty and "5/5" in tty
     assert "the full schedule, 3 epochs" in out  # (-q: the same for_cli(quiet) as every command above)
+
+
+def test_results_printed_during_a_step_stay_on_stdout(tmp_path: Path) -> None:
+    """`volume show` prints its result inside its step: with stdout a pipe or file and stderr the terminal, the result
+    is on stdout (rich would otherwise route stdout through its console, i.e. to stderr)."""
+    script = ("import click\nfrom mlflow_anf.progress import for_cli\n"
+              "with for_cli(False).step('working'):\n    click.echo('RESULT-LINE')\n    print('PRINTED-LINE')\n")
+    code, out, tty = _run_on_pty([sys.executable, "-c", script])
+    assert code == 0, tty
+    assert "RESULT-LINE" in out and "PRINTED-LINE" in out
+    assert "RESULT-LINE" not in tty and "PRINTED-LINE" not in tty and "working" in tty
