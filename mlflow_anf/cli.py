@@ -22,6 +22,8 @@ from typing import Any
 
 import click
 
+from mlflow_anf.extras import MissingExtraError
+from mlflow_anf.progress import Step, for_cli, quiet_option
 from mlflow_anf.snapshots import available_providers
 from mlflow_anf.snapshots.base import (
     Snapshot,
@@ -65,7 +67,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.TIMEOUT
     if isinstance(exc, (SnapshotNotFound, FileNotFoundError)):
         return ExitCode.NOT_FOUND
-    if isinstance(exc, (SnapshotExists, ValueError, click.UsageError)):
+    if isinstance(exc, (SnapshotExists, ValueError, click.UsageError, MissingExtraError)):
         return ExitCode.USAGE
     mlflow_exceptions = sys.modules.get("mlflow.exceptions")
     if mlflow_exceptions is not None and isinstance(exc, mlflow_exceptions.MlflowException):
@@ -111,10 +113,25 @@ class _LazyGroup(click.Group):
             raise
         except Exception as exc:  # noqa: BLE001 - every error leaves with its documented exit code
             code = exit_code_for(exc)
-            expected = isinstance(exc, (SnapshotError, ValueError, LookupError, OSError))
+            expected = isinstance(exc, (SnapshotError, ValueError, LookupError, OSError, MissingExtraError))
             if not expected and code is ExitCode.PROVIDER_ERROR:  # a bug or an SDK surprise: keep the traceback
                 click.echo(traceback.format_exc(), err=True)
-            _fail(ctx, str(exc) or type(exc).__name__, code)
+            _fail(ctx, (str(exc) or type(exc).__name__) + _store_hint(exc, code), code)
+
+
+def _store_hint(exc: BaseException, code: ExitCode) -> str:
+    """For a run (or experiment) MLflow did not find: which tracking store was asked, and where to point it."""
+    mlflow_exceptions = sys.modules.get("mlflow.exceptions")
+    if code is not ExitCode.NOT_FOUND or mlflow_exceptions is None:
+        return ""
+    if not isinstance(exc, mlflow_exceptions.MlflowException):
+        return ""
+    import mlflow
+
+    from mlflow_anf.secrets import redact_text
+
+    return (f" (tracking store {redact_text(mlflow.get_tracking_uri())}; set MLFLOW_TRACKING_URI to the one that "
+            "has the run)")
 
 
 def _fail(ctx: click.Context, message: str, code: ExitCode) -> None:
@@ -191,12 +208,77 @@ def _provider_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _provider(provider: str | None, options: Sequence[str], provider_config: Path | None) -> Any:
+def _provider(provider: str | None, options: Sequence[str], provider_config: Path | None,
+              step: Step | None = None) -> Any:
     from mlflow_anf.snapshots import get_provider
 
     merged = load_provider_config(provider_config) if provider_config else {}
     merged.update(_parse_pairs(options, "--option"))
+    if step is not None:
+        merged.update(progress_options(provider or "local", step))
     return get_provider(provider or "local", **merged)
+
+
+def progress_options(provider: str, step: Step) -> dict[str, Any]:
+    """``{"progress": callback}`` for a provider whose options take one (csi: each phase of a VolumeSnapshot; anf:
+    the state of each ARM operation), shown as the step's description; ``{}`` for the others."""
+    from mlflow_anf.snapshots import provider_class
+
+    if not step.shown:
+        return {}
+    config_model = getattr(provider_class(provider), "Config", None)
+    if config_model is None or "progress" not in getattr(config_model, "model_fields", {}):
+        return {}
+    return {"progress": lambda event: step.describe(str(event))}
+
+
+def _file_progress(prov: Any, step: Step, what: str) -> dict[str, Any]:
+    """``{"progress": callback}`` for a provider whose ``create`` counts the files it captures (local)."""
+    import inspect
+
+    if not step.shown or "progress" not in inspect.signature(prov.create).parameters:
+        return {}
+    return {"progress": lambda files, _path: step.describe(f"{what}: {files} files")}
+
+
+class TrackingServerUnreachable(ConnectionError):
+    """The tracking URI names an HTTP server that does not answer."""
+
+
+def check_tracking_server(timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the URI and the fix, when MLflow's tracking URI is an HTTP server nobody answers at:
+    MLflow's client retries a refused connection for minutes (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, 7 with backoff)
+    before it says anything. Any HTTP answer (even 401/404) or a TLS error counts as an answer: MLflow deals with
+    those itself."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    import mlflow
+
+    from mlflow_anf.secrets import redact_text
+
+    uri = mlflow.get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host + (f":{parts.port}" if parts.port else "")  # never the credentials of user:password@host
+    health = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s):  # noqa: S310 - the user's own tracking URI
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLError):
+            return
+        raise TrackingServerUnreachable(
+            f"tracking server {redact_text(uri)} does not answer ({reason}); start it (mlflow server --host 0.0.0.0 "
+            "--port 5000 ...) or set MLFLOW_TRACKING_URI to the server that has your runs"
+        ) from None
 
 
 def _set_output(output: str) -> None:
@@ -286,22 +368,27 @@ def snapshot() -> None:
 @click.option("--run-id", help="Also record the snapshot on this MLflow run (tags, and a dataset input for data).")
 @click.option("--role", type=click.Choice(["data", "model"]), help="Role on the run  [default: data]")
 @_provider_options
+@quiet_option
 def create_command(
     volume: str, name: str | None, labels: tuple[str, ...], run_id: str | None, role: str | None,
-    provider: str | None, options: tuple[str, ...], provider_config: Path | None, output: str,
+    provider: str | None, options: tuple[str, ...], provider_config: Path | None, output: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Snapshot a volume."""
     _set_output(output)
     if role and not run_id:
         raise click.UsageError("--role needs --run-id")
     label_map = _parse_pairs(labels, "--label")
-    prov = _provider(provider, options, provider_config)
     if run_id:
-        from mlflow_anf.tracking import snapshot_and_log
+        check_tracking_server()
+    what = f"snapshot {volume}"
+    with for_cli(quiet).step(what) as step:
+        prov = _provider(provider, options, provider_config, step)
+        if run_id:
+            from mlflow_anf.tracking import snapshot_and_log
 
-        snap = snapshot_and_log(prov, volume, role or "data", run_id=run_id, labels=label_map, name=name)
-    else:
-        snap = prov.create(volume, name, labels=label_map)
+            snap = snapshot_and_log(prov, volume, role or "data", run_id=run_id, labels=label_map, name=name)
+        else:
+            snap = prov.create(volume, name, labels=label_map, **_file_progress(prov, step, what))
     logged = f"\nlogged to run {run_id} as {role or 'data'}" if run_id else ""
     skipped = [_cell(p) for p in snap.details.get("skipped") or []]
     if skipped:  # fifos, sockets, devices: nothing to keep, but never silently
@@ -347,30 +434,34 @@ def show_command(
 @click.option("--target", required=True, help="New volume to create (local: a new or empty directory).")
 @click.option("--no-verify", is_flag=True, help="Skip checking content against the manifest (local).")
 @_provider_options
+@quiet_option
 def restore_command(
     volume: str | None, name: str | None, run_id: str | None, role: str, target: str, no_verify: bool,
-    provider: str | None, options: tuple[str, ...], provider_config: Path | None, output: str,
+    provider: str | None, options: tuple[str, ...], provider_config: Path | None, output: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Materialise a snapshot as a new, writable volume."""
     _set_output(output)
     if bool(run_id) == bool(volume and name):
         raise click.UsageError("give either --volume and NAME, or --run-id")
     if run_id:
-        from mlflow_anf.tracking import restore
+        check_tracking_server()
+    source = f"run {run_id} ({role})" if run_id else f"{volume}@{name}"
+    with for_cli(quiet).step(f"restore {source} to {target}") as step:
+        if run_id:
+            from mlflow_anf.tracking import restore
 
-        merged = load_provider_config(provider_config) if provider_config else {}
-        merged.update(_parse_pairs(options, "--option"))
-        # Without --provider the run's tags name the provider; the options still apply to it.
-        prov = _provider(provider, options, provider_config) if provider else None
-        new_volume = restore(
-            run_id, target, role=role, provider=prov, provider_options=merged, verify=not no_verify
-        )
-        source = f"run {run_id} ({role})"
-    else:
-        prov = _provider(provider, options, provider_config)
-        snap = prov.get(volume, name)
-        new_volume = prov.restore(snap, target, verify=not no_verify)
-        source = snap.ref
+            merged = load_provider_config(provider_config) if provider_config else {}
+            merged.update(_parse_pairs(options, "--option"))
+            # Without --provider the run's tags name the provider; the options still apply to it.
+            prov = _provider(provider, options, provider_config, step) if provider else None
+            new_volume = restore(
+                run_id, target, role=role, provider=prov, provider_options=merged, verify=not no_verify
+            )
+        else:
+            prov = _provider(provider, options, provider_config, step)
+            snap = prov.get(volume, name)
+            new_volume = prov.restore(snap, target, verify=not no_verify)
+            source = snap.ref
     _emit(output, {"source": source, "target": new_volume}, f"restored {source} to {new_volume}")
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from mlflow_anf.cli import ExitCode, _fail, _parse_pairs, _set_output, load_provider_config
+from mlflow_anf.cli import ExitCode, _fail, _parse_pairs, _set_output, check_tracking_server, load_provider_config
+from mlflow_anf.progress import for_cli, quiet_option
 
 REPRODUCE_EXIT_HELP = (
     "Exit codes: 0 reproduced (or submitted), 1 finished but its metrics or data differ from the run's, 2 refused "
@@ -169,11 +170,12 @@ def _json_or_file(value: str | None, option: str) -> dict[str, Any]:
 @click.option("--wait/--no-wait", default=None, help="mpijob: wait for the job to end  [default: no-wait]")
 @click.option("--experiment-id", help="Experiment of the new run  [default: the source run's]")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@quiet_option
 def reproduce(
     run_id: str, params: tuple[str, ...], backend: str | None, backend_config: str | None,
     project_dir: Path | None, workdir: Path | None, target: str | None, restored: str | None, restore_only: bool,
     options: tuple[str, ...], provider_config: Path | None, allow_code_change: bool, skip_image_check: bool,
-    wait: bool | None, experiment_id: str | None, output: str,
+    wait: bool | None, experiment_id: str | None, output: str, quiet: bool,
 ) -> None:  # fmt: skip
     """Re-run RUN_ID from its snapshots: restore its data snapshot to a new volume, run the same entry point with
     the same params through the same backend, and link both runs (tag mlflow_anf.reproduces)."""
@@ -192,8 +194,9 @@ def reproduce(
     )
     say = (lambda msg: click.echo(msg, err=True)) if output == "json" else click.echo
     ctx = click.get_current_context()
+    check_tracking_server()
     try:
-        result = run_reproduce(run_id, opts, say=say)
+        result = run_reproduce(run_id, opts, say=say, progress=for_cli(quiet))
     except ReproduceError as exc:
         _fail(ctx, str(exc), ExitCode(exc.exit_code))
         return
@@ -220,6 +223,7 @@ def diff(run_a: str, run_b: str, show_all: bool, ignore_metrics: tuple[str, ...]
 
     _set_output(output)
     ctx = click.get_current_context()
+    check_tracking_server()
     try:
         result = diff_runs(run_a, run_b, ignore_metrics=ignore_metrics or TIMING_METRICS)
     except ReproduceError as exc:

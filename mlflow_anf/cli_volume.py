@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 
+from mlflow_anf.progress import Step, for_cli, quiet_option
+
 if TYPE_CHECKING:
     from mlflow_anf.snapshots.anf import AnfSnapshotProvider
 
@@ -38,13 +40,17 @@ def _parse_pairs(values: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def build_provider(options: Sequence[str], provider_config: Path | None) -> AnfSnapshotProvider:
-    """The ``anf`` provider from ``--provider-config`` and ``--option`` values (options win)."""
-    from mlflow_anf.cli import load_provider_config
+def build_provider(options: Sequence[str], provider_config: Path | None,
+                   step: Step | None = None) -> AnfSnapshotProvider:
+    """The ``anf`` provider from ``--provider-config`` and ``--option`` values (options win); *step* shows the state
+    of its ARM operations."""
+    from mlflow_anf.cli import load_provider_config, progress_options
     from mlflow_anf.snapshots import get_provider
 
     merged: dict[str, Any] = load_provider_config(provider_config) if provider_config else {}
     merged.update(_parse_pairs(options))
+    if step is not None:
+        merged.update(progress_options("anf", step))
     return get_provider("anf", **merged)  # type: ignore[return-value]
 
 
@@ -61,18 +67,22 @@ def _command(fn: Callable[..., None]) -> Callable[..., None]:
                   help="ANF provider options from a JSON or YAML file (--option values override them).")
     @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
                   help="An ANF provider option (repeatable), e.g. --option subscription_id=... --option pool=premium")
+    @quiet_option
     @functools.wraps(fn)
-    def wrapper(options: tuple[str, ...], provider_config: Path | None, output: str, **kwargs: Any) -> None:
+    def wrapper(options: tuple[str, ...], provider_config: Path | None, output: str, quiet: bool,
+                **kwargs: Any) -> None:
         from mlflow_anf.cli import exit_code_for
+        from mlflow_anf.extras import MissingExtraError
         from mlflow_anf.snapshots.anf import redact
         from mlflow_anf.snapshots.base import SnapshotError
 
         ctx = click.get_current_context()
         try:
-            fn(provider=build_provider(options, provider_config), output=output, **kwargs)
+            with for_cli(quiet).step(f"volume {ctx.info_name}") as step:
+                fn(provider=build_provider(options, provider_config, step), output=output, **kwargs)
         except click.ClickException:
             raise
-        except (SnapshotError, ValueError, LookupError, OSError) as exc:
+        except (SnapshotError, ValueError, LookupError, OSError, MissingExtraError) as exc:
             code = int(exit_code_for(exc))
             message = redact(str(exc) or type(exc).__name__)
             if output == "json":

@@ -26,14 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlflow_anf.extras import require_extra
 from mlflow_anf.snapshots import SnapshotInputError, get_provider, traits_for
 from mlflow_anf.snapshots.uri import check_path
 from mlflow_anf.vocabulary import ROLE_DATA, ROLE_MODEL, TAG_BACKEND_SNAPSHOT_ROLES, parse_snapshot_tags
 
 log = logging.getLogger(__name__)
+pl = require_extra("lightning", "pytorch_lightning", "SnapshotLineage (the Lightning callback of mlflow-anf)")
 
 #: ``export_model(trainer, pl_module)``: writes the trained model where the model snapshot will find it
 ExportHook = Callable[[pl.Trainer, pl.LightningModule], None]

@@ -367,7 +367,7 @@ def run_doctor(config: MPIJobBackendConfig, *, tracking_uri: str | None = None, 
     kube = kube_config(config)
     if api_client is None:
         try:
-            api_client = make_client(kube)
+            api_client = make_client(kube, "`mlflow-anf doctor`")
         except KubeConfigError as exc:
             return [Check(name="API server", status="fail", detail=str(exc),
                           fix="set kubeconfig/kube_context in the backend config, or $KUBECONFIG")]

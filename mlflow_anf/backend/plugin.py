@@ -146,6 +146,16 @@ def _in_store(tracking_uri: str, fn: Any, *args: Any) -> Any:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
+def _require_k8s() -> None:
+    """The kubernetes package (the ``k8s`` extra), or an error ``mlflow run`` shows as it is, naming the extra."""
+    from mlflow_anf.extras import MissingExtraError, require_extra
+
+    try:
+        require_extra("k8s", "kubernetes", "`--backend mpijob`")
+    except MissingExtraError as exc:
+        raise ExecutionException(str(exc)) from None
+
+
 class MPIJobBackend(AbstractBackend):
     """Runs an MLflow project entry point as a Kubeflow MPIJob."""
 
@@ -168,6 +178,7 @@ class MPIJobBackend(AbstractBackend):
         from mlflow.projects.utils import get_or_create_run
         from mlflow.tracking import MlflowClient
 
+        _require_k8s()  # before anything is fetched or created
         from mlflow_anf.backend.params import EntryPointParamError, model_location
         from mlflow_anf.backend.submitted_run import MPIJobSubmittedRun
         from mlflow_anf.k8s import KubeApiError, KubeConfigError, api_client, call_with_retries
@@ -187,7 +198,7 @@ class MPIJobBackend(AbstractBackend):
 
         kube = kube_config(config)
         try:
-            api = self._api_client or api_client(kube)
+            api = self._api_client or api_client(kube, "`--backend mpijob`")
         except KubeConfigError as exc:
             raise ExecutionException(f"mpijob backend: {exc}") from None
 

@@ -118,9 +118,16 @@ class KubeConfigError(RuntimeError):
     """The cluster connection settings cannot be used (missing file, unknown context, no service account)."""
 
 
-def api_client(cfg: KubeConfig) -> ApiClient:
-    """An official-client ``ApiClient`` for *cfg*; our :func:`call_with_retries` owns all retries."""
+def api_client(cfg: KubeConfig, purpose: str = "talking to Kubernetes") -> ApiClient:
+    """An official-client ``ApiClient`` for *cfg*; our :func:`call_with_retries` owns all retries.
+
+    Without the ``kubernetes`` package: :class:`~mlflow_anf.extras.MissingExtraError` naming the ``k8s`` extra and
+    *purpose* (what the user ran)."""
     import yaml
+
+    from mlflow_anf.extras import require_extra
+
+    require_extra("k8s", "kubernetes", purpose)
     from kubernetes import client
     from kubernetes.config import ConfigException, incluster_config, kube_config
 
@@ -136,8 +143,8 @@ def api_client(cfg: KubeConfig) -> ApiClient:
             paths = [p for p in location.split(os.pathsep) if p]
             if not any(Path(p).expanduser().is_file() for p in paths):
                 raise KubeConfigError(
-                    f"kubeconfig: no file at {location!r}; set kubeconfig=, $KUBECONFIG, or run in a pod "
-                    "(in_cluster=true)"
+                    f"kubeconfig: no file at {location!r}; point kubeconfig at one (the backend config's "
+                    "\"kubeconfig\", or --option kubeconfig=PATH), set $KUBECONFIG, or run in a pod (in_cluster=true)"
                 )
             kube_config.load_kube_config(
                 config_file=location, context=cfg.context, client_configuration=conf, persist_config=False

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from mlflow_anf.progress import SILENT, Progress
 from mlflow_anf.reproduce.checks import (
     check_code,
     entry_point_params,
@@ -98,15 +99,16 @@ def reproduce(
     client: MlflowClient | None = None,
     say: Callable[[str], None] = lambda msg: log.info("%s", msg),
     image_checker: Callable[[str], ImageCheck] = check_image,
+    progress: Progress = SILENT,
 ) -> ReproduceResult:
     """Reproduce run *run_id* (see the module docstring). Raises :class:`ReproduceError` subclasses; nothing is
-    created unless every check passed."""
+    created unless every check passed. *progress* shows the restore while it runs (a CLI's display)."""
     from mlflow_anf.reproduce.record import client_or_default
 
     opts = options or ReproduceOptions()
     client = client_or_default(client)
     the_plan = plan(read(run_id, client), opts, client=client, image_checker=image_checker, say=say)
-    restored = restore(the_plan, say=say)
+    restored = restore(the_plan, say=say, progress=progress)
     if opts.restore_only:
         return result_of(the_plan, restored, status="RESTORED")
     return launch(the_plan, point_at(the_plan, restored), restored, client=client, say=say)

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlflow_anf.progress import SILENT, Progress
 from mlflow_anf.reproduce.checks import redacted_keys
 from mlflow_anf.reproduce.errors import ReproduceError, SourceGone
 from mlflow_anf.reproduce.planning import ReproductionPlan
@@ -73,7 +74,7 @@ def provider_for(plan: ReproductionPlan) -> Any:
 
 
 def restore(plan: ReproductionPlan, *, provider: Any = None,
-            say: Callable[[str], None] = lambda msg: log.info("%s", msg)) -> RestoredData:
+            say: Callable[[str], None] = lambda msg: log.info("%s", msg), progress: Progress = SILENT) -> RestoredData:
     """Step 3: the plan's data snapshot restored to ``plan.target`` (or the ``--restored`` volume, untouched).
 
     *provider*: the snapshot's provider (default: :func:`provider_for`). When the backend snapshots the data before it
@@ -92,7 +93,8 @@ def restore(plan: ReproductionPlan, *, provider: Any = None,
     options: dict[str, Any] = {"wait": True, "timeout_s": plan.restore_timeout_s} if plan.restore_wait else {}
     say(f"restoring {ref.ref} to {plan.target} ...")
     try:
-        volume = restore_snapshot(ref, plan.target, provider=provider, **options)
+        with progress.step(f"restore {ref.ref} to {plan.target}"):
+            volume = restore_snapshot(ref, plan.target, provider=provider, **options)
     except SnapshotNotFound as exc:
         raise SourceGone(f"data snapshot {ref.ref} of the run is gone: {exc}") from None
     except SnapshotError as exc:

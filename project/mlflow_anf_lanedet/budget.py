@@ -19,6 +19,7 @@ from typing import Any
 import click
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlflow_anf.progress import SILENT, Progress, Step, for_cli, quiet_option
 from mlflow_anf_lanedet.config import TrainConfig
 
 
@@ -133,12 +134,13 @@ def plan_schedule(
 
 
 def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int = 3, warmup: int = 2,
-                  datamodule: Any = None) -> Rates:
+                  datamodule: Any = None, progress: Progress = SILENT) -> Rates:
     """Time *train_steps* training steps and *eval_batches* evaluation batches of *cfg* on this machine.
 
     The steps are the run's own: its data module (*datamodule*, else a new one: augmentation, input size, loader
     workers), module (:func:`~mlflow_anf_lanedet.train._build_module`), loss and optimizer; evaluation decodes as the
-    run's validation does (``LaneDetModule.decode``). Nothing is written; the model is thrown away.
+    run's validation does (``LaneDetModule.decode``). Nothing is written; the model is thrown away. *progress*
+    counts the steps (warm-up included) as they run.
     """
     import torch
 
@@ -153,7 +155,11 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
     # the peak rate without the run's warm-up can diverge (NaN logits would then fail the decoding being timed).
     optimizer = module.make_optimizer(lr=cfg.lr * 1e-4)
 
-    def timed(batches: Any, count: int, step: Any) -> tuple[float, int]:
+    def timed(batches: Any, count: int, step: Any, what: str) -> tuple[float, int]:
+        with progress.step(what, total=warmup + count) as shown:
+            return _timed(batches, count, step, shown)
+
+    def _timed(batches: Any, count: int, step: Any, shown: Step) -> tuple[float, int]:
         it = iter(batches)
         items, start = 0, 0.0
         for k in range(warmup + count):
@@ -167,6 +173,7 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
             step(batch)
             if k >= warmup:
                 items += int(batch["image"].shape[0])
+            shown.advance()
         return time.perf_counter() - start, items
 
     def train_step(batch: dict[str, Any]) -> None:
@@ -176,7 +183,7 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
         loss.backward()
         optimizer.step()
 
-    train_s, train_n = timed(dm.train_dataloader(), train_steps, train_step)
+    train_s, train_n = timed(dm.train_dataloader(), train_steps, train_step, "time training steps")
     eval_set = dm.val_set if dm.val_set is not None and len(dm.val_set) else None
     if eval_set is None:
         dm.setup("test")
@@ -189,13 +196,13 @@ def measure_rates(cfg: TrainConfig, *, train_steps: int = 12, eval_batches: int 
             seg, exist = model(batch["image"])
             module.decode(seg, exist, [eval_set.labels[i] for i in batch["index"].tolist()])
 
-    eval_s, eval_n = timed(loader, eval_batches, eval_step)
+    eval_s, eval_n = timed(loader, eval_batches, eval_step, "time evaluation batches")
     return Rates(train_images_per_s=train_n / train_s, eval_frames_per_s=eval_n / eval_s, train_steps=train_steps,
                  eval_batches=eval_batches)
 
 
 def plan_for(cfg: TrainConfig, *, minutes: float, spent_s: float, min_epochs: int = 2, overhead_s: float = 60.0,
-             rates: Rates | None = None) -> Plan:
+             rates: Rates | None = None, progress: Progress = SILENT) -> Plan:
     """Measure (unless *rates* are given) and plan *cfg*'s run for a budget of *minutes*, *spent_s* of it gone.
 
     The frame counts are those of the run's own data module (``max_train_frames``, ``use_val`` applied), which the
@@ -209,7 +216,7 @@ def plan_for(cfg: TrainConfig, *, minutes: float, spent_s: float, min_epochs: in
         dm.setup(None)  # train (max_train_frames applied), val when use_val, test
     except (ValueError, DataError) as exc:  # no training frames, or a split the run could not read
         raise BudgetError(str(exc)) from None
-    rates = rates or measure_rates(cfg, datamodule=dm)
+    rates = rates or measure_rates(cfg, datamodule=dm, progress=progress)
     return plan_schedule(rates, remaining_s=minutes * 60 - spent_s, train_frames=len(dm.train_set),
                          val_frames=len(dm.val_set) if dm.val_set is not None else 0, test_frames=len(dm.test_set),
                          full_epochs=cfg.epochs, min_epochs=min_epochs, overhead_s=overhead_s, spent_s=spent_s)
@@ -226,8 +233,9 @@ def plan_for(cfg: TrainConfig, *, minutes: float, spent_s: float, min_epochs: in
               help="Seconds of the run that are neither training nor evaluation (start, snapshots, model export).")
 @click.option("--write-params", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the chosen params as `-P key=value` words to this file.")
+@quiet_option
 def budget_command(minutes: float, started_at: float | None, params: tuple[str, ...], min_epochs: int,
-                   overhead_s: float, write_params: Path | None) -> None:
+                   overhead_s: float, write_params: Path | None, quiet: bool) -> None:
     """Measure this machine and choose the epochs (and, if needed, frames) that fit a time budget."""
     values: dict[str, str] = {}
     for item in params:
@@ -244,7 +252,8 @@ def budget_command(minutes: float, started_at: float | None, params: tuple[str, 
     click.echo(f"measuring training and evaluation speed here ({cfg.backbone}, {cfg.input_size[0]}x"
                f"{cfg.input_size[1]}, batch {cfg.batch_size}) ...")
     try:
-        plan = plan_for(cfg, minutes=minutes, spent_s=spent, min_epochs=min_epochs, overhead_s=overhead_s)
+        plan = plan_for(cfg, minutes=minutes, spent_s=spent, min_epochs=min_epochs, overhead_s=overhead_s,
+                        progress=for_cli(quiet))
     except BudgetError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(plan.summary())

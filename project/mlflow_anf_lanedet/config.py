@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -15,6 +15,9 @@ Strategy = Literal["auto", "ddp", "horovod"]
 Optimizer = Literal["sgd", "adamw"]
 Augment = Literal["full", "flip", "none"]
 SnapshotProviderName = Literal["local", "csi", "anf"]
+#: the next step when data_dir is not a prepared root (said by the errors that name it)
+DATA_DIR_HINT = ("make one with `lanedet prepare --src TUSIMPLE_DOWNLOAD --out DIR`, or a synthetic one with "
+                 "`lanedet synth --out DIR --frames 120`")
 MAX_SIDE = 2048  # network input side: above it a TuSimple frame (720x1280) is only upscaled, and memory explodes
 MAX_BATCH = 4096
 
@@ -177,3 +180,72 @@ class TrainConfig(BaseModel):
                 value = "true" if value else "false"  # as MLproject params spell them
             out[key] = "" if value is None else str(value)
         return out
+
+
+# ------------------------------------------------------------------------------------------------- command line
+def _default_text(value: Any) -> str | None:
+    """A default as the command line spells it (``288x512``, ``true``, ``k=v,...``); ``None`` shows nothing."""
+    if value is None or value == [] or value == {}:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def _reshaped_fields(model: type[BaseModel]) -> set[str]:
+    """Fields with a ``mode="before"`` validator: they accept more spellings than their type (``augment=true``),
+    so their choices are shown, not enforced by click."""
+    out: set[str] = set()
+    for decorator in model.__pydantic_decorators__.field_validators.values():
+        if decorator.info.mode == "before":
+            out.update(decorator.info.fields)
+    return out
+
+
+def cli_options(model: type[BaseModel] = TrainConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(flag, name, click.option keyword arguments)`` for each field of *model*, from the model alone: its
+    description, its default shown (``[default: 30]``), its choices (a ``Literal`` type: ``click.Choice``, or only
+    listed when a validator accepts other spellings), ``[required]``. Every value stays a string for the model to
+    parse and validate (the one place the rules live); an option not given is left to the model's default."""
+    import click
+
+    reshaped = _reshaped_fields(model)
+    options = []
+    for name, field in model.model_fields.items():
+        # click would show a string show_default in parentheses (a description): the shown default goes into the
+        # help, the option's own default stays None (not given)
+        extra = [] if field.is_required() else [_default_text(field.get_default(call_default_factory=True))]
+        extra = [f"default: {e}" for e in extra if e is not None] + _range_text(field.metadata)
+        help_text = " ".join([field.description or "", f"[{'; '.join(extra)}]" if extra else ""]).strip()
+        # no default given to click (not even None, which click 8.3+ takes as one and then skips `required`)
+        kwargs: dict[str, Any] = {"help": help_text or None, "required": field.is_required(),
+                                  "metavar": _metavar(field.annotation)}
+        choices = [str(c) for c in get_args(field.annotation)] if get_origin(field.annotation) is Literal else []
+        if choices and name not in reshaped:
+            kwargs["type"], kwargs["metavar"] = click.Choice(choices), None
+        elif choices:
+            kwargs["metavar"] = "[" + "|".join(choices) + "]"
+        options.append(("--" + name.replace("_", "-"), name, kwargs))
+    return options
+
+
+def _metavar(annotation: Any) -> str:
+    """How the help names a value: ``INTEGER``, ``FLOAT``, ``PATH``, ``[true|false]``, else ``TEXT``."""
+    kinds = {a for a in (get_args(annotation) or (annotation,)) if a is not type(None)}
+    for kind, word in ((bool, "[true|false]"), (int, "INTEGER"), (float, "FLOAT"), (Path, "PATH")):
+        if kinds == {kind}:
+            return word
+    return "TEXT"
+
+
+def _range_text(metadata: list[Any]) -> list[str]:
+    """``["1<=x<=10000"]`` from a field's ``ge``/``gt``/``le``/``lt`` constraints (as click shows its ranges)."""
+    low = next((f"{m.ge}<=" for m in metadata if getattr(m, "ge", None) is not None), None)
+    low = low or next((f"{m.gt}<" for m in metadata if getattr(m, "gt", None) is not None), "")
+    high = next((f"<={m.le}" for m in metadata if getattr(m, "le", None) is not None), None)
+    high = high or next((f"<{m.lt}" for m in metadata if getattr(m, "lt", None) is not None), "")
+    if low and not high:  # "x>=1" reads better than "1<=x"
+        return [f"x{'>=' if low.endswith('<=') else '>'}{low.rstrip('<=')}"]
+    return [f"{low}x{high}"] if low or high else []

@@ -27,7 +27,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from torch.utils.data import DataLoader
 
 from mlflow_anf_lanedet.callbacks import EpochSummaryCallback, ThroughputCallback
-from mlflow_anf_lanedet.config import TrainConfig
+from mlflow_anf_lanedet.config import DATA_DIR_HINT, TrainConfig, cli_options
 from mlflow_anf_lanedet.data.tusimple import TuSimpleDataset
 from mlflow_anf_lanedet.decode import LaneFit, auto_smooth, decode_batch, fit_options
 from mlflow_anf_lanedet.distributed import (StopSignals, describe_process, fail_fast, global_rank, stop_signals,
@@ -266,7 +266,7 @@ def preflight(cfg: TrainConfig) -> _Plan:
 
     data_dir = cfg.data_dir
     if not data_dir.is_dir():
-        raise TrainInputError("data_dir", f"{data_dir} is not a directory")
+        raise TrainInputError("data_dir", f"{data_dir} is not a directory; {DATA_DIR_HINT}")
     out = cfg.output_dir
     if out.exists() and not out.is_dir():
         raise TrainInputError("output_dir", f"{out} exists and is not a directory")
@@ -289,7 +289,8 @@ def preflight(cfg: TrainConfig) -> _Plan:
         dm.setup("fit")
         dm.setup("test")
     except (DataError, ValueError, OSError) as exc:
-        raise TrainInputError("data_dir", f"{data_dir} is not a usable prepared TuSimple root: {exc}") from None
+        raise TrainInputError("data_dir", f"{data_dir} is not a usable prepared TuSimple root: {exc}; {DATA_DIR_HINT}"
+                              ) from None
     for split, dataset in (("train", dm.train_set), ("val", dm.val_set), ("test", dm.test_set)):
         if dataset is None:
             continue
@@ -534,10 +535,10 @@ def _start_logging(cfg: TrainConfig, run_id: str) -> RunOwnedMLFlowLogger:
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def _config_options(func: Any) -> Any:
-    """One click option per TrainConfig field, all parsed and validated by the pydantic model."""
-    for name, field in reversed(list(TrainConfig.model_fields.items())):
-        flag = "--" + name.replace("_", "-")
-        func = click.option(flag, name, default=None, help=field.description or None, multiple=False)(func)
+    """One click option per TrainConfig field, all parsed and validated by the pydantic model; the help's defaults
+    and choices come from it too (config.cli_options)."""
+    for flag, name, kwargs in reversed(cli_options(TrainConfig)):
+        func = click.option(flag, name, **kwargs)(func)
     return func
 
 

@@ -77,6 +77,14 @@ def _arm_error_text(err: Any) -> tuple[int | None, str | None, str]:
 
 
 # ------------------------------------------------------------------------------------------------ client
+def require_sdk() -> None:
+    """The Azure SDK (the ``azure`` extra), or :class:`~mlflow_anf.extras.MissingExtraError` naming it."""
+    from mlflow_anf.extras import require_extra
+
+    for module in ("azure.mgmt.netapp", "azure.identity"):
+        require_extra("azure", module, "the anf snapshot provider")
+
+
 class AnfArm:
     """One NetApp account through ARM: the SDK client (built on first use), :meth:`call` (SDK errors → this
     package's errors), :meth:`wait` (LRO with a deadline) and the reads every other part needs."""
@@ -90,6 +98,7 @@ class AnfArm:
     @property
     def client(self) -> NetAppManagementClient:
         if self._client is None:
+            require_sdk()
             self._client = self._build_client()
         return self._client
 
@@ -151,6 +160,7 @@ class AnfArm:
     @contextlib.contextmanager
     def call(self, what: str, *, missing: str | None = None) -> Iterator[None]:
         """Translate SDK exceptions into this package's errors; *missing* is the text for a 404."""
+        require_sdk()
         from azure.core.exceptions import (
             AzureError,
             ClientAuthenticationError,
@@ -194,7 +204,8 @@ class AnfArm:
     def wait(self, poller: LROPoller[Any], what: str, timeout_s: float | None = None) -> Any:
         """The result of a long-running operation, waiting at most *timeout_s* (default: ``lro_timeout_s``)."""
         limit = self.config.lro_timeout_s if timeout_s is None else timeout_s
-        result = poller.result(timeout=limit)
+        left = limit if self.config.progress is None else self._follow(poller, what, limit)
+        result = poller.result(timeout=left)
         if not poller.done():
             setting = "lro_timeout_s" if timeout_s is None else "timeout_s"
             raise SnapshotTimeout(
@@ -202,6 +213,24 @@ class AnfArm:
                 "(check again with 'mlflow-anf volume show')"
             )
         return result
+
+    def _follow(self, poller: LROPoller[Any], what: str, limit: float) -> float:
+        """Wait for *poller* up to *limit* seconds a polling interval at a time, telling ``config.progress`` the
+        operation's status (``InProgress``...) before each; returns the seconds left of *limit* (:meth:`wait` then
+        takes the result as without a display)."""
+        report = self.config.progress
+        assert report is not None
+        deadline = time.monotonic() + limit
+        while not poller.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0.0
+            try:
+                report(f"{what}: {poller.status()}")
+            except Exception:  # noqa: BLE001 - a broken display must not break the operation
+                report = lambda _text: None  # noqa: E731
+            poller.wait(timeout=min(remaining, max(self.config.polling_interval_s, 0.5)))
+        return max(0.0, deadline - time.monotonic())
 
     def wait_created(self, poller: LROPoller[Any], what: str, read: Callable[[], dict[str, Any]],
                      timeout_s: float | None = None) -> dict[str, Any]:

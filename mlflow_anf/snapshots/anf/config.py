@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,8 @@ class AnfConfig(BaseModel):
     read_timeout_s: float = Field(default=60.0, gt=0)
     lro_timeout_s: float = Field(default=1800.0, gt=0, description="max wait for a long-running ARM operation")
     polling_interval_s: float = Field(default=5.0, ge=0, description="LRO poll interval when ARM sends none")
+    #: told ``"<operation>: <ARM status>"`` while a long-running operation runs (a CLI shows it; never serialised)
+    progress: Callable[[str], None] | None = Field(default=None, exclude=True, repr=False)
     retry_total: int = Field(default=6, ge=0, le=20)
     retry_backoff_factor: float = Field(default=0.8, ge=0)
     retry_backoff_max_s: float = Field(default=60.0, ge=0)

@@ -74,8 +74,9 @@ class CsiApi:
 
     def apis(self) -> tuple[Any, Any]:
         if self._core is None:
-            from kubernetes import client
+            from mlflow_anf.extras import require_extra
 
+            client = require_extra("k8s", "kubernetes.client", "the csi snapshot provider")
             if self.client is None:
                 try:
                     self.client = api_client(self.config.kube())

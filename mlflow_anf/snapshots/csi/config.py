@@ -48,6 +48,10 @@ class SnapshotProgress(BaseModel):
     restore_size: str | None = None
     message: str = ""
 
+    def __str__(self) -> str:
+        """One line for a progress display: ``VolumeSnapshot ns/pvc@name: pending (the last error)``."""
+        return f"VolumeSnapshot {self.volume}@{self.name}: {self.phase}" + (f" ({self.message})" if self.message else "")
+
 
 class CsiConfig(BaseModel):
     """Options of the ``csi`` provider (``get_provider("csi", **options)``)."""

@@ -41,6 +41,7 @@ from typing import Literal, NamedTuple
 import click
 from pydantic import BaseModel, ConfigDict
 
+from mlflow_anf.progress import SILENT, Progress, Step, for_cli, quiet_option
 from mlflow_anf_lanedet.data.errors import PrepareError
 from mlflow_anf_lanedet.data.publish import (
     MANIFEST_FORMAT,
@@ -98,11 +99,14 @@ class _SetRoot(NamedTuple):
     move: bool
 
 
-def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False) -> PrepareReport:
-    """Build the prepared root ``out`` from ``src`` (see the module docstring); raises :class:`PrepareError`."""
+def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False,
+            progress: Progress = SILENT) -> PrepareReport:
+    """Build the prepared root ``out`` from ``src`` (see the module docstring); raises :class:`PrepareError`.
+    *progress* shows each step (unpacking, clips, labels, digest) while it runs."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
-        raise PrepareError(f"{src}: source is not a directory")
+        raise PrepareError(f"{src}: source is not a directory (give --src the folder of the TuSimple download: "
+                           "train_set/, test_set/ and test_label.json, or their .zip files)")
     _check_out(src, out, overwrite)
     layout = _detect_layout(src)
     recovered = _recover(out)
@@ -119,15 +123,19 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], *, overwri
     if lock is None:  # nobody else knows this fresh random name
         raise PrepareError(f"{tmp}: locked by another process")
     try:
-        sets, label_sources = _collect(src, layout, tmp)
+        with progress.step(f"read {src} ({layout} layout)"):
+            sets, label_sources = _collect(src, layout, tmp)
         counts = {"linked": 0, "copied": 0, "moved": 0}
-        for set_root in sets:
-            _merge_clips(set_root, tmp / "clips", counts)
-        label_counts, labelled = _write_labels(label_sources, tmp)
+        with progress.step("clips") as step:
+            for set_root in sets:
+                _merge_clips(set_root, tmp / "clips", counts, step)
+        with progress.step("check labels"):
+            label_counts, labelled = _write_labels(label_sources, tmp)
         images = sum(counts.values())
         shutil.rmtree(tmp / ".extract", ignore_errors=True)
         splits = {split: sum(label_counts[name] for name in names) for split, names in SPLIT_FILES.items()}
-        digest = _digest(tmp, labelled)
+        with progress.step("digest"):
+            digest = _digest(tmp, labelled)
         manifest = {
             "format": MANIFEST_FORMAT,
             "splits": splits,
@@ -361,9 +369,10 @@ def _same_file(a: Path, b: Path) -> bool:
                 return True
 
 
-def _merge_clips(set_root: _SetRoot, dest_clips: Path, counts: dict[str, int]) -> None:
+def _merge_clips(set_root: _SetRoot, dest_clips: Path, counts: dict[str, int], step: Step) -> None:
     src_clips = set_root.path / "clips"
     for path in _walk_files(src_clips):
+        step.advance()
         rel = path.relative_to(src_clips)
         target = dest_clips / rel
         if target.exists():
@@ -459,10 +468,11 @@ class _Failed(click.ClickException):
 @click.option(
     "--overwrite", is_flag=True, help="Replace --out when it is a prepared root (its .snapshot folder is kept)."
 )
-def prepare_command(src: Path, out: Path, overwrite: bool) -> None:
+@quiet_option
+def prepare_command(src: Path, out: Path, overwrite: bool, quiet: bool) -> None:
     """Unpack/validate a TuSimple download into a prepared root."""
     try:
-        report = prepare(src, out, overwrite=overwrite)
+        report = prepare(src, out, overwrite=overwrite, progress=for_cli(quiet))
     except DataError as exc:
         raise _Failed(str(exc)) from None
     for path in report.recovered:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from mlflow_anf.progress import for_cli, quiet_option
+
 from .config import SynthError
 
 
@@ -26,6 +28,7 @@ from .config import SynthError
               show_default=True)  # fmt: skip
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True)  # fmt: skip
+@quiet_option
 def synth_command(
     out: Path,
     frames: int,
@@ -35,6 +38,7 @@ def synth_command(
     workers: int,
     val_fraction: float,
     test_fraction: float,
+    quiet: bool,
 ) -> None:
     """Write a synthetic TuSimple-format dataset (official download layout) under --out."""
     from .writer import generate
@@ -42,7 +46,7 @@ def synth_command(
     try:
         report = generate(
             out, frames, seed, labels=labels, overwrite=overwrite, workers=workers, val_fraction=val_fraction,
-            test_fraction=test_fraction,
+            test_fraction=test_fraction, progress=for_cli(quiet),
         )  # fmt: skip
     except SynthError as exc:
         raise click.UsageError(str(exc)) from None

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from mlflow_anf.progress import SILENT, Progress, Step
+
 from ..assets import labels_0313_path
 from .config import H_SAMPLES_0313, H_SAMPLES_WIDE, SynthConfig, SynthError, SynthReport, split_counts
 from .geometry import RoadFit, Scene, fit_road, frame_labels, load_sources, sample_scene, split_sources, usable
@@ -162,12 +164,13 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     jpeg_quality: int = 90,
+    progress: Progress = SILENT,
     **options: object,
 ) -> SynthReport:
     """Write `frames` synthetic frames (train/val/test) in the official TuSimple layout under `out`.
 
     Options are validated by `SynthConfig` (extra keyword options are its other fields). Raises `SynthError` naming
-    the option or file on bad input, before anything is written.
+    the option or file on bad input, before anything is written. *progress* counts the frames as they are written.
     """
     try:
         config = SynthConfig(
@@ -177,7 +180,7 @@ def generate(
         )  # fmt: skip
     except ValidationError as exc:
         raise SynthError(_describe(exc)) from None
-    return generate_from_config(config)
+    return generate_from_config(config, progress)
 
 
 def _describe(exc: ValidationError) -> str:
@@ -188,7 +191,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def generate_from_config(config: SynthConfig) -> SynthReport:
+def generate_from_config(config: SynthConfig, progress: Progress = SILENT) -> SynthReport:
     """`generate` with a validated config."""
     started = time.perf_counter()
     labels = config.labels or default_labels_path()
@@ -200,7 +203,8 @@ def generate_from_config(config: SynthConfig) -> SynthReport:
     tmp = out.parent / f".{out.name}.synth-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        results = _render_all(plans, tmp, labels, config)
+        with progress.step(f"render {len(plans)} frames", total=len(plans)) as step:
+            results = _render_all(plans, tmp, labels, config, step)
         counts = _write_labels(plans, results, tmp)
         _replace(tmp, out, config.overwrite)
     except BaseException:
@@ -227,14 +231,17 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 
 def _render_all(
-    plans: list[FramePlan], root: Path, labels: Path, config: SynthConfig
+    plans: list[FramePlan], root: Path, labels: Path, config: SynthConfig, step: Step
 ) -> dict[int, tuple[int, list[list[int]], str]]:
+    results: dict[int, tuple[int, list[list[int]], str]] = {}
     if config.workers == 1 or len(plans) < 8:
         renderer = FrameRenderer(labels, config.seed, config.max_fit_rms, config.jpeg_quality)
-        return {p.index: renderer.write(p, root) for p in plans}
+        for p in plans:
+            results[p.index] = renderer.write(p, root)
+            step.advance()
+        return results
     chunk = max(4, min(32, len(plans) // (config.workers * 4)))
     chunks = [(plans[i : i + chunk], str(root)) for i in range(0, len(plans), chunk)]
-    results: dict[int, tuple[int, list[list[int]], str]] = {}
     with ProcessPoolExecutor(
         max_workers=config.workers,
         mp_context=get_context("spawn"),  # no fork of a parent that may hold threads (torch, MLflow)
@@ -243,6 +250,7 @@ def _render_all(
     ) as pool:
         for batch in pool.map(_work, chunks):
             results.update({r[0]: r for r in batch})
+            step.advance(len(batch))
     return results
 
 
