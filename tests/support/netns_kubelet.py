@@ -60,6 +60,9 @@ class Image:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.etc_ssh = self._etc_ssh(workdir / "etc-ssh")
+        # sshd's privilege-separation directory: the Dockerfile's `mkdir -p /run/sshd` (Debian's package makes it
+        # only when its service starts, which make setup-system does not let it do)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.mpi_bin = workdir / "open-mpi-bin"
         self.mpi_bin.mkdir(exist_ok=True)
         for name in OPEN_MPI_COMMANDS:
