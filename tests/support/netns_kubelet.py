@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import REPO_ROOT
-from tests.support.pod_network import Pod, PodNetwork, tee, volume_files, write_volume
+from tests.support.pod_network import Pod, PodNetwork, cmdline, tee, volume_files, write_volume
 
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 SSH_CONF = REPO_ROOT / "docker" / "ssh"
@@ -132,19 +132,15 @@ class NetnsKubelet:
     def _volume(self, pod: Pod, namespace: str, volume: Mapping[str, Any],
                 get: Callable[[str, str | None, str], Any]) -> Path:
         target = pod.root / "volumes" / volume["name"]
-        if "secret" in volume:
-            source = volume["secret"]
-            obj = get("Secret", namespace, source["secretName"])
-            if obj is None:
-                raise RuntimeError(f'secret "{source["secretName"]}" not found')
-            files, modes = volume_files(source, obj.get("data") or {}, base64_data=True)
-            return write_volume(target, files, modes)
-        if "configMap" in volume:
-            source = volume["configMap"]
-            obj = get("ConfigMap", namespace, source["name"])
-            if obj is None:
-                raise RuntimeError(f'configmap "{source["name"]}" not found')
-            files, modes = volume_files(source, obj.get("data") or {}, base64_data=False)
+        for key, kind, name_field, encoded in (("secret", "Secret", "secretName", True),
+                                               ("configMap", "ConfigMap", "name", False)):
+            if key not in volume:
+                continue
+            source = volume[key]
+            obj = get(kind, namespace, source[name_field])
+            if obj is None:  # the kubelet's text (kubelet_pods.go, as the simulator's _resolve_env gives it)
+                raise RuntimeError(f'{kind.lower()} "{source[name_field]}" not found')
+            files, modes = volume_files(source, obj.get("data") or {}, base64_data=encoded)
             return write_volume(target, files, modes)
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]["claimName"]
@@ -213,8 +209,6 @@ class NetnsKubelet:
 
     def job_processes(self, name: str) -> dict[int, str]:
         """Processes in pod *name* other than its container's own (sshd's listener) and the relay."""
-        from tests.support.pod_network import cmdline
-
         pod = self.network.pods[name]
         own = self.infra.get(name, set())
         container = self.containers.get(name)
@@ -224,8 +218,6 @@ class NetnsKubelet:
 
 
 def _is_sshd_listener(pid: int) -> bool:
-    from tests.support.pod_network import cmdline
-
     line = cmdline(pid)
     return line.startswith("sshd: /usr/sbin/sshd -De [listener]") or line in ("/usr/sbin/sshd -De",)
 
