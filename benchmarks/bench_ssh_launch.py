@@ -46,15 +46,12 @@ def on_localhost(tmp: Path) -> float:
     sys.path[:0] = [str(ROOT), str(ROOT / "project")]
     from mlflow.projects.utils import load_project
 
-    from mlflow_anf_lanedet.data.prepare import prepare
-    from mlflow_anf_lanedet.synth import generate
-
     from mlflow_anf_lanedet.assets import labels_0313_path, write_label_lines
+    from tests.support.tiny_data import make_tiny_tusimple  # the test's data
 
     if not (tmp / "tusimple").exists():
         write_label_lines(labels_0313_path(), tmp / "label_data_0313.json")  # as tests/conftest.py fixtures_dir
-        generate(tmp / "download", frames=16, seed=3, labels=tmp / "label_data_0313.json")
-        prepare(tmp / "download", tmp / "tusimple")
+        make_tiny_tusimple(tmp, tmp / "label_data_0313.json")
     params = {**PARAMS, "data_dir": str(tmp / "tusimple"), "output_dir": str(tmp / f"out-{time.time_ns()}")}
     command = load_project(str(ROOT)).get_entry_point("train").compute_command(params, str(tmp / "storage"))
     bin_dir = Path(sys.executable).parent

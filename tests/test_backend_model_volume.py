@@ -16,7 +16,7 @@ from mlflow_anf.backend.params import EntryPointParamError, model_location
 from mlflow_anf.backend.plugin import MPIJobBackend
 from mlflow_anf.backend.render import JobRequest, launcher_args, render_mpijob
 from mlflow_anf.backend.launcher import parse_args
-from tests.doubles.mpi_operator_sim import STUB_TRAIN
+from tests.doubles.mpi_operator_sim import STUB_TRAIN, write_project
 from tests.support.snapshot_tags import snapshot_fields
 
 NS = "lane"
@@ -52,11 +52,7 @@ entry_points:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "MLproject").write_text(MLPROJECT)
-    (root / "stub_train.py").write_text(STUB_TRAIN)
-    return root
+    return write_project(tmp_path / "project", MLPROJECT, **{"stub_train.py": STUB_TRAIN})
 
 
 def _ep(project: Path, name: str = "train") -> Any:

@@ -20,6 +20,7 @@ from mlflow_anf.snapshots.csi import SnapshotProgress, render_volume_snapshot
 from tests.doubles.k8s_emulator import ObjectStore, PvcBinder, SnapshotController
 from tests.test_snapshots_csi import FAST_RETRY, make_provider
 from tests.support.snapshot_tags import snapshot_fields
+from tests.support.waiting import wait_for
 
 QUOTA = ("Failed to create snapshot: failed to take snapshot of the volume pvc-1: \"rpc error: code = "
          "ResourceExhausted desc = ANF snapshot quota reached (255)\"")
@@ -34,16 +35,6 @@ def cluster(k8s_objects: ObjectStore, snapshot_controller: SnapshotController, p
     k8s_objects.pvc("data")
     k8s_objects.pvc("model")
     return k8s_objects
-
-
-def wait_for(fn: Any, what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def new_snapshot(objects: ObjectStore, name: str, pvc: str, snapshot_class: str | None = None) -> None:

@@ -12,19 +12,14 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.support.snapshot_tags import snapshot_fields
+from tests.support.tiny_data import make_tiny_tusimple
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path) -> Path:
-    from mlflow_anf_lanedet.data.prepare import prepare
-    from mlflow_anf_lanedet.synth import generate
-
-    root = tmp_path_factory.mktemp("tiny")
-    generate(root / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
-    prepare(root / "download", root / "tusimple")
-    return root / "tusimple"
+    return make_tiny_tusimple(tmp_path_factory.mktemp("tiny"), tusimple_fixtures / "label_data_0313.json")
 
 
 def _mlflow_env(tracking_uri: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ harness's own. These tests keep the harness honest for every suite built on it (
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.doubles.k8s_emulator import SNAPSHOT_FINALIZER, K8sServer, ObjectStore, SnapshotController
 from tests.doubles.k8s_schemas import K8sSchemaError, validate_builtin, validate_crd_object
+from tests.support.waiting import wait_for
 
 G, V = "snapshot.storage.k8s.io", "v1"
 
@@ -41,14 +43,7 @@ def _body(exc: ApiException) -> dict[str, Any]:
     return json.loads(exc.body)
 
 
-def _wait_for(fn: Any, what: str, timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+_wait_for = functools.partial(wait_for, timeout=5.0)
 
 
 # ---- discovery and plain CRUD ----------------------------------------------------------------------------------

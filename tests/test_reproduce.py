@@ -44,9 +44,11 @@ from mlflow_anf.reproduce import (
 from mlflow_anf.snapshots import get_provider
 from mlflow_anf.tracking import SnapshotRef, get_run_snapshots, log_snapshot, snapshot_and_log
 from tests.conftest import REPO_ROOT
+from tests.doubles.mpi_operator_sim import write_project
 from tests.support.git import commit_all, git
 from tests.support.http_server import serve
 from tests.support.snapshot_tags import snapshot_fields
+from tests.support.tiny_data import make_tiny_tusimple
 
 NS = "lane"
 
@@ -459,12 +461,7 @@ def test_lanedet_training_reproduces_bit_identically(
     tracking: MlflowClient, mlflow_store: Any, tmp_path: Path, tusimple_fixtures: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mlflow_anf_lanedet.data.prepare import prepare
-    from mlflow_anf_lanedet.synth import generate
-
-    generate(tmp_path / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
-    data = tmp_path / "tusimple"
-    prepare(tmp_path / "download", data)
+    data = make_tiny_tusimple(tmp_path, tusimple_fixtures / "label_data_0313.json")
     # the project as a clean checkout of its own (the shared tree changes under concurrent work)
     project = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT / "project" / "mlflow_anf_lanedet", project / "project" / "mlflow_anf_lanedet",
@@ -579,11 +576,7 @@ def cluster(k8s_objects: Any, snapshot_controller: Any, pvc_binder: Any) -> Any:
 
 @pytest.fixture
 def mpi_project(tmp_path: Path) -> Path:
-    project = tmp_path / "mpi-project"
-    project.mkdir()
-    (project / "MLproject").write_text(MPI_MLPROJECT)
-    (project / "mpi_train.py").write_text(MPI_TRAIN)
-    return project
+    return write_project(tmp_path / "mpi-project", MPI_MLPROJECT, **{"mpi_train.py": MPI_TRAIN})
 
 
 def backend_config(kubeconfig: Path, store: Any, project: Path, image: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from tests.conftest import REPO_ROOT
 from tests.doubles.mpi_operator_sim import MPIOperatorSim
 from tests.support.netns_kubelet import Image, NetnsKubelet, start_api_relay
 from tests.support.pod_network import PodNetwork
+from tests.support.waiting import wait_for
+from tests.support.tiny_data import make_tiny_tusimple
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +38,14 @@ RUN_BOUND_S = 300  # a failing launch must end the run well within this (its own
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory, tusimple_fixtures: Path) -> Path:
     """The data volume's content: a few synthetic TuSimple frames, prepared."""
-    from mlflow_anf_lanedet.data.prepare import prepare
-    from mlflow_anf_lanedet.synth import generate
-
-    root = tmp_path_factory.mktemp("ssh-data")
-    generate(root / "download", frames=16, seed=3, labels=tusimple_fixtures / "label_data_0313.json")
-    prepare(root / "download", root / "tusimple")
-    return root / "tusimple"
+    return make_tiny_tusimple(tmp_path_factory.mktemp("ssh-data"), tusimple_fixtures / "label_data_0313.json")
 
 
 class Cluster:
     """The emulator, the operator simulator with the netns kubelet, the data volume and the MLflow store."""
 
     def __init__(self, k8s_server: Any, k8s_objects: Any, kubeconfig: Path, store: Any, tmp: Path,
-                 dataset: Path) -> None:
+                 dataset: Path, image: Image) -> None:
         self.k8s_objects, self.kubeconfig, self.store, self.tmp = k8s_objects, kubeconfig, store, tmp
         self.network = PodNetwork(tmp / "pods").start()
         self.volume = tmp / "anf-volume"  # the ReadWriteMany volume every pod mounts
@@ -59,7 +55,7 @@ class Cluster:
         self.mount.mkdir()
         port = int(k8s_server.url.rsplit(":", 1)[1])
         self.relay = start_api_relay(port, tmp / "api.sock")
-        self.kubelet = NetnsKubelet(self.network, Image(tmp / "image"), {DATA_PVC: self.volume}, port,
+        self.kubelet = NetnsKubelet(self.network, image, {DATA_PVC: self.volume}, port,
                                     tmp / "api.sock")
         self.operator = MPIOperatorSim(kubeconfig=kubeconfig, kubelet=self.kubelet).install(k8s_server)
         k8s_objects.namespace(NS)
@@ -101,10 +97,16 @@ class Cluster:
         self.relay.wait(10)
 
 
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """The image every pod runs (its /etc/ssh with host keys made once, as an image build bakes them in)."""
+    return Image(tmp_path_factory.mktemp("image"))
+
+
 @pytest.fixture
-def cluster(k8s_server, k8s_objects, kubeconfig_path, mlflow_store, tmp_path, dataset,
+def cluster(k8s_server, k8s_objects, kubeconfig_path, mlflow_store, tmp_path, dataset, image,
             snapshot_controller) -> Iterator[Cluster]:
-    c = Cluster(k8s_server, k8s_objects, kubeconfig_path, mlflow_store, tmp_path, dataset)
+    c = Cluster(k8s_server, k8s_objects, kubeconfig_path, mlflow_store, tmp_path, dataset, image)
     try:
         yield c
     finally:
@@ -192,12 +194,8 @@ def _kill_when(cluster: Cluster, pod: str, marker: str, what: str) -> threading.
 def test_a_rank_that_dies_fails_the_run_and_leaves_nothing(cluster: Cluster, launcher: str, tmp_path: Path) -> None:
     cfg = cluster.config(launcher=launcher)
     run = cluster.submit(f"dies-{launcher}", cfg, epochs="3")
-    worker1 = None
-    deadline = time.monotonic() + RUN_BOUND_S
-    while worker1 is None and time.monotonic() < deadline:
-        worker1 = next((n for n in cluster.network.pods if n.endswith("-worker-1")), None)
-        time.sleep(0.1)
-    assert worker1 is not None
+    worker1 = wait_for(lambda: next((n for n in cluster.network.pods if n.endswith("-worker-1")), None),
+                       "worker-1's pod", timeout=RUN_BOUND_S, interval=0.1)
     # rank 1 is killed (as the OOM killer would) once it has started training
     killer = _kill_when(cluster, worker1, f"rank 1/2 on host {worker1}", "project/run.py train")
     started = time.monotonic()

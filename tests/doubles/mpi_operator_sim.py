@@ -952,13 +952,18 @@ entry_points:
 '''
 
 
+def write_project(root: Path, mlproject: str, **scripts: str) -> Path:
+    """A project directory: ``MLproject`` and the scripts its entry points run (file name -> text)."""
+    root.mkdir()
+    (root / "MLproject").write_text(mlproject)
+    for name, text in scripts.items():
+        (root / name).write_text(text)
+    return root
+
+
 @pytest.fixture
 def sim_project(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "MLproject").write_text(MLPROJECT)
-    (project / "stub_train.py").write_text(STUB_TRAIN)
-    return project
+    return write_project(tmp_path / "project", MLPROJECT, **{"stub_train.py": STUB_TRAIN})
 
 
 @pytest.fixture
