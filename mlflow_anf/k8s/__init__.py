@@ -15,8 +15,7 @@ the pure :mod:`~mlflow_anf.k8s.naming` (as the snapshot core does for its name r
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlflow_anf._lazy import lazy_exports
 
 # public name -> the module of this package that defines it
 _LAZY = {
@@ -59,14 +58,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
